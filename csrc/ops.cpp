@@ -1,0 +1,32 @@
+// Op schemas and the Python module that reports how this extension was built.
+// Kernels register themselves per device in csrc/cpu and csrc/cuda.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <pybind11/pybind11.h>
+
+#include "build_config.h"
+
+TORCH_LIBRARY(diffaug_fast, m) {
+  // x_t = a[b]*x0 + s[b]*eps. eps is `noise` when given, else Philox normal
+  // noise keyed by (seed, offset + NCHW element index). Returns (x_t, eps) with
+  // eps empty unless return_noise and the noise was made here.
+  m.def("diffuse(Tensor x0, Tensor a, Tensor s, Tensor? noise, int seed, int offset, bool return_noise)"
+        " -> (Tensor, Tensor)");
+  // x0_hat = alpha*x_t + beta*model_out with (alpha, beta) from the
+  // parametrization (0 eps, 1 v, 2 x0, 3 score) and (a, s); optional clamp to [-clip, clip].
+  m.def("denoise_epilogue(Tensor x_t, Tensor model_out, Tensor a, Tensor s, int parametrization, float? clip)"
+        " -> Tensor");
+}
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "diffaug_fast compiled kernels (ops live under torch.ops.diffaug_fast)";
+#ifdef DIFFAUG_FAST_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+  m.attr("cuda_archs") = DIFFAUG_FAST_CUDA_ARCHS;
+  m.attr("cxx_compiler") = DIFFAUG_FAST_CXX_COMPILER;
+  m.attr("cuda_compiler") = DIFFAUG_FAST_CUDA_COMPILER;
+  m.attr("parallel_info") = at::get_parallel_info();
+}

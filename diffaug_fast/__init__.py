@@ -1,0 +1,6 @@
+"""diffaug-fast: diffuse-and-denoise augmentation and denoising-assisted diffusion classifiers, fast."""
+from diffaug_fast._build import ExtensionUnavailableError, build_info
+from diffaug_fast.ops import BackendUnavailableError, available_backends, denoise_epilogue, diffuse
+
+__all__ = ["BackendUnavailableError", "ExtensionUnavailableError", "available_backends", "build_info",
+           "denoise_epilogue", "diffuse"]

@@ -1,0 +1,63 @@
+"""Argument checks shared by the public API: each error names the argument and what was expected."""
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_DTYPE_NAMES = "float32, bfloat16 or float16"
+MAX_SEED = 2**63 - 1
+
+
+def _eager() -> bool:
+    # Value checks that read tensor data would break torch.compile graphs; shapes are still checked.
+    return not torch.compiler.is_compiling()
+
+
+def check_tensor(fn: str, name: str, t, *, min_dim: int = 1, dtypes=FLOAT_DTYPES) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{fn}(): argument '{name}' must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() < min_dim:
+        raise ValueError(f"{fn}(): argument '{name}' must have at least {min_dim} dimension(s) "
+                         f"(batch first), got shape {list(t.shape)}")
+    if dtypes is not None and t.dtype not in dtypes:
+        raise TypeError(f"{fn}(): argument '{name}' has dtype {t.dtype}; expected {_DTYPE_NAMES}")
+
+
+def check_same_device(fn: str, ref_name: str, ref: torch.Tensor, **others) -> None:
+    for name, t in others.items():
+        if t is not None and t.device != ref.device:
+            raise ValueError(f"{fn}(): argument '{name}' is on {t.device} but '{ref_name}' is on {ref.device}; "
+                             "move them to the same device")
+
+
+def per_example(fn: str, name: str, coef, batch: int, device: torch.device) -> torch.Tensor:
+    """A per-example coefficient as a float32 [batch] tensor on `device` (scalars are broadcast)."""
+    if isinstance(coef, (int, float)):
+        coef = torch.full((batch,), float(coef), device=device)
+    if not isinstance(coef, torch.Tensor):
+        raise TypeError(f"{fn}(): argument '{name}' must be a tensor of shape [{batch}] or a number, "
+                        f"got {type(coef).__name__}")
+    if coef.dim() != 1 or coef.shape[0] != batch:
+        raise ValueError(f"{fn}(): argument '{name}' must have shape [{batch}] (one value per example), "
+                         f"got {list(coef.shape)}")
+    if coef.device != device:
+        raise ValueError(f"{fn}(): argument '{name}' is on {coef.device}; expected {device} like the images")
+    if coef.is_complex() or not (coef.is_floating_point() or coef.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"{fn}(): argument '{name}' has dtype {coef.dtype}; expected a real dtype")
+    coef = coef.detach().to(torch.float32)
+    if _eager() and coef.numel() and not bool(torch.isfinite(coef).all()):
+        raise ValueError(f"{fn}(): argument '{name}' contains NaN or Inf")
+    return coef
+
+
+def check_seed(fn: str, seed, offset) -> None:
+    for name, value in (("seed", seed), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{fn}(): argument '{name}' must be an int, got {type(value).__name__}")
+        if not 0 <= value <= MAX_SEED:
+            raise ValueError(f"{fn}(): argument '{name}' must be in [0, 2**63 - 1], got {value}")
+
+
+def check_finite(fn: str, name: str, t: torch.Tensor) -> None:
+    if _eager() and t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{fn}(): argument '{name}' contains NaN or Inf")

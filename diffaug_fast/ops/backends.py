@@ -1,0 +1,71 @@
+"""Which backend runs an op: by argument, else $DIFFAUG_FAST_BACKEND, else by device."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from diffaug_fast import _build
+
+BACKENDS = ("reference", "cpu", "cuda", "triton")
+ENV_VAR = "DIFFAUG_FAST_BACKEND"
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was asked for that cannot run here."""
+
+
+def _status(name: str, device_type: str | None) -> tuple[bool, str]:
+    """(usable, why not) for a backend, optionally for tensors on a given device type."""
+    if name == "reference":
+        return True, ""
+    if name in ("cpu", "cuda"):
+        if not _build.has_extension():
+            return False, f"diffaug_fast._C is not loaded ({_build._EXT_ERROR}); {_build.REBUILD_HINT}"
+        if name == "cuda":
+            if not _build.extension_has_cuda():
+                return False, "diffaug_fast._C was built without CUDA kernels (torch without CUDA, nvcc not found, " \
+                              "or DIFFAUG_FAST_CUDA=0 at build time)"
+            if not torch.cuda.is_available():
+                return False, "no CUDA GPU is available"
+        if device_type is not None and device_type != name:
+            return False, f"the '{name}' backend runs on {name} tensors, these are on {device_type}"
+        return True, ""
+    if name == "triton":
+        err = _build.triton_import_error()
+        if err:
+            return False, f"triton cannot be imported ({err})"
+        on_gpu = torch.cuda.is_available() and device_type in (None, "cuda")
+        if device_type == "cpu" or not on_gpu:
+            if _build.triton_interpret():
+                return True, ""
+            return False, "triton needs CUDA tensors on a GPU, or TRITON_INTERPRET=1 to run its interpreter on CPU"
+        return True, ""
+    raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+
+
+def backend_status(device_type: str | None = None) -> dict[str, tuple[bool, str]]:
+    return {name: _status(name, device_type) for name in BACKENDS}
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    device_type = torch.device(device).type
+    return [name for name, (ok, _) in backend_status(device_type).items() if ok]
+
+
+def resolve_backend(backend: str | None, device: torch.device) -> str:
+    """The backend to run on tensors on `device`; raises BackendUnavailableError with the reason."""
+    source = "argument 'backend'"
+    if backend is None:
+        backend = os.environ.get(ENV_VAR) or "auto"
+        source = f"${ENV_VAR}"
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"{source} is {backend!r}; expected 'auto' or one of {', '.join(BACKENDS)}")
+    device_type = device.type
+    if backend == "auto":
+        order = ("cuda", "triton", "reference") if device_type == "cuda" else ("cpu", "reference")
+        return next(name for name in order if _status(name, device_type)[0])
+    ok, why = _status(backend, device_type)
+    if not ok:
+        raise BackendUnavailableError(f"backend {backend!r} (from {source}) cannot run here: {why}")
+    return backend

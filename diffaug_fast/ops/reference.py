@@ -1,0 +1,95 @@
+"""Plain-PyTorch versions of every op: the oracle the fast backends are tested against.
+
+Everything here is written for clarity and runs on any device. The noise is
+the same counter-based Philox4x32-10 + Box-Muller stream as the kernels
+(and Triton's ``tl.randn``): 32-bit words are held in int64 tensors.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+_KEY_A, _KEY_B = 0x9E3779B9, 0xBB67AE85
+_ROUND_A, _ROUND_B = 0xD2511F53, 0xCD9E8D57
+
+EPS, V, X0, SCORE = 0, 1, 2, 3
+PARAMETRIZATIONS = {"eps": EPS, "v": V, "x0": X0, "score": SCORE}
+
+
+def _mul_wide(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(high, low) 32-bit words of x*k for 32-bit x and constant k, without int64 overflow."""
+    k_hi, k_lo = k >> 16, k & 0xFFFF
+    prod_hi, prod_lo = x * k_hi, x * k_lo  # each < 2**48
+    high = (prod_hi + (prod_lo >> 16)) >> 16
+    low = (((prod_hi & 0xFFFF) << 16) + prod_lo) & _MASK32
+    return high, low
+
+
+def philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
+    """Ten Philox4x32 rounds on int64 tensors holding 32-bit counter words."""
+    for _ in range(10):
+        hi_b, lo_b = _mul_wide(c2, _ROUND_B)
+        hi_a, lo_a = _mul_wide(c0, _ROUND_A)
+        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        k0, k1 = (k0 + _KEY_A) & _MASK32, (k1 + _KEY_B) & _MASK32
+    return c0, c1, c2, c3
+
+
+def _word_to_uniform(word: torch.Tensor) -> torch.Tensor:
+    signed = torch.where(word >= 2**31, word - 2**32, word)  # read the word as int32
+    folded = torch.where(signed < 0, -signed - 1, signed)  # ~x for negatives
+    return folded.to(torch.float32) * 4.6566127342e-10
+
+
+def philox_normal(seed: int, counters: torch.Tensor) -> torch.Tensor:
+    """Standard normals, float32, for int64 counters (offset + element index)."""
+    counters = counters.to(torch.int64)
+    zero = torch.zeros_like(counters)
+    w0, w1, _, _ = philox4x32_10(counters & _MASK32, counters >> 32, zero, zero, seed & _MASK32, seed >> 32)
+    u1 = _word_to_uniform(w0).clamp_min(1.0e-7)
+    u2 = _word_to_uniform(w1)
+    radius = torch.sqrt(-2.0 * torch.log(u1))
+    return radius * torch.cos(torch.tensor(2 * math.pi, dtype=torch.float32) * u2)
+
+
+def _per_example(coef: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return coef.to(torch.float32).reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+def noise_like(x: torch.Tensor, seed: int, offset: int) -> torch.Tensor:
+    """The noise the kernels attach to each element of x (NCHW element order), float32."""
+    counters = offset + torch.arange(x.numel(), device=x.device, dtype=torch.int64).reshape(x.shape)
+    return philox_normal(seed, counters)
+
+
+def diffuse(x0, a, s, noise, seed: int, offset: int, return_noise: bool):
+    eps = noise.to(torch.float32) if noise is not None else noise_like(x0, seed, offset)
+    xt = (_per_example(a, x0) * x0.to(torch.float32) + _per_example(s, x0) * eps).to(x0.dtype)
+    if return_noise and noise is None:
+        return xt, eps.to(x0.dtype)
+    return xt, x0.new_empty(0)
+
+
+def x0_affine(parametrization: int, a: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example (alpha, beta) with x0_hat = alpha*x_t + beta*model_out (see csrc/include/.../epilogue.h)."""
+    a, s = a.to(torch.float32), s.to(torch.float32)
+    if parametrization == EPS:
+        return 1.0 / a, -s / a
+    if parametrization == V:
+        norm = 1.0 / (a * a + s * s)
+        return a * norm, -s * norm
+    if parametrization == X0:
+        return torch.zeros_like(a), torch.ones_like(a)
+    if parametrization == SCORE:
+        return 1.0 / a, s * s / a
+    raise ValueError(f"unknown parametrization {parametrization}")
+
+
+def denoise_epilogue(x_t, model_out, a, s, parametrization: int, clip: float | None):
+    alpha, beta = x0_affine(parametrization, a, s)
+    x0 = _per_example(alpha, x_t) * x_t.to(torch.float32) + _per_example(beta, x_t) * model_out.to(torch.float32)
+    if clip is not None:
+        x0 = x0.clamp(-clip, clip)
+    return x0.to(x_t.dtype)

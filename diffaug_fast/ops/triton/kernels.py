@@ -1,0 +1,110 @@
+"""Triton kernels for diffuse and denoise_epilogue.
+
+Each program handles BLOCK consecutive elements of the (example-blocked)
+tensors. The noise is ``tl.randn(seed, offset + NCHW index)``, which is the
+stream the C++/CUDA kernels reproduce.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+_BLOCK = 1024
+_EPS, _V, _X0 = 0, 1, 2
+
+
+@triton.jit
+def _diffuse_kernel(x0_ptr, noise_ptr, noise_bstride, xt_ptr, eps_ptr, a_ptr, s_ptr, total, inner, channels,
+                    pixels, seed, offset, CHANNELS_LAST: tl.constexpr, HAS_NOISE: tl.constexpr,
+                    WRITE_EPS: tl.constexpr, BLOCK: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < total
+    b = i // inner
+    m = i - b * inner
+    a = tl.load(a_ptr + b, mask=mask, other=1.0)
+    s = tl.load(s_ptr + b, mask=mask, other=0.0)
+    x = tl.load(x0_ptr + i, mask=mask, other=0.0).to(tl.float32)
+    if HAS_NOISE:
+        e = tl.load(noise_ptr + b * noise_bstride + m, mask=mask, other=0.0).to(tl.float32)
+    else:
+        if CHANNELS_LAST:
+            logical = (m % channels) * pixels + m // channels
+        else:
+            logical = m
+        counter = b * inner + logical + offset  # int64, like the C++ counter
+        e = tl.randn(seed, counter)
+        if WRITE_EPS:
+            tl.store(eps_ptr + i, e.to(eps_ptr.dtype.element_ty), mask=mask)
+    tl.store(xt_ptr + i, (a * x + s * e).to(xt_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _epilogue_kernel(xt_ptr, out_ptr, out_bstride, x0_ptr, a_ptr, s_ptr, total, inner, limit,
+                     PARAM: tl.constexpr, BLOCK: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < total
+    b = i // inner
+    m = i - b * inner
+    a = tl.load(a_ptr + b, mask=mask, other=1.0)
+    s = tl.load(s_ptr + b, mask=mask, other=0.0)
+    if PARAM == 0:  # eps
+        alpha = 1.0 / a
+        beta = -s / a
+    elif PARAM == 1:  # v
+        norm = 1.0 / (a * a + s * s)
+        alpha = a * norm
+        beta = -s * norm
+    elif PARAM == 2:  # x0
+        alpha = a * 0.0
+        beta = alpha + 1.0
+    else:  # score
+        alpha = 1.0 / a
+        beta = s * s / a
+    x = tl.load(xt_ptr + i, mask=mask, other=0.0).to(tl.float32)
+    o = tl.load(out_ptr + b * out_bstride + m, mask=mask, other=0.0).to(tl.float32)
+    r = alpha * x + beta * o
+    r = tl.where(r > limit, limit, tl.where(r < -limit, -limit, r))
+    tl.store(x0_ptr + i, r.to(x0_ptr.dtype.element_ty), mask=mask)
+
+
+def _grid(total: int):
+    return (triton.cdiv(total, _BLOCK),)
+
+
+def diffuse(x0, a, s, noise, seed, offset, return_noise, layout):
+    xt = layout.empty_like(x0)
+    make_noise = noise is None
+    eps = layout.empty_like(x0) if (return_noise and make_noise) else x0.new_empty(0)
+    if x0.numel() == 0:
+        return xt, eps
+    _diffuse_kernel[_grid(x0.numel())](
+        x0, noise if noise is not None else x0, layout.batch_stride(noise), xt, eps if eps.numel() else xt,
+        a, s, x0.numel(), layout.inner, layout.channels, layout.pixels, seed, offset,
+        CHANNELS_LAST=layout.channels_last, HAS_NOISE=not make_noise, WRITE_EPS=bool(eps.numel()), BLOCK=_BLOCK)
+    return xt, eps
+
+
+def denoise_epilogue(x_t, model_out, a, s, parametrization, clip, layout):
+    x0 = layout.empty_like(x_t)
+    if x_t.numel() == 0:
+        return x0
+    limit = float("inf") if clip is None else float(clip)
+    _epilogue_kernel[_grid(x_t.numel())](
+        x_t, model_out, layout.batch_stride(model_out), x0, a, s, x_t.numel(), layout.inner, limit,
+        PARAM=parametrization, BLOCK=_BLOCK)
+    return x0
+
+
+def random_normal(seed: int, offsets: torch.Tensor) -> torch.Tensor:
+    """``tl.randn(seed, offsets)`` itself, for testing that our stream is Triton's."""
+    out = torch.empty(offsets.shape, dtype=torch.float32, device=offsets.device)
+    _randn_kernel[_grid(offsets.numel())](offsets, out, offsets.numel(), seed, BLOCK=_BLOCK)
+    return out
+
+
+@triton.jit
+def _randn_kernel(offsets_ptr, out_ptr, total, seed, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < total
+    tl.store(out_ptr + i, tl.randn(seed, tl.load(offsets_ptr + i, mask=mask, other=0)), mask=mask)
