@@ -1,0 +1,33 @@
+import os
+
+import pytest
+import torch
+
+# Without a GPU the Triton kernels run in Triton's interpreter; this must be set
+# before triton.jit decorates them (our kernels module is imported lazily).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from diffaug_fast.ops import available_backends  # noqa: E402
+
+
+def _devices_and_backends():
+    pairs = [("cpu", b) for b in available_backends("cpu") if b != "reference"]
+    if torch.cuda.is_available():
+        pairs += [("cuda", b) for b in available_backends("cuda") if b != "reference"]
+    return pairs
+
+
+FAST = _devices_and_backends()
+FAST_IDS = [f"{d}-{b}" for d, b in FAST]
+
+
+@pytest.fixture(params=FAST, ids=FAST_IDS)
+def device_backend(request):
+    """Each fast backend that can run here, with the device its tensors live on."""
+    return request.param
+
+
+def tolerance(dtype):
+    return {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.bfloat16: dict(atol=2e-2, rtol=2e-2),
+            torch.float16: dict(atol=2e-3, rtol=2e-3)}[dtype]
