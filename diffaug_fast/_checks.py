@@ -1,6 +1,7 @@
 """Argument checks shared by the public API: each error names the argument and what was expected."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -44,10 +45,28 @@ def per_example(fn: str, name: str, coef, batch: int, device: torch.device) -> t
         raise ValueError(f"{fn}(): argument '{name}' is on {coef.device}; expected {device} like the images")
     if coef.is_complex() or not (coef.is_floating_point() or coef.dtype in (torch.int32, torch.int64)):
         raise TypeError(f"{fn}(): argument '{name}' has dtype {coef.dtype}; expected a real dtype")
-    coef = coef.detach().to(torch.float32)
-    if _eager() and coef.numel() and not bool(torch.isfinite(coef).all()):
-        raise ValueError(f"{fn}(): argument '{name}' contains NaN or Inf")
-    return coef
+    return coef.detach().to(torch.float32)
+
+
+def check_coefficients(fn: str, a: torch.Tensor, s: torch.Tensor, *, a_nonzero: bool = False) -> None:
+    """a and s finite (and a free of zeros if asked), with one host sync for the common, valid case."""
+    if not _eager() or a.numel() == 0:
+        return
+    if a.device.type == "cpu":  # numpy: a few microseconds instead of several small torch ops
+        a_np, s_np = a.numpy(), s.numpy()
+        if np.isfinite(a_np).all() and np.isfinite(s_np).all() and not (a_nonzero and (a_np == 0).any()):
+            return
+    else:
+        ok = torch.isfinite(a) & torch.isfinite(s)
+        if a_nonzero:
+            ok &= a != 0
+        if bool(ok.all()):
+            return
+    for name, coef in (("a", a), ("s", s)):
+        if not bool(torch.isfinite(coef).all()):
+            raise ValueError(f"{fn}(): argument '{name}' contains NaN or Inf")
+    raise ValueError(f"{fn}(): argument 'a' has zeros; x0 cannot be recovered from this parametrization "
+                     "when the signal scale is 0")
 
 
 def check_seed(fn: str, seed, offset) -> None:

@@ -8,6 +8,7 @@
 
 #include "../dispatch.h"
 #include "../layout.h"
+#include "loops.h"
 #include "noise.h"
 
 namespace diffaug_fast::cpu {
@@ -59,12 +60,10 @@ std::tuple<at::Tensor, at::Tensor> diffuse_cpu(const at::Tensor& x0_in, const at
           else
             fill_normal(buf, n, seed, counter + m0);
         } else {
-          const T* src = np + b * noise_stride + m0;
-          for (int64_t j = 0; j < n; ++j) buf[j] = static_cast<float>(src[j]);
+          load_float(buf, np + b * noise_stride + m0, n);
         }
-        for (int64_t j = 0; j < n; ++j) op[base + j] = static_cast<T>(ab * static_cast<float>(xp[base + j]) + sb * buf[j]);
-        if (ep)
-          for (int64_t j = 0; j < n; ++j) ep[base + j] = static_cast<T>(buf[j]);
+        scale_add(op + base, xp + base, buf, ab, sb, n);
+        if (ep) store_float(ep + base, buf, n);
       }
     });
   });

@@ -9,6 +9,7 @@
 #include "../dispatch.h"
 #include "../layout.h"
 #include "diffaug_fast/epilogue.h"
+#include "loops.h"
 
 namespace diffaug_fast::cpu {
 namespace {
@@ -47,11 +48,8 @@ at::Tensor denoise_epilogue_cpu(const at::Tensor& xt_in, const at::Tensor& out_i
           const int64_t m0 = (task % chunks) * kChunk;
           const int64_t n = std::min(kChunk, l.inner - m0);
           const Affine f = x0_affine(parametrization, ap[b], sp[b]);
-          const TX* x = xp + b * l.inner + m0;
-          const TO* o = mp + b * out_stride + m0;
-          TX* r = rp + b * l.inner + m0;
-          for (int64_t j = 0; j < n; ++j)
-            r[j] = static_cast<TX>(clamp_abs(f.alpha * static_cast<float>(x[j]) + f.beta * static_cast<float>(o[j]), limit));
+          affine_clamp(rp + b * l.inner + m0, xp + b * l.inner + m0, mp + b * out_stride + m0, f.alpha, f.beta,
+                       limit, n);
         }
       });
     });

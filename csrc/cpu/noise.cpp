@@ -17,6 +17,7 @@
 #endif
 
 #include "diffaug_fast/philox.h"
+#include "loops.h"  // DAF_CLONES
 
 namespace diffaug_fast::cpu {
 namespace {
@@ -25,9 +26,6 @@ constexpr int64_t kBlock = 1024;
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(DIFFAUG_FAST_NO_CLONES)
 #define DAF_X86_DISPATCH 1
-#define DAF_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define DAF_CLONES
 #endif
 
 void philox_words_scalar(const uint32_t* lo, const uint32_t* hi, uint32_t* w0, uint32_t* w1, int64_t n,

@@ -34,6 +34,7 @@ def diffuse(x0: torch.Tensor, a, s, *, seed: int | None = None, offset: int = 0,
     batch = x0.shape[0]
     a = _checks.per_example(_FN, "a", a, batch, x0.device)
     s = _checks.per_example(_FN, "s", s, batch, x0.device)
+    _checks.check_coefficients(_FN, a, s)
     if noise is not None:
         _checks.check_tensor(_FN, "noise", noise)
         _checks.check_same_device(_FN, "x0", x0, noise=noise)

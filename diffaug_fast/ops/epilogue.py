@@ -54,9 +54,7 @@ def denoise_epilogue(x_t: torch.Tensor, model_out: torch.Tensor, a, s, *, parame
     batch = x_t.shape[0]
     a = _checks.per_example(_FN, "a", a, batch, x_t.device)
     s = _checks.per_example(_FN, "s", s, batch, x_t.device)
-    if parametrization in ("eps", "score") and _checks._eager() and a.numel() and bool((a == 0).any()):
-        raise ValueError(f"{_FN}(): argument 'a' has zeros; x0 cannot be recovered from an "
-                         f"{parametrization} prediction when the signal scale is 0")
+    _checks.check_coefficients(_FN, a, s, a_nonzero=parametrization in ("eps", "score"))
     param = PARAMETRIZATIONS[parametrization]
     clip = None if clip is None else float(clip)
     name = resolve_backend(backend, x_t.device)
