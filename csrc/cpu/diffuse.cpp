@@ -7,7 +7,7 @@
 #include <optional>
 
 #include "../dispatch.h"
-#include "../layout.h"
+#include "../plan.h"
 #include "loops.h"
 #include "noise.h"
 
@@ -19,32 +19,20 @@ constexpr int64_t kChunk = 2048;  // elements per task; noise is staged in a flo
 std::tuple<at::Tensor, at::Tensor> diffuse_cpu(const at::Tensor& x0_in, const at::Tensor& a, const at::Tensor& s,
                                                const std::optional<at::Tensor>& noise_in, int64_t seed,
                                                int64_t offset, bool return_noise) {
-  check_coefficients(x0_in, a, s);
-  TORCH_CHECK(seed >= 0 && offset >= 0, "diffuse: seed and offset must be non-negative");
-  const at::Tensor x0 = canonical_input(x0_in);
-  const BatchLayout l = layout_of(x0);
-  at::Tensor noise;
-  if (noise_in.has_value()) {
-    TORCH_CHECK(noise_in->sizes() == x0.sizes(), "diffuse: noise must have the shape of x0");
-    noise = as_blocks(noise_in->to(x0.scalar_type()), l.channels_last);
-  }
-  const bool make_noise = !noise.defined();
-  at::Tensor xt = empty_blocks_like(x0, l.channels_last);
-  at::Tensor eps = (return_noise && make_noise) ? empty_blocks_like(x0, l.channels_last) : at::empty({0}, x0.options());
-  if (x0.numel() == 0) return {xt, eps};
-
-  const auto a_c = a.contiguous(), s_c = s.contiguous();
-  const float* ap = a_c.data_ptr<float>();
-  const float* sp = s_c.data_ptr<float>();
+  const DiffusePlan p = plan_diffuse(x0_in, a, s, noise_in, seed, offset, return_noise);
+  const BatchLayout& l = p.l;
+  if (p.x0.numel() == 0) return {p.xt, p.eps};
+  const float* ap = p.a.const_data_ptr<float>();
+  const float* sp = p.s.const_data_ptr<float>();
+  const bool make_noise = !p.noise.defined();
   const int64_t chunks = (l.inner + kChunk - 1) / kChunk;
-  const int64_t noise_stride = noise.defined() ? (l.batch > 1 ? noise.stride(0) : l.inner) : 0;
 
-  dispatch_storage_type(x0.scalar_type(), "x0", [&](auto tag) {
+  dispatch_storage_type(p.x0.scalar_type(), "x0", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const T* xp = x0.const_data_ptr<T>();
-    T* op = xt.mutable_data_ptr<T>();
-    T* ep = eps.numel() ? eps.mutable_data_ptr<T>() : nullptr;
-    const T* np = noise.defined() ? noise.const_data_ptr<T>() : nullptr;
+    const T* xp = p.x0.const_data_ptr<T>();
+    T* op = p.xt.mutable_data_ptr<T>();
+    T* ep = p.eps.numel() ? p.eps.mutable_data_ptr<T>() : nullptr;
+    const T* np = make_noise ? nullptr : p.noise.const_data_ptr<T>();
     at::parallel_for(0, l.batch * chunks, 1, [&](int64_t begin, int64_t end) {
       alignas(64) float buf[kChunk];
       for (int64_t task = begin; task < end; ++task) {
@@ -60,14 +48,14 @@ std::tuple<at::Tensor, at::Tensor> diffuse_cpu(const at::Tensor& x0_in, const at
           else
             fill_normal(buf, n, seed, counter + m0);
         } else {
-          load_float(buf, np + b * noise_stride + m0, n);
+          load_float(buf, np + b * p.noise_stride + m0, n);
         }
         scale_add(op + base, xp + base, buf, ab, sb, n);
         if (ep) store_float(ep + base, buf, n);
       }
     });
   });
-  return {xt, eps};
+  return {p.xt, p.eps};
 }
 
 }  // namespace

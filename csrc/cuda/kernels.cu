@@ -12,7 +12,7 @@
 #include <optional>
 
 #include "../dispatch.h"
-#include "../layout.h"
+#include "../plan.h"
 #include "diffaug_fast/epilogue.h"
 #include "diffaug_fast/philox.h"
 
@@ -64,63 +64,40 @@ __global__ void epilogue_kernel(const TX* __restrict__ xt, const TO* __restrict_
 std::tuple<at::Tensor, at::Tensor> diffuse_cuda(const at::Tensor& x0_in, const at::Tensor& a, const at::Tensor& s,
                                                 const std::optional<at::Tensor>& noise_in, int64_t seed,
                                                 int64_t offset, bool return_noise) {
-  check_coefficients(x0_in, a, s);
-  TORCH_CHECK(seed >= 0 && offset >= 0, "diffuse: seed and offset must be non-negative");
   const c10::cuda::CUDAGuard guard(x0_in.device());
-  const at::Tensor x0 = canonical_input(x0_in);
-  const BatchLayout l = layout_of(x0);
-  at::Tensor noise;
-  if (noise_in.has_value()) {
-    TORCH_CHECK(noise_in->sizes() == x0.sizes(), "diffuse: noise must have the shape of x0");
-    noise = as_blocks(noise_in->to(x0.scalar_type()), l.channels_last);
-  }
-  at::Tensor xt = empty_blocks_like(x0, l.channels_last);
-  at::Tensor eps =
-      (return_noise && !noise.defined()) ? empty_blocks_like(x0, l.channels_last) : at::empty({0}, x0.options());
-  if (x0.numel() == 0) return {xt, eps};
-  const auto a_c = a.contiguous(), s_c = s.contiguous();
-  const int64_t noise_stride = noise.defined() ? (l.batch > 1 ? noise.stride(0) : l.inner) : 0;
+  const DiffusePlan p = plan_diffuse(x0_in, a, s, noise_in, seed, offset, return_noise);
+  if (p.x0.numel() == 0) return {p.xt, p.eps};
   auto stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_storage_type(x0.scalar_type(), "x0", [&](auto tag) {
+  dispatch_storage_type(p.x0.scalar_type(), "x0", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    diffuse_kernel<T><<<blocks_for(x0.numel()), kThreads, 0, stream>>>(
-        x0.const_data_ptr<T>(), noise.defined() ? noise.const_data_ptr<T>() : nullptr, noise_stride,
-        xt.mutable_data_ptr<T>(), eps.numel() ? eps.mutable_data_ptr<T>() : nullptr, a_c.const_data_ptr<float>(),
-        s_c.const_data_ptr<float>(), x0.numel(), l.inner, l.channels_last, l.channels, l.pixels,
-        static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
+    diffuse_kernel<T><<<blocks_for(p.x0.numel()), kThreads, 0, stream>>>(
+        p.x0.const_data_ptr<T>(), p.noise.defined() ? p.noise.const_data_ptr<T>() : nullptr, p.noise_stride,
+        p.xt.mutable_data_ptr<T>(), p.eps.numel() ? p.eps.mutable_data_ptr<T>() : nullptr,
+        p.a.const_data_ptr<float>(), p.s.const_data_ptr<float>(), p.x0.numel(), p.l.inner, p.l.channels_last,
+        p.l.channels, p.l.pixels, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {xt, eps};
+  return {p.xt, p.eps};
 }
 
 at::Tensor denoise_epilogue_cuda(const at::Tensor& xt_in, const at::Tensor& out_in, const at::Tensor& a,
                                  const at::Tensor& s, int64_t parametrization, std::optional<double> clip) {
-  check_coefficients(xt_in, a, s);
-  TORCH_CHECK(parametrization >= kEps && parametrization <= kScore, "denoise_epilogue: unknown parametrization ",
-              parametrization);
-  TORCH_CHECK(out_in.sizes() == xt_in.sizes(), "denoise_epilogue: model_out must have the shape of x_t");
-  TORCH_CHECK(out_in.device() == xt_in.device(), "denoise_epilogue: model_out must be on ", xt_in.device());
   const c10::cuda::CUDAGuard guard(xt_in.device());
-  const at::Tensor xt = canonical_input(xt_in);
-  const BatchLayout l = layout_of(xt);
-  const at::Tensor out = as_blocks(out_in, l.channels_last);
-  at::Tensor x0 = empty_blocks_like(xt, l.channels_last);
-  if (xt.numel() == 0) return x0;
-  const auto a_c = a.contiguous(), s_c = s.contiguous();
-  const float limit = clip.has_value() ? static_cast<float>(*clip) : std::numeric_limits<float>::infinity();
-  const int64_t out_stride = l.batch > 1 ? out.stride(0) : l.inner;
+  const EpiloguePlan p = plan_epilogue(xt_in, out_in, a, s, parametrization, clip);
+  if (p.xt.numel() == 0) return p.x0;
   auto stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_storage_type(xt.scalar_type(), "x_t", [&](auto xtag) {
-    dispatch_storage_type(out.scalar_type(), "model_out", [&](auto otag) {
+  dispatch_storage_type(p.xt.scalar_type(), "x_t", [&](auto xtag) {
+    dispatch_storage_type(p.out.scalar_type(), "model_out", [&](auto otag) {
       using TX = typename decltype(xtag)::type;
       using TO = typename decltype(otag)::type;
-      epilogue_kernel<TX, TO><<<blocks_for(xt.numel()), kThreads, 0, stream>>>(
-          xt.const_data_ptr<TX>(), out.const_data_ptr<TO>(), out_stride, x0.mutable_data_ptr<TX>(),
-          a_c.const_data_ptr<float>(), s_c.const_data_ptr<float>(), xt.numel(), l.inner, parametrization, limit);
+      epilogue_kernel<TX, TO><<<blocks_for(p.xt.numel()), kThreads, 0, stream>>>(
+          p.xt.const_data_ptr<TX>(), p.out.const_data_ptr<TO>(), p.out_stride, p.x0.mutable_data_ptr<TX>(),
+          p.a.const_data_ptr<float>(), p.s.const_data_ptr<float>(), p.xt.numel(), p.l.inner, parametrization,
+          p.limit);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
-  return x0;
+  return p.x0;
 }
 
 }  // namespace

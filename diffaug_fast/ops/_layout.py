@@ -1,4 +1,4 @@
-"""Python twin of csrc/layout.h: how the kernels see a batch of tensors.
+"""Python twin of the layout part of csrc/plan.h: how the kernels see a batch of tensors.
 
 Each example is one contiguous block (NCHW or channels-last order) with its own
 batch stride, so channels-last tensors and channel slices (the first half of a
@@ -62,3 +62,13 @@ class BatchLayout:
 def canonical_input(t: torch.Tensor) -> torch.Tensor:
     """The leading input of an op: kept when NCHW- or channels-last-contiguous, else made contiguous."""
     return t if is_channels_last_only(t) else t.contiguous()
+
+
+def register_fake_and_autograd(op_names, fake, backward, setup_context) -> None:
+    """Give each backend's op of one family the same fake impl and autograd formula."""
+    from diffaug_fast import _build
+
+    for name in op_names:
+        if name.endswith("_triton") or _build.has_extension():
+            torch.library.register_fake(name)(fake)
+            torch.library.register_autograd(name, backward, setup_context=setup_context)

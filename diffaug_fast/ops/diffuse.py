@@ -5,9 +5,9 @@ from typing import Optional
 
 import torch
 
-from diffaug_fast import _build, _checks
+from diffaug_fast import _checks
 from diffaug_fast.ops import reference
-from diffaug_fast.ops._layout import BatchLayout, canonical_input
+from diffaug_fast.ops._layout import BatchLayout, canonical_input, register_fake_and_autograd
 from diffaug_fast.ops.backends import resolve_backend
 
 _FN = "diffuse"
@@ -88,11 +88,4 @@ def _backward(ctx, grad_xt, _grad_eps):
     return grad_x0, None, None, grad_noise, None, None, None
 
 
-def _register(op_name: str) -> None:
-    torch.library.register_fake(op_name)(_fake)
-    torch.library.register_autograd(op_name, _backward, setup_context=_setup_context)
-
-
-_register("diffaug_fast::diffuse_triton")
-if _build.has_extension():
-    _register("diffaug_fast::diffuse")
+register_fake_and_autograd(["diffaug_fast::diffuse_triton", "diffaug_fast::diffuse"], _fake, _backward, _setup_context)

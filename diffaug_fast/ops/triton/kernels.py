@@ -11,19 +11,25 @@ import triton
 import triton.language as tl
 
 _BLOCK = 1024
-_EPS, _V, _X0 = 0, 1, 2
 
 
 @triton.jit
-def _diffuse_kernel(x0_ptr, noise_ptr, noise_bstride, xt_ptr, eps_ptr, a_ptr, s_ptr, total, inner, channels,
-                    pixels, seed, offset, CHANNELS_LAST: tl.constexpr, HAS_NOISE: tl.constexpr,
-                    WRITE_EPS: tl.constexpr, BLOCK: tl.constexpr):
+def _block_of_examples(a_ptr, s_ptr, total, inner, BLOCK: tl.constexpr):
+    """This program's element indices, mask, example index b, offset m inside it, and a[b], s[b]."""
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = i < total
     b = i // inner
     m = i - b * inner
     a = tl.load(a_ptr + b, mask=mask, other=1.0)
     s = tl.load(s_ptr + b, mask=mask, other=0.0)
+    return i, mask, b, m, a, s
+
+
+@triton.jit
+def _diffuse_kernel(x0_ptr, noise_ptr, noise_bstride, xt_ptr, eps_ptr, a_ptr, s_ptr, total, inner, channels,
+                    pixels, seed, offset, CHANNELS_LAST: tl.constexpr, HAS_NOISE: tl.constexpr,
+                    WRITE_EPS: tl.constexpr, BLOCK: tl.constexpr):
+    i, mask, b, m, a, s = _block_of_examples(a_ptr, s_ptr, total, inner, BLOCK)
     x = tl.load(x0_ptr + i, mask=mask, other=0.0).to(tl.float32)
     if HAS_NOISE:
         e = tl.load(noise_ptr + b * noise_bstride + m, mask=mask, other=0.0).to(tl.float32)
@@ -42,12 +48,7 @@ def _diffuse_kernel(x0_ptr, noise_ptr, noise_bstride, xt_ptr, eps_ptr, a_ptr, s_
 @triton.jit
 def _epilogue_kernel(xt_ptr, out_ptr, out_bstride, x0_ptr, a_ptr, s_ptr, total, inner, limit,
                      PARAM: tl.constexpr, BLOCK: tl.constexpr):
-    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < total
-    b = i // inner
-    m = i - b * inner
-    a = tl.load(a_ptr + b, mask=mask, other=1.0)
-    s = tl.load(s_ptr + b, mask=mask, other=0.0)
+    i, mask, b, m, a, s = _block_of_examples(a_ptr, s_ptr, total, inner, BLOCK)
     if PARAM == 0:  # eps
         alpha = 1.0 / a
         beta = -s / a

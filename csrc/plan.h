@@ -1,4 +1,5 @@
-// Host-side tensor plumbing shared by the CPU and CUDA launchers.
+// Host-side tensor plumbing shared by the CPU and CUDA launchers: argument
+// checks, layouts and output allocation for each op, written once.
 //
 // Kernels see each tensor as B examples, each a contiguous block of `inner`
 // elements in one of two memory orders (NCHW or channels-last), with its own
@@ -9,6 +10,11 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
+
+#include <limits>
+#include <optional>
+
+#include "diffaug_fast/epilogue.h"
 
 namespace diffaug_fast {
 
@@ -71,6 +77,68 @@ inline void check_coefficients(const at::Tensor& ref, const at::Tensor& a, const
     TORCH_CHECK(c->scalar_type() == at::kFloat, "diffaug_fast: coefficients must be float32");
     TORCH_CHECK(c->device() == ref.device(), "diffaug_fast: coefficients must be on ", ref.device());
   }
+}
+
+inline int64_t batch_stride(const at::Tensor& t, const BatchLayout& l) {
+  return (t.defined() && l.batch > 1) ? t.stride(0) : l.inner;
+}
+
+// Everything a diffuse kernel needs; outputs already allocated.
+struct DiffusePlan {
+  at::Tensor x0, noise, xt, eps;  // noise undefined: make it in-kernel; eps empty unless returned
+  at::Tensor a, s;                // contiguous float32 [B]
+  BatchLayout l;
+  int64_t noise_stride = 0;
+};
+
+inline DiffusePlan plan_diffuse(const at::Tensor& x0_in, const at::Tensor& a, const at::Tensor& s,
+                                const std::optional<at::Tensor>& noise_in, int64_t seed, int64_t offset,
+                                bool return_noise) {
+  check_coefficients(x0_in, a, s);
+  TORCH_CHECK(seed >= 0 && offset >= 0, "diffuse: seed and offset must be non-negative");
+  DiffusePlan p;
+  p.x0 = canonical_input(x0_in);
+  p.l = layout_of(p.x0);
+  if (noise_in.has_value()) {
+    TORCH_CHECK(noise_in->sizes() == p.x0.sizes(), "diffuse: noise must have the shape of x0");
+    TORCH_CHECK(noise_in->device() == p.x0.device(), "diffuse: noise must be on ", p.x0.device());
+    p.noise = as_blocks(noise_in->to(p.x0.scalar_type()), p.l.channels_last);
+    p.noise_stride = batch_stride(p.noise, p.l);
+  }
+  p.xt = empty_blocks_like(p.x0, p.l.channels_last);
+  p.eps = (return_noise && !p.noise.defined()) ? empty_blocks_like(p.x0, p.l.channels_last)
+                                               : at::empty({0}, p.x0.options());
+  p.a = a.contiguous();
+  p.s = s.contiguous();
+  return p;
+}
+
+// Everything a denoise_epilogue kernel needs; output already allocated.
+struct EpiloguePlan {
+  at::Tensor xt, out, x0;  // out may be a strided view (a learn_sigma half)
+  at::Tensor a, s;
+  BatchLayout l;
+  int64_t out_stride = 0;
+  float limit = 0;
+};
+
+inline EpiloguePlan plan_epilogue(const at::Tensor& xt_in, const at::Tensor& out_in, const at::Tensor& a,
+                                  const at::Tensor& s, int64_t parametrization, std::optional<double> clip) {
+  check_coefficients(xt_in, a, s);
+  TORCH_CHECK(parametrization >= kEps && parametrization <= kScore, "denoise_epilogue: unknown parametrization ",
+              parametrization);
+  TORCH_CHECK(out_in.sizes() == xt_in.sizes(), "denoise_epilogue: model_out must have the shape of x_t");
+  TORCH_CHECK(out_in.device() == xt_in.device(), "denoise_epilogue: model_out must be on ", xt_in.device());
+  EpiloguePlan p;
+  p.xt = canonical_input(xt_in);
+  p.l = layout_of(p.xt);
+  p.out = as_blocks(out_in, p.l.channels_last);
+  p.out_stride = batch_stride(p.out, p.l);
+  p.x0 = empty_blocks_like(p.xt, p.l.channels_last);
+  p.a = a.contiguous();
+  p.s = s.contiguous();
+  p.limit = clip.has_value() ? static_cast<float>(*clip) : std::numeric_limits<float>::infinity();
+  return p;
 }
 
 }  // namespace diffaug_fast
