@@ -16,6 +16,11 @@ TORCH_LIBRARY(diffaug_fast, m) {
   // parametrization (0 eps, 1 v, 2 x0, 3 score) and (a, s); optional clamp to [-clip, clip].
   m.def("denoise_epilogue(Tensor x_t, Tensor model_out, Tensor a, Tensor s, int parametrization, float? clip)"
         " -> Tensor");
+  // One DDPM (mode 0) or DDIM (mode 1) reverse step with optional classifier
+  // guidance `grad` and its noise (in-kernel Philox unless `noise` is given);
+  // coef is float32 [B, 8], see csrc/include/diffaug_fast/step.h.
+  m.def("guided_step(Tensor x_t, Tensor eps, Tensor? var_interp, Tensor? grad, Tensor coef, Tensor? noise,"
+        " int mode, float scale, float? clip, int seed, int offset) -> Tensor");
 }
 
 PYBIND11_MODULE(_C, m) {

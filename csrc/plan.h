@@ -141,4 +141,46 @@ inline EpiloguePlan plan_epilogue(const at::Tensor& xt_in, const at::Tensor& out
   return p;
 }
 
+// Everything a guided_step kernel needs; output already allocated.
+struct StepPlan {
+  at::Tensor xt, eps, var_interp, grad, noise, out;  // optional inputs undefined when absent
+  at::Tensor coef;                                   // contiguous float32 [B, kStepCoefficients]
+  BatchLayout l;
+  int64_t eps_stride = 0, var_stride = 0, grad_stride = 0, noise_stride = 0;
+  float limit = 0;
+};
+
+inline StepPlan plan_step(const at::Tensor& xt_in, const at::Tensor& eps_in, const std::optional<at::Tensor>& var_in,
+                          const std::optional<at::Tensor>& grad_in, const at::Tensor& coef,
+                          const std::optional<at::Tensor>& noise_in, int64_t mode, std::optional<double> clip,
+                          int64_t seed, int64_t offset) {
+  TORCH_CHECK(xt_in.dim() >= 1, "guided_step: x_t must have a batch dimension");
+  TORCH_CHECK(mode == 0 || mode == 1, "guided_step: mode must be 0 (DDPM) or 1 (DDIM)");
+  TORCH_CHECK(seed >= 0 && offset >= 0, "guided_step: seed and offset must be non-negative");
+  TORCH_CHECK(coef.dim() == 2 && coef.size(0) == xt_in.size(0) && coef.size(1) == 8 &&
+                  coef.scalar_type() == at::kFloat && coef.device() == xt_in.device(),
+              "guided_step: coef must be float32 [B, 8] on the device of x_t");
+  StepPlan p;
+  p.xt = canonical_input(xt_in);
+  p.l = layout_of(p.xt);
+  auto attach = [&](const at::Tensor& t, const char* name, bool cast, int64_t& stride) {
+    TORCH_CHECK(t.sizes() == p.xt.sizes(), "guided_step: ", name, " must have the shape of x_t");
+    TORCH_CHECK(t.device() == p.xt.device(), "guided_step: ", name, " must be on ", p.xt.device());
+    at::Tensor r = as_blocks(cast ? t.to(p.xt.scalar_type()) : t, p.l.channels_last);
+    stride = batch_stride(r, p.l);
+    return r;
+  };
+  p.eps = attach(eps_in, "eps", false, p.eps_stride);
+  if (var_in.has_value()) {
+    TORCH_CHECK(var_in->scalar_type() == eps_in.scalar_type(), "guided_step: var_interp must have eps's dtype");
+    p.var_interp = attach(*var_in, "var_interp", false, p.var_stride);
+  }
+  if (grad_in.has_value()) p.grad = attach(*grad_in, "grad", true, p.grad_stride);
+  if (noise_in.has_value()) p.noise = attach(*noise_in, "noise", true, p.noise_stride);
+  p.coef = coef.contiguous();
+  p.out = empty_blocks_like(p.xt, p.l.channels_last);
+  p.limit = clip.has_value() ? static_cast<float>(*clip) : std::numeric_limits<float>::infinity();
+  return p;
+}
+
 }  // namespace diffaug_fast

@@ -15,6 +15,7 @@
 #include "../plan.h"
 #include "diffaug_fast/epilogue.h"
 #include "diffaug_fast/philox.h"
+#include "diffaug_fast/step.h"
 
 namespace diffaug_fast::cuda {
 namespace {
@@ -61,6 +62,32 @@ __global__ void epilogue_kernel(const TX* __restrict__ xt, const TO* __restrict_
   }
 }
 
+template <typename T, typename TO>
+__global__ void step_kernel(const T* __restrict__ xt, const TO* __restrict__ eps, int64_t eps_stride,
+                            const TO* __restrict__ var_interp, int64_t var_stride, const T* __restrict__ grad,
+                            int64_t grad_stride, const T* __restrict__ noise, int64_t noise_stride,
+                            T* __restrict__ out, const float* __restrict__ coef, int64_t total, int64_t inner,
+                            bool channels_last, int64_t channels, int64_t pixels, int64_t mode, float scale,
+                            float limit, uint64_t seed, uint64_t offset) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = i / inner;
+    const int64_t m = i - b * inner;
+    float z;
+    if (noise != nullptr) {
+      z = static_cast<float>(noise[b * noise_stride + m]);
+    } else {
+      const int64_t logical = channels_last ? nchw_index_from_cl(m, channels, pixels) : m;
+      z = philox_normal(seed, offset + static_cast<uint64_t>(b * inner + logical));
+    }
+    const float v = var_interp != nullptr ? static_cast<float>(var_interp[b * var_stride + m]) : 0.0f;
+    const float g = grad != nullptr ? static_cast<float>(grad[b * grad_stride + m]) : 0.0f;
+    out[i] = static_cast<T>(reverse_step(mode, coef + b * kStepCoefficients, static_cast<float>(xt[i]),
+                                         static_cast<float>(eps[b * eps_stride + m]), v, g, z, scale, limit,
+                                         var_interp != nullptr));
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor> diffuse_cuda(const at::Tensor& x0_in, const at::Tensor& a, const at::Tensor& s,
                                                 const std::optional<at::Tensor>& noise_in, int64_t seed,
                                                 int64_t offset, bool return_noise) {
@@ -100,9 +127,35 @@ at::Tensor denoise_epilogue_cuda(const at::Tensor& xt_in, const at::Tensor& out_
   return p.x0;
 }
 
+at::Tensor guided_step_cuda(const at::Tensor& xt_in, const at::Tensor& eps_in, const std::optional<at::Tensor>& var_in,
+                            const std::optional<at::Tensor>& grad_in, const at::Tensor& coef,
+                            const std::optional<at::Tensor>& noise_in, int64_t mode, double scale,
+                            std::optional<double> clip, int64_t seed, int64_t offset) {
+  const c10::cuda::CUDAGuard guard(xt_in.device());
+  const StepPlan p = plan_step(xt_in, eps_in, var_in, grad_in, coef, noise_in, mode, clip, seed, offset);
+  if (p.xt.numel() == 0) return p.out;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  dispatch_storage_type(p.xt.scalar_type(), "x_t", [&](auto xtag) {
+    dispatch_storage_type(p.eps.scalar_type(), "eps", [&](auto otag) {
+      using T = typename decltype(xtag)::type;
+      using TO = typename decltype(otag)::type;
+      step_kernel<T, TO><<<blocks_for(p.xt.numel()), kThreads, 0, stream>>>(
+          p.xt.const_data_ptr<T>(), p.eps.const_data_ptr<TO>(), p.eps_stride,
+          p.var_interp.defined() ? p.var_interp.const_data_ptr<TO>() : nullptr, p.var_stride,
+          p.grad.defined() ? p.grad.const_data_ptr<T>() : nullptr, p.grad_stride,
+          p.noise.defined() ? p.noise.const_data_ptr<T>() : nullptr, p.noise_stride, p.out.mutable_data_ptr<T>(),
+          p.coef.const_data_ptr<float>(), p.xt.numel(), p.l.inner, p.l.channels_last, p.l.channels, p.l.pixels, mode,
+          static_cast<float>(scale), p.limit, static_cast<uint64_t>(seed), static_cast<uint64_t>(offset));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  return p.out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(diffaug_fast, CUDA, m) {
+  m.impl("guided_step", &guided_step_cuda);
   m.impl("diffuse", &diffuse_cuda);
   m.impl("denoise_epilogue", &denoise_epilogue_cuda);
 }

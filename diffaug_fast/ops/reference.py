@@ -93,3 +93,31 @@ def denoise_epilogue(x_t, model_out, a, s, parametrization: int, clip: float | N
     if clip is not None:
         x0 = x0.clamp(-clip, clip)
     return x0.to(x_t.dtype)
+
+
+DDPM, DDIM = 0, 1
+STEP_MODES = {"ddpm": DDPM, "ddim": DDIM}
+
+
+def guided_step(x_t, eps, var_interp, grad, coef, noise, mode: int, scale: float, clip: float | None, seed: int,
+                offset: int):
+    """One reverse step; see csrc/include/diffaug_fast/step.h for the formulas and coef layout."""
+    c = [_per_example(coef[:, k], x_t) for k in range(coef.shape[1])]
+    a, s = c[0], c[1]
+    z = noise.to(torch.float32) if noise is not None else noise_like(x_t, seed, offset)
+    xt, e = x_t.to(torch.float32), eps.to(torch.float32)
+    g = grad.to(torch.float32) if grad is not None else torch.zeros_like(xt)
+    limit = math.inf if clip is None else clip
+    if mode == DDIM:
+        e = e - s * scale * g
+        x0 = ((xt - s * e) / a).clamp(-limit, limit)
+        e2 = (xt - a * x0) / s
+        return (c[2] * x0 + c[3] * e2 + c[4] * z).to(x_t.dtype)
+    x0 = ((xt - s * e) / a).clamp(-limit, limit)
+    mean = c[2] * x0 + c[3] * xt
+    if var_interp is not None:
+        frac = 0.5 * (var_interp.to(torch.float32) + 1.0)
+        log_var = frac * c[5] + (1.0 - frac) * c[4]
+    else:
+        log_var = c[4].expand_as(xt)
+    return (mean + scale * torch.exp(log_var) * g + c[6] * torch.exp(0.5 * log_var) * z).to(x_t.dtype)

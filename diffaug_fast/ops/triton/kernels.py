@@ -69,6 +69,72 @@ def _epilogue_kernel(xt_ptr, out_ptr, out_bstride, x0_ptr, a_ptr, s_ptr, total, 
     tl.store(x0_ptr + i, r.to(x0_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _step_kernel(xt_ptr, eps_ptr, eps_bstride, var_ptr, var_bstride, grad_ptr, grad_bstride, noise_ptr,
+                 noise_bstride, out_ptr, coef_ptr, total, inner, channels, pixels, scale, limit, seed, offset,
+                 MODE: tl.constexpr, LEARNED: tl.constexpr, HAS_GRAD: tl.constexpr, HAS_NOISE: tl.constexpr,
+                 CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
+    # coef rows are [a, s, c2, c3, c4, c5, c6, -] (csrc/include/diffaug_fast/step.h)
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < total
+    b = i // inner
+    m = i - b * inner
+    row = coef_ptr + b * 8
+    a = tl.load(row, mask=mask, other=1.0)
+    s = tl.load(row + 1, mask=mask, other=1.0)
+    c2 = tl.load(row + 2, mask=mask, other=0.0)
+    c3 = tl.load(row + 3, mask=mask, other=0.0)
+    c4 = tl.load(row + 4, mask=mask, other=0.0)
+    xt = tl.load(xt_ptr + i, mask=mask, other=0.0).to(tl.float32)
+    e = tl.load(eps_ptr + b * eps_bstride + m, mask=mask, other=0.0).to(tl.float32)
+    if HAS_GRAD:
+        g = tl.load(grad_ptr + b * grad_bstride + m, mask=mask, other=0.0).to(tl.float32)
+    else:
+        g = xt * 0.0
+    if HAS_NOISE:
+        z = tl.load(noise_ptr + b * noise_bstride + m, mask=mask, other=0.0).to(tl.float32)
+    else:
+        if CHANNELS_LAST:
+            logical = (m % channels) * pixels + m // channels
+        else:
+            logical = m
+        z = tl.randn(seed, b * inner + logical + offset)
+    if MODE == 1:  # DDIM, guidance on eps
+        e = e - s * scale * g
+        x0 = (xt - s * e) / a
+        x0 = tl.where(x0 > limit, limit, tl.where(x0 < -limit, -limit, x0))
+        e2 = (xt - a * x0) / s
+        r = c2 * x0 + c3 * e2 + c4 * z
+    else:  # DDPM, guidance on the mean
+        c5 = tl.load(row + 5, mask=mask, other=0.0)
+        c6 = tl.load(row + 6, mask=mask, other=0.0)
+        x0 = (xt - s * e) / a
+        x0 = tl.where(x0 > limit, limit, tl.where(x0 < -limit, -limit, x0))
+        mean = c2 * x0 + c3 * xt
+        if LEARNED:
+            v = tl.load(var_ptr + b * var_bstride + m, mask=mask, other=0.0).to(tl.float32)
+            frac = 0.5 * (v + 1.0)
+            log_var = frac * c5 + (1.0 - frac) * c4
+        else:
+            log_var = c4 + xt * 0.0
+        r = mean + scale * tl.exp(log_var) * g + c6 * tl.exp(0.5 * log_var) * z
+    tl.store(out_ptr + i, r.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def guided_step(x_t, eps, var_interp, grad, coef, noise, mode, scale, clip, seed, offset, layout):
+    out = layout.empty_like(x_t)
+    if x_t.numel() == 0:
+        return out
+    limit = float("inf") if clip is None else float(clip)
+    _step_kernel[_grid(x_t.numel())](
+        x_t, eps, layout.batch_stride(eps), var_interp if var_interp is not None else eps,
+        layout.batch_stride(var_interp), grad if grad is not None else x_t, layout.batch_stride(grad),
+        noise if noise is not None else x_t, layout.batch_stride(noise), out, coef, x_t.numel(), layout.inner,
+        layout.channels, layout.pixels, float(scale), limit, seed, offset, MODE=mode, LEARNED=var_interp is not None,
+        HAS_GRAD=grad is not None, HAS_NOISE=noise is not None, CHANNELS_LAST=layout.channels_last, BLOCK=_BLOCK)
+    return out
+
+
 def _grid(total: int):
     return (triton.cdiv(total, _BLOCK),)
 

@@ -1,0 +1,79 @@
+// CPU kernel for diffaug_fast::guided_step.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "../dispatch.h"
+#include "../plan.h"
+#include "diffaug_fast/step.h"
+#include "loops.h"
+#include "noise.h"
+
+namespace diffaug_fast::cpu {
+namespace {
+
+constexpr int64_t kChunk = 1024;
+
+template <typename T, typename TO>
+DAF_CLONES void step_run(T* __restrict out, const T* __restrict xt, const TO* __restrict eps,
+                         const float* __restrict v, const float* __restrict g, const float* __restrict z,
+                         const float* c, int64_t mode, float scale, float limit, bool learned, int64_t n) {
+  for (int64_t j = 0; j < n; ++j)
+    out[j] = static_cast<T>(reverse_step(mode, c, static_cast<float>(xt[j]), static_cast<float>(eps[j]), v[j], g[j],
+                                         z[j], scale, limit, learned));
+}
+
+at::Tensor guided_step_cpu(const at::Tensor& xt_in, const at::Tensor& eps_in, const std::optional<at::Tensor>& var_in,
+                           const std::optional<at::Tensor>& grad_in, const at::Tensor& coef,
+                           const std::optional<at::Tensor>& noise_in, int64_t mode, double scale,
+                           std::optional<double> clip, int64_t seed, int64_t offset) {
+  const StepPlan p = plan_step(xt_in, eps_in, var_in, grad_in, coef, noise_in, mode, clip, seed, offset);
+  const BatchLayout& l = p.l;
+  if (p.xt.numel() == 0) return p.out;
+  const float* cp = p.coef.const_data_ptr<float>();
+  const bool learned = p.var_interp.defined();
+  const int64_t chunks = (l.inner + kChunk - 1) / kChunk;
+  dispatch_storage_type(p.xt.scalar_type(), "x_t", [&](auto xtag) {
+    dispatch_storage_type(p.eps.scalar_type(), "eps", [&](auto otag) {
+      using T = typename decltype(xtag)::type;
+      using TO = typename decltype(otag)::type;
+      const T* xp = p.xt.const_data_ptr<T>();
+      const TO* ep = p.eps.const_data_ptr<TO>();
+      const TO* vp = learned ? p.var_interp.const_data_ptr<TO>() : nullptr;
+      const T* gp = p.grad.defined() ? p.grad.const_data_ptr<T>() : nullptr;
+      const T* np = p.noise.defined() ? p.noise.const_data_ptr<T>() : nullptr;
+      T* op = p.out.mutable_data_ptr<T>();
+      at::parallel_for(0, l.batch * chunks, 1, [&](int64_t begin, int64_t end) {
+        alignas(64) float z[kChunk], g[kChunk], v[kChunk];
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t b = task / chunks;
+          const int64_t m0 = (task % chunks) * kChunk;
+          const int64_t n = std::min(kChunk, l.inner - m0);
+          const float* c = cp + b * kStepCoefficients;
+          if (np) {
+            load_float(z, np + b * p.noise_stride + m0, n);
+          } else {
+            const uint64_t counter = static_cast<uint64_t>(offset) + static_cast<uint64_t>(b * l.inner);
+            if (l.channels_last)
+              fill_normal_channels_last(z, n, seed, counter, m0, l.channels, l.pixels);
+            else
+              fill_normal(z, n, seed, counter + m0);
+          }
+          if (gp) load_float(g, gp + b * p.grad_stride + m0, n); else std::fill(g, g + n, 0.0f);
+          if (vp) load_float(v, vp + b * p.var_stride + m0, n); else std::fill(v, v + n, 0.0f);
+          step_run(op + b * l.inner + m0, xp + b * l.inner + m0, ep + b * p.eps_stride + m0, v, g, z, c, mode,
+                   static_cast<float>(scale), p.limit, learned, n);
+        }
+      });
+    });
+  });
+  return p.out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(diffaug_fast, CPU, m) { m.impl("guided_step", &guided_step_cpu); }
+
+}  // namespace diffaug_fast::cpu
