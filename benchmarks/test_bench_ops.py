@@ -113,3 +113,46 @@ def test_epilogue(benchmark, shape, dtype, impl):
     }[impl]
     _run(benchmark, fn, _rounds(SHAPES[shape], impl), op="denoise_epilogue", impl=impl, shape=shape, dtype=dtype,
          bytes=3 * xt.numel() * xt.element_size())
+
+
+def _eager_ddpm_step(x, eps, g, coef, scale):
+    # guided-diffusion's p_sample + condition_mean, op by op, with torch's generator
+    c = [coef[:, k].view(-1, 1, 1, 1) for k in range(8)]
+    x0 = ((x - c[1] * eps) / c[0]).clamp(-1, 1)
+    mean = c[2] * x0 + c[3] * x + scale * c[4].exp() * g
+    return mean + c[6] * (0.5 * c[4]).exp() * torch.randn_like(x)
+
+
+def _eager_ddim_step(x, eps, g, coef, scale):
+    # guided-diffusion's ddim_sample (eta = 0) + condition_score, op by op
+    c = [coef[:, k].view(-1, 1, 1, 1) for k in range(8)]
+    eps = eps - c[1] * scale * g
+    x0 = ((x - c[1] * eps) / c[0]).clamp(-1, 1)
+    eps = (x - c[0] * x0) / c[1]
+    return c[2] * x0 + c[3] * eps
+
+
+@pytest.mark.skipif(FUSED not in available_backends(DEVICE), reason="compiled extension not available")
+@pytest.mark.parametrize("impl", ["fused", "eager_reference", "eager_idiom", "compiled_idiom", "copy"])
+@pytest.mark.parametrize("mode", ["ddpm", "ddim"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_guided_step(benchmark, shape, mode, impl):
+    from diffaug_fast.diffusion import linear_vp, step_coefficients
+    from diffaug_fast.ops import guided_step
+
+    benchmark.group = f"guided_step[{mode}] {shape} fp32"
+    x = torch.randn(SHAPES[shape], device=DEVICE)
+    eps, g = torch.randn_like(x), torch.randn_like(x)
+    coef = step_coefficients(linear_vp(), torch.randint(1, 1000, (x.shape[0],)), mode=mode, device=DEVICE)
+    src_dst = [torch.empty(x.numel() * 2, device=DEVICE) for _ in range(2)]  # reads 3N, writes N
+    idiom = _eager_ddpm_step if mode == "ddpm" else _eager_ddim_step
+    code = reference.STEP_MODES[mode]
+    fn = {
+        "fused": lambda: guided_step(x, eps, coef, mode=mode, grad=g, scale=2.0, clip=1.0, seed=3, backend=FUSED),
+        "eager_reference": lambda: reference.guided_step(x, eps, None, g, coef, None, code, 2.0, 1.0, 3, 0),
+        "eager_idiom": lambda: idiom(x, eps, g, coef, 2.0),
+        "compiled_idiom": lambda: _compiled(idiom)(x, eps, g, coef, 2.0),
+        "copy": lambda: src_dst[1].copy_(src_dst[0]),
+    }[impl]
+    _run(benchmark, fn, _rounds(SHAPES[shape], impl), op=f"guided_step[{mode}]", impl=impl, shape=shape,
+         dtype="fp32", bytes=4 * x.numel() * x.element_size())

@@ -153,6 +153,14 @@ void fill(float* out, int64_t n, uint64_t seed, CounterFn&& next_counter) {
 
 }  // namespace
 
+DAF_CLONES void exp_var_std(const float* __restrict log_var, float* __restrict var, float* __restrict std, int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    var[j] = expf(log_var[j]);
+    std[j] = expf(0.5f * log_var[j]);
+  }
+}
+
 void fill_normal(float* out, int64_t n, uint64_t seed, uint64_t counter0) {
   fill(out, n, seed, [counter0](int64_t j) { return counter0 + static_cast<uint64_t>(j); });
 }

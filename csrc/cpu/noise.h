@@ -11,4 +11,7 @@ void fill_normal(float* out, int64_t n, uint64_t seed, uint64_t counter0);
 void fill_normal_channels_last(float* out, int64_t n, uint64_t seed, uint64_t example_counter0, int64_t m0,
                                int64_t channels, int64_t pixels);
 
+// var[j] = exp(log_var[j]), std[j] = exp(log_var[j] / 2), vectorized (lives in the fast-math file).
+void exp_var_std(const float* log_var, float* var, float* std, int64_t n);
+
 }  // namespace diffaug_fast::cpu

@@ -17,12 +17,20 @@ namespace {
 constexpr int64_t kChunk = 1024;
 
 template <typename T, typename TO>
-DAF_CLONES void step_run(T* __restrict out, const T* __restrict xt, const TO* __restrict eps,
-                         const float* __restrict v, const float* __restrict g, const float* __restrict z,
-                         const float* c, int64_t mode, float scale, float limit, bool learned, int64_t n) {
+DAF_CLONES void ddim_run(T* __restrict out, const T* __restrict xt, const TO* __restrict eps,
+                         const float* __restrict g, const float* __restrict z, const float* c, float scale,
+                         float limit, int64_t n) {
   for (int64_t j = 0; j < n; ++j)
-    out[j] = static_cast<T>(reverse_step(mode, c, static_cast<float>(xt[j]), static_cast<float>(eps[j]), v[j], g[j],
-                                         z[j], scale, limit, learned));
+    out[j] = static_cast<T>(ddim_step(c, static_cast<float>(xt[j]), static_cast<float>(eps[j]), g[j], z[j], scale, limit));
+}
+
+template <typename T, typename TO>
+DAF_CLONES void ddpm_run(T* __restrict out, const T* __restrict xt, const TO* __restrict eps,
+                         const float* __restrict g, const float* __restrict z, const float* __restrict var,
+                         const float* __restrict std, const float* c, float scale, float limit, int64_t n) {
+  for (int64_t j = 0; j < n; ++j)
+    out[j] = static_cast<T>(
+        ddpm_step(c, static_cast<float>(xt[j]), static_cast<float>(eps[j]), g[j], z[j], var[j], std[j], scale, limit));
 }
 
 at::Tensor guided_step_cpu(const at::Tensor& xt_in, const at::Tensor& eps_in, const std::optional<at::Tensor>& var_in,
@@ -46,7 +54,7 @@ at::Tensor guided_step_cpu(const at::Tensor& xt_in, const at::Tensor& eps_in, co
       const T* np = p.noise.defined() ? p.noise.const_data_ptr<T>() : nullptr;
       T* op = p.out.mutable_data_ptr<T>();
       at::parallel_for(0, l.batch * chunks, 1, [&](int64_t begin, int64_t end) {
-        alignas(64) float z[kChunk], g[kChunk], v[kChunk];
+        alignas(64) float z[kChunk], g[kChunk], log_var[kChunk], var[kChunk], std_dev[kChunk];
         for (int64_t task = begin; task < end; ++task) {
           const int64_t b = task / chunks;
           const int64_t m0 = (task % chunks) * kChunk;
@@ -54,6 +62,8 @@ at::Tensor guided_step_cpu(const at::Tensor& xt_in, const at::Tensor& eps_in, co
           const float* c = cp + b * kStepCoefficients;
           if (np) {
             load_float(z, np + b * p.noise_stride + m0, n);
+          } else if (step_noise_scale(mode, c) == 0.0f) {
+            std::fill(z, z + n, 0.0f);  // deterministic for this example: no noise to make
           } else {
             const uint64_t counter = static_cast<uint64_t>(offset) + static_cast<uint64_t>(b * l.inner);
             if (l.channels_last)
@@ -62,9 +72,23 @@ at::Tensor guided_step_cpu(const at::Tensor& xt_in, const at::Tensor& eps_in, co
               fill_normal(z, n, seed, counter + m0);
           }
           if (gp) load_float(g, gp + b * p.grad_stride + m0, n); else std::fill(g, g + n, 0.0f);
-          if (vp) load_float(v, vp + b * p.var_stride + m0, n); else std::fill(v, v + n, 0.0f);
-          step_run(op + b * l.inner + m0, xp + b * l.inner + m0, ep + b * p.eps_stride + m0, v, g, z, c, mode,
-                   static_cast<float>(scale), p.limit, learned, n);
+          T* dst = op + b * l.inner + m0;
+          const T* x = xp + b * l.inner + m0;
+          const TO* e = ep + b * p.eps_stride + m0;
+          if (mode == kDDIM) {
+            ddim_run(dst, x, e, g, z, c, static_cast<float>(scale), p.limit, n);
+            continue;
+          }
+          if (learned) {  // per-element log variance, exponentiated in one vectorized pass
+            load_float(log_var, vp + b * p.var_stride + m0, n);
+            for (int64_t j = 0; j < n; ++j) log_var[j] = ddpm_log_var(c, log_var[j], true);
+            exp_var_std(log_var, var, std_dev, n);
+          } else {
+            const float log_var = ddpm_log_var(c, 0.0f, false);
+            std::fill(var, var + n, expf(log_var));
+            std::fill(std_dev, std_dev + n, expf(0.5f * log_var));
+          }
+          ddpm_run(dst, x, e, g, z, var, std_dev, c, static_cast<float>(scale), p.limit, n);
         }
       });
     });

@@ -73,10 +73,10 @@ __global__ void step_kernel(const T* __restrict__ xt, const TO* __restrict__ eps
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t b = i / inner;
     const int64_t m = i - b * inner;
-    float z;
+    float z = 0.0f;
     if (noise != nullptr) {
       z = static_cast<float>(noise[b * noise_stride + m]);
-    } else {
+    } else if (step_noise_scale(mode, coef + b * kStepCoefficients) != 0.0f) {
       const int64_t logical = channels_last ? nchw_index_from_cl(m, channels, pixels) : m;
       z = philox_normal(seed, offset + static_cast<uint64_t>(b * inner + logical));
     }

@@ -19,20 +19,34 @@ namespace diffaug_fast {
 enum StepMode : int64_t { kDDPM = 0, kDDIM = 1 };
 constexpr int kStepCoefficients = 8;
 
+// Noise scale of the step: examples with none (DDIM with eta = 0, DDPM's last step) skip making noise.
+DAF_HOST_DEVICE float step_noise_scale(int64_t mode, const float* c) { return mode == kDDIM ? c[4] : c[6]; }
+
+DAF_HOST_DEVICE float ddim_step(const float* c, float xt, float eps, float g, float z, float scale, float limit) {
+  const float a = c[0], s = c[1];
+  const float e = eps - s * scale * g;
+  const float x0 = clamp_abs((xt - s * e) / a, limit);
+  const float e2 = (xt - a * x0) / s;
+  return c[2] * x0 + c[3] * e2 + c[4] * z;
+}
+
+// var = exp(log var), std = exp(log var / 2): per example for fixed variances, per element when learned.
+DAF_HOST_DEVICE float ddpm_step(const float* c, float xt, float eps, float g, float z, float var, float std,
+                                float scale, float limit) {
+  const float x0 = clamp_abs((xt - c[1] * eps) / c[0], limit);
+  return c[2] * x0 + c[3] * xt + scale * var * g + c[6] * std * z;
+}
+
+DAF_HOST_DEVICE float ddpm_log_var(const float* c, float v, bool learned) {
+  const float frac = 0.5f * (v + 1.0f);
+  return learned ? frac * c[5] + (1.0f - frac) * c[4] : c[4];
+}
+
 DAF_HOST_DEVICE float reverse_step(int64_t mode, const float* c, float xt, float eps, float v, float g, float z,
                                    float scale, float limit, bool learned) {
-  const float a = c[0], s = c[1];
-  if (mode == kDDIM) {
-    const float e = eps - s * scale * g;
-    const float x0 = clamp_abs((xt - s * e) / a, limit);
-    const float e2 = (xt - a * x0) / s;
-    return c[2] * x0 + c[3] * e2 + c[4] * z;
-  }
-  const float x0 = clamp_abs((xt - s * eps) / a, limit);
-  const float mean = c[2] * x0 + c[3] * xt;
-  const float frac = 0.5f * (v + 1.0f);
-  const float log_var = learned ? frac * c[5] + (1.0f - frac) * c[4] : c[4];
-  return mean + scale * expf(log_var) * g + c[6] * expf(0.5f * log_var) * z;
+  if (mode == kDDIM) return ddim_step(c, xt, eps, g, z, scale, limit);
+  const float log_var = ddpm_log_var(c, v, learned);
+  return ddpm_step(c, xt, eps, g, z, expf(log_var), expf(0.5f * log_var), scale, limit);
 }
 
 }  // namespace diffaug_fast
