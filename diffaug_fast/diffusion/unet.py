@@ -223,7 +223,9 @@ class _Trunk(nn.Module):
 
 def _attention_ds(image_size: int, attention_resolutions) -> set[int]:
     """guided-diffusion's flag lists resolutions ("32,16,8"); the model wants downsample rates."""
-    if isinstance(attention_resolutions, str):
+    if isinstance(attention_resolutions, int):
+        attention_resolutions = [attention_resolutions]
+    elif isinstance(attention_resolutions, str):
         attention_resolutions = [int(r) for r in attention_resolutions.split(",") if r]
     return {image_size // int(r) for r in attention_resolutions}
 
