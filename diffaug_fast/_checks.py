@@ -80,3 +80,29 @@ def check_seed(fn: str, seed, offset) -> None:
 def check_finite(fn: str, name: str, t: torch.Tensor) -> None:
     if _eager() and t.numel() and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{fn}(): argument '{name}' contains NaN or Inf")
+
+
+def check_model_output(fn: str, x_t: torch.Tensor, model_out: torch.Tensor, learn_sigma: bool) -> None:
+    """model_out has x_t's shape, or twice its channels with learn_sigma."""
+    expected = list(x_t.shape)
+    if learn_sigma:
+        if x_t.dim() < 2:
+            raise ValueError(f"{fn}(): learn_sigma=True needs a channel dimension; x_t has shape {expected}")
+        expected[1] *= 2
+    if list(model_out.shape) == expected:
+        return
+    if learn_sigma:
+        hint = " (learn_sigma=True: twice the channels of x_t)"
+    elif x_t.dim() >= 2 and model_out.dim() == x_t.dim() and model_out.shape[1] == 2 * x_t.shape[1]:
+        hint = "; a network with learn_sigma outputs twice the channels: pass learn_sigma=True"
+    else:
+        hint = ""
+    raise ValueError(f"{fn}(): argument 'model_out' must have shape {expected}{hint}, got {list(model_out.shape)}")
+
+
+def clip_limit(fn: str, clip) -> float | None:
+    """The clamp limit: True means 1.0 (the image range), False/None no clamp, else a positive number."""
+    clip = 1.0 if clip is True else (None if clip is False else clip)
+    if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
+        raise ValueError(f"{fn}(): argument 'clip' must be a positive number, True or None, got {clip!r}")
+    return None if clip is None else float(clip)

@@ -42,11 +42,7 @@ std::tuple<at::Tensor, at::Tensor> diffuse_cpu(const at::Tensor& x0_in, const at
         const float ab = ap[b], sb = sp[b];
         const int64_t base = b * l.inner + m0;
         if (make_noise) {
-          const uint64_t counter = static_cast<uint64_t>(offset) + static_cast<uint64_t>(b * l.inner);
-          if (l.channels_last)
-            fill_normal_channels_last(buf, n, seed, counter, m0, l.channels, l.pixels);
-          else
-            fill_normal(buf, n, seed, counter + m0);
+          fill_normal_block(buf, n, seed, offset, b, m0, l.inner, l.channels_last, l.channels, l.pixels);
         } else {
           load_float(buf, np + b * p.noise_stride + m0, n);
         }

@@ -65,11 +65,7 @@ at::Tensor guided_step_cpu(const at::Tensor& xt_in, const at::Tensor& eps_in, co
           } else if (step_noise_scale(mode, c) == 0.0f) {
             std::fill(z, z + n, 0.0f);  // deterministic for this example: no noise to make
           } else {
-            const uint64_t counter = static_cast<uint64_t>(offset) + static_cast<uint64_t>(b * l.inner);
-            if (l.channels_last)
-              fill_normal_channels_last(z, n, seed, counter, m0, l.channels, l.pixels);
-            else
-              fill_normal(z, n, seed, counter + m0);
+            fill_normal_block(z, n, seed, offset, b, m0, l.inner, l.channels_last, l.channels, l.pixels);
           }
           if (gp) load_float(g, gp + b * p.grad_stride + m0, n); else std::fill(g, g + n, 0.0f);
           T* dst = op + b * l.inner + m0;

@@ -35,28 +35,15 @@ def denoise_epilogue(x_t: torch.Tensor, model_out: torch.Tensor, a, s, *, parame
     if parametrization not in PARAMETRIZATIONS:
         raise ValueError(f"{_FN}(): argument 'parametrization' is {parametrization!r}; "
                          f"expected one of {', '.join(PARAMETRIZATIONS)}")
-    expected = list(x_t.shape)
-    if learn_sigma:
-        if x_t.dim() < 2:
-            raise ValueError(f"{_FN}(): learn_sigma=True needs a channel dimension; x_t has shape {expected}")
-        expected[1] *= 2
-    if list(model_out.shape) != expected:
-        hint = " (learn_sigma=True: twice the channels of x_t)" if learn_sigma else \
-            ("; a network with learn_sigma outputs twice the channels: pass learn_sigma=True"
-             if x_t.dim() >= 2 and model_out.dim() == x_t.dim() and model_out.shape[1] == 2 * x_t.shape[1] else "")
-        raise ValueError(f"{_FN}(): argument 'model_out' must have shape {expected}{hint}, "
-                         f"got {list(model_out.shape)}")
+    _checks.check_model_output(_FN, x_t, model_out, learn_sigma)
     if learn_sigma:
         model_out = model_out.narrow(1, 0, x_t.shape[1])  # a view: the kernels read it through strides
-    clip = 1.0 if clip is True else (None if clip is False else clip)
-    if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
-        raise ValueError(f"{_FN}(): argument 'clip' must be a positive number, True or None, got {clip!r}")
+    clip = _checks.clip_limit(_FN, clip)
     batch = x_t.shape[0]
     a = _checks.per_example(_FN, "a", a, batch, x_t.device)
     s = _checks.per_example(_FN, "s", s, batch, x_t.device)
     _checks.check_coefficients(_FN, a, s, a_nonzero=parametrization in ("eps", "score"))
     param = PARAMETRIZATIONS[parametrization]
-    clip = None if clip is None else float(clip)
     name = resolve_backend(backend, x_t.device)
     if name == "reference":
         return reference.denoise_epilogue(x_t, model_out, a, s, param, clip)

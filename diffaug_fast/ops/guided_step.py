@@ -36,15 +36,7 @@ def guided_step(x_t: torch.Tensor, model_out: torch.Tensor, coef: torch.Tensor, 
     _checks.check_tensor(_FN, "model_out", model_out)
     if mode not in STEP_MODES:
         raise ValueError(f"{_FN}(): argument 'mode' is {mode!r}; expected 'ddpm' or 'ddim'")
-    expected = list(x_t.shape)
-    if learn_sigma:
-        if x_t.dim() < 2:
-            raise ValueError(f"{_FN}(): learn_sigma=True needs a channel dimension; x_t has shape {expected}")
-        expected[1] *= 2
-    if list(model_out.shape) != expected:
-        raise ValueError(f"{_FN}(): argument 'model_out' must have shape {expected}"
-                         f"{' (learn_sigma=True: twice the channels of x_t)' if learn_sigma else ''}, "
-                         f"got {list(model_out.shape)}")
+    _checks.check_model_output(_FN, x_t, model_out, learn_sigma)
     batch = x_t.shape[0]
     if not isinstance(coef, torch.Tensor) or coef.shape != (batch, 8):
         raise ValueError(f"{_FN}(): argument 'coef' must be a [{batch}, 8] tensor from step_coefficients(), "
@@ -60,9 +52,7 @@ def guided_step(x_t: torch.Tensor, model_out: torch.Tensor, coef: torch.Tensor, 
     _checks.check_finite(_FN, "coef", coef)
     if not isinstance(scale, (int, float)) or isinstance(scale, bool):
         raise TypeError(f"{_FN}(): argument 'scale' must be a number, got {type(scale).__name__}")
-    clip = 1.0 if clip is True else (None if clip is False else clip)
-    if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
-        raise ValueError(f"{_FN}(): argument 'clip' must be a positive number, True or None, got {clip!r}")
+    clip = _checks.clip_limit(_FN, clip)
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())
     _checks.check_seed(_FN, seed, offset)
@@ -70,8 +60,7 @@ def guided_step(x_t: torch.Tensor, model_out: torch.Tensor, coef: torch.Tensor, 
     channels = x_t.shape[1] if x_t.dim() >= 2 else 0
     eps = model_out.narrow(1, 0, channels) if learn_sigma else model_out
     var_interp = model_out.narrow(1, channels, channels) if (learn_sigma and mode == "ddpm") else None
-    args = (x_t, eps, var_interp, grad, coef, noise, STEP_MODES[mode], float(scale),
-            None if clip is None else float(clip), seed, offset)
+    args = (x_t, eps, var_interp, grad, coef, noise, STEP_MODES[mode], float(scale), clip, seed, offset)
     name = resolve_backend(backend, x_t.device)
     if name == "reference":
         return reference.guided_step(*args)

@@ -26,6 +26,16 @@ def _block_of_examples(a_ptr, s_ptr, total, inner, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _noise_at(seed, offset, b, m, inner, channels, pixels, CHANNELS_LAST: tl.constexpr):
+    """tl.randn at counter offset + NCHW index of element m of example b (the C++ kernels' stream)."""
+    if CHANNELS_LAST:
+        logical = (m % channels) * pixels + m // channels
+    else:
+        logical = m
+    return tl.randn(seed, b * inner + logical + offset)
+
+
+@triton.jit
 def _diffuse_kernel(x0_ptr, noise_ptr, noise_bstride, xt_ptr, eps_ptr, a_ptr, s_ptr, total, inner, channels,
                     pixels, seed, offset, CHANNELS_LAST: tl.constexpr, HAS_NOISE: tl.constexpr,
                     WRITE_EPS: tl.constexpr, BLOCK: tl.constexpr):
@@ -34,12 +44,7 @@ def _diffuse_kernel(x0_ptr, noise_ptr, noise_bstride, xt_ptr, eps_ptr, a_ptr, s_
     if HAS_NOISE:
         e = tl.load(noise_ptr + b * noise_bstride + m, mask=mask, other=0.0).to(tl.float32)
     else:
-        if CHANNELS_LAST:
-            logical = (m % channels) * pixels + m // channels
-        else:
-            logical = m
-        counter = b * inner + logical + offset  # int64, like the C++ counter
-        e = tl.randn(seed, counter)
+        e = _noise_at(seed, offset, b, m, inner, channels, pixels, CHANNELS_LAST)
         if WRITE_EPS:
             tl.store(eps_ptr + i, e.to(eps_ptr.dtype.element_ty), mask=mask)
     tl.store(xt_ptr + i, (a * x + s * e).to(xt_ptr.dtype.element_ty), mask=mask)
@@ -94,11 +99,7 @@ def _step_kernel(xt_ptr, eps_ptr, eps_bstride, var_ptr, var_bstride, grad_ptr, g
     if HAS_NOISE:
         z = tl.load(noise_ptr + b * noise_bstride + m, mask=mask, other=0.0).to(tl.float32)
     else:
-        if CHANNELS_LAST:
-            logical = (m % channels) * pixels + m // channels
-        else:
-            logical = m
-        z = tl.randn(seed, b * inner + logical + offset)
+        z = _noise_at(seed, offset, b, m, inner, channels, pixels, CHANNELS_LAST)
     if MODE == 1:  # DDIM, guidance on eps
         e = e - s * scale * g
         x0 = (xt - s * e) / a
