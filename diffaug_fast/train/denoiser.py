@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -83,30 +84,37 @@ def train_denoiser(config: DenoiserConfig, out_dir: str | Path, *, data_root=Non
     bar = tqdm(total=config.steps, initial=step, desc="train-denoiser", disable=not progress)
     start, seen = time.perf_counter(), 0
     end = config.steps if stop_after is None else min(config.steps, step + stop_after)
-    while step < end:
-        idx = next(batches)
-        x0 = images[idx]
-        t = torch.randint(0, len(schedule), (len(x0),))
-        xt, eps = q_sample(schedule, x0, t, seed=int(torch.randint(0, 2**62, ())), return_noise=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            pred = model(xt, t)
-        loss = torch.nn.functional.mse_loss(pred.float(), eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - config.ema_decay)
-        step, consumed, seen = step + 1, consumed + 1, seen + len(x0)
-        metrics.write(json.dumps({"step": step, "loss": loss.item()}) + "\n")
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
-        if step % config.checkpoint_every == 0 or step == end:
-            save()
-    bar.close()
-    metrics.close()
+    interrupted = []  # Ctrl-C finishes the current step, saves, then stops: the checkpoint stays consistent
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    try:
+        while step < end:
+            idx = next(batches)
+            x0 = images[idx]
+            t = torch.randint(0, len(schedule), (len(x0),))
+            xt, eps = q_sample(schedule, x0, t, seed=int(torch.randint(0, 2**62, ())), return_noise=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                pred = model(xt, t)
+            loss = torch.nn.functional.mse_loss(pred.float(), eps)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                for pe, pm in zip(ema.parameters(), model.parameters()):
+                    pe.lerp_(pm, 1 - config.ema_decay)
+            step, consumed, seen = step + 1, consumed + 1, seen + len(x0)
+            metrics.write(json.dumps({"step": step, "loss": loss.item()}) + "\n")
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+            if step % config.checkpoint_every == 0 or step == end or interrupted:
+                save()
+            if interrupted:
+                raise KeyboardInterrupt
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        bar.close()
+        metrics.close()
     return ckpt
 
 
