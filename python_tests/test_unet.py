@@ -1,4 +1,4 @@
-"""Our UNet / encoder against guided-diffusion's: same parameter names and shapes (so checkpoints load with
+"""Our UNet / encoder against guided-diffusion's (and improved-diffusion's UNet): same parameter names and shapes (so checkpoints load with
 strict=True) and the same outputs for the same weights, recorded from their code by fixtures/record_*.py."""
 from pathlib import Path
 
@@ -7,7 +7,9 @@ import torch
 
 from diffaug_fast.diffusion.unet import EncoderUNetModel, UNetModel, timestep_embedding
 
-from unet_fixture import CONFIGS, RELEASED, deterministic_state, inputs
+from unet_fixture import CONFIGS, IMPROVED, RELEASED, deterministic_state, inputs
+
+SMALL = {**CONFIGS, **IMPROVED}
 
 RECORD = torch.load(Path(__file__).with_name("fixtures") / "guided_diffusion_outputs.pt", weights_only=True)
 
@@ -17,9 +19,9 @@ def build(config):
     return cls(**config["ours"]).eval()
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(SMALL))
 def test_parameter_names_and_shapes_match(name):
-    ours = {k: list(v.shape) for k, v in build(CONFIGS[name]).state_dict().items()}
+    ours = {k: list(v.shape) for k, v in build(SMALL[name]).state_dict().items()}
     assert ours == RECORD[name]["shapes"]
 
 
@@ -31,9 +33,9 @@ def test_released_checkpoint_layouts_match(name):
     assert {k: list(v.shape) for k, v in model.state_dict().items()} == RECORD[name]["shapes"]
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(SMALL))
 def test_outputs_match_for_the_same_weights(name):
-    config = CONFIGS[name]
+    config = SMALL[name]
     model = build(config)
     model.load_state_dict(deterministic_state(model.state_dict()), strict=True)
     x, t, y = inputs(config)

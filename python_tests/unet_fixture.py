@@ -56,6 +56,16 @@ def inputs(config):
     return x, t, y
 
 
+# The same check against improved-diffusion's UNet (its own constructor arguments).
+IMPROVED = {
+    "improved_unet_class_cond": dict(
+        kind="unet", ours=dict(image_size=16, in_channels=3, num_channels=32, num_res_blocks=2,
+                               attention_resolutions="8", channel_mult=(1, 2), learn_sigma=True, class_cond=True,
+                               num_classes=4, num_heads=2, use_scale_shift_norm=True),
+        theirs=dict(in_channels=3, model_channels=32, out_channels=6, num_res_blocks=2, attention_resolutions=(2,),
+                    channel_mult=(1, 2), num_classes=4, num_heads=2, use_scale_shift_norm=True)),
+}
+
 # Flags of released checkpoints (from guided-diffusion's README); only names and shapes are recorded.
 RELEASED = {
     "256x256_diffusion_uncond": dict(
