@@ -69,6 +69,14 @@ def check_coefficients(fn: str, a: torch.Tensor, s: torch.Tensor, *, a_nonzero: 
                      "when the signal scale is 0")
 
 
+def resolve_seed(fn: str, seed, offset) -> int:
+    """The seed to use (None draws one from torch's global generator), checked together with the offset."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, ()).item())
+    check_seed(fn, seed, offset)
+    return seed
+
+
 def check_seed(fn: str, seed, offset) -> None:
     for name, value in (("seed", seed), ("offset", offset)):
         if isinstance(value, bool) or not isinstance(value, int):

@@ -6,6 +6,7 @@ import os
 import torch
 
 from diffaug_fast import _build
+from diffaug_fast.ops import reference
 
 BACKENDS = ("reference", "cpu", "cuda", "triton")
 ENV_VAR = "DIFFAUG_FAST_BACKEND"
@@ -69,3 +70,11 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
     if not ok:
         raise BackendUnavailableError(f"backend {backend!r} (from {source}) cannot run here: {why}")
     return backend
+
+
+def run_op(op: str, backend: str | None, device: torch.device, *args):
+    """Run one op on the chosen backend: reference.<op>, diffaug_fast::<op>_triton or diffaug_fast::<op>."""
+    name = resolve_backend(backend, device)
+    if name == "reference":
+        return getattr(reference, op)(*args)
+    return getattr(torch.ops.diffaug_fast, f"{op}_triton" if name == "triton" else op)(*args)

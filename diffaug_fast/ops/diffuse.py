@@ -6,9 +6,8 @@ from typing import Optional
 import torch
 
 from diffaug_fast import _checks
-from diffaug_fast.ops import reference
 from diffaug_fast.ops._layout import BatchLayout, canonical_input, register_fake_and_autograd
-from diffaug_fast.ops.backends import resolve_backend
+from diffaug_fast.ops.backends import run_op
 
 _FN = "diffuse"
 
@@ -41,16 +40,8 @@ def diffuse(x0: torch.Tensor, a, s, *, seed: int | None = None, offset: int = 0,
         if noise.shape != x0.shape:
             raise ValueError(f"{_FN}(): argument 'noise' must have the shape of x0 {list(x0.shape)}, "
                              f"got {list(noise.shape)}")
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, ()).item())
-    _checks.check_seed(_FN, seed, offset)
-    name = resolve_backend(backend, x0.device)
-    if name == "reference":
-        xt, eps = reference.diffuse(x0, a, s, noise, seed, offset, return_noise)
-    elif name == "triton":
-        xt, eps = torch.ops.diffaug_fast.diffuse_triton(x0, a, s, noise, seed, offset, return_noise)
-    else:
-        xt, eps = torch.ops.diffaug_fast.diffuse(x0, a, s, noise, seed, offset, return_noise)
+    seed = _checks.resolve_seed(_FN, seed, offset)
+    xt, eps = run_op("diffuse", backend, x0.device, x0, a, s, noise, seed, offset, return_noise)
     if return_noise:
         return xt, (noise if noise is not None else eps)
     return xt

@@ -8,7 +8,7 @@ import torch
 from diffaug_fast import _checks
 from diffaug_fast.ops import reference
 from diffaug_fast.ops._layout import BatchLayout, canonical_input, register_fake_and_autograd
-from diffaug_fast.ops.backends import resolve_backend
+from diffaug_fast.ops.backends import run_op
 from diffaug_fast.ops.reference import PARAMETRIZATIONS
 
 _FN = "denoise_epilogue"
@@ -44,12 +44,7 @@ def denoise_epilogue(x_t: torch.Tensor, model_out: torch.Tensor, a, s, *, parame
     s = _checks.per_example(_FN, "s", s, batch, x_t.device)
     _checks.check_coefficients(_FN, a, s, a_nonzero=parametrization in ("eps", "score"))
     param = PARAMETRIZATIONS[parametrization]
-    name = resolve_backend(backend, x_t.device)
-    if name == "reference":
-        return reference.denoise_epilogue(x_t, model_out, a, s, param, clip)
-    if name == "triton":
-        return torch.ops.diffaug_fast.denoise_epilogue_triton(x_t, model_out, a, s, param, clip)
-    return torch.ops.diffaug_fast.denoise_epilogue(x_t, model_out, a, s, param, clip)
+    return run_op("denoise_epilogue", backend, x_t.device, x_t, model_out, a, s, param, clip)
 
 
 @torch.library.custom_op("diffaug_fast::denoise_epilogue_triton", mutates_args=())

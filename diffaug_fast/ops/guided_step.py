@@ -6,9 +6,8 @@ from typing import Optional
 import torch
 
 from diffaug_fast import _build, _checks
-from diffaug_fast.ops import reference
 from diffaug_fast.ops._layout import BatchLayout, canonical_input
-from diffaug_fast.ops.backends import resolve_backend
+from diffaug_fast.ops.backends import run_op
 from diffaug_fast.ops.reference import STEP_MODES
 
 _FN = "guided_step"
@@ -53,20 +52,13 @@ def guided_step(x_t: torch.Tensor, model_out: torch.Tensor, coef: torch.Tensor, 
     if not isinstance(scale, (int, float)) or isinstance(scale, bool):
         raise TypeError(f"{_FN}(): argument 'scale' must be a number, got {type(scale).__name__}")
     clip = _checks.clip_limit(_FN, clip)
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, ()).item())
-    _checks.check_seed(_FN, seed, offset)
+    seed = _checks.resolve_seed(_FN, seed, offset)
 
     channels = x_t.shape[1] if x_t.dim() >= 2 else 0
     eps = model_out.narrow(1, 0, channels) if learn_sigma else model_out
     var_interp = model_out.narrow(1, channels, channels) if (learn_sigma and mode == "ddpm") else None
-    args = (x_t, eps, var_interp, grad, coef, noise, STEP_MODES[mode], float(scale), clip, seed, offset)
-    name = resolve_backend(backend, x_t.device)
-    if name == "reference":
-        return reference.guided_step(*args)
-    if name == "triton":
-        return torch.ops.diffaug_fast.guided_step_triton(*args)
-    return torch.ops.diffaug_fast.guided_step(*args)
+    return run_op("guided_step", backend, x_t.device, x_t, eps, var_interp, grad, coef, noise, STEP_MODES[mode],
+                  float(scale), clip, seed, offset)
 
 
 @torch.library.custom_op("diffaug_fast::guided_step_triton", mutates_args=())
