@@ -36,11 +36,11 @@ def _cmd_info(args) -> None:
         print(f"  {name:<10} {'usable' if st['usable'] else 'unavailable: ' + st['why']}")
 
 
-def _parse_int_list(text: str) -> list[int]:
+def _parse_int_list(text: str, option: str = "--t") -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"--t expects comma-separated integers, got {text!r}") from None
+        raise ValueError(f"{option} expects comma-separated integers, got {text!r}") from None
 
 
 def _cmd_diffuse(args) -> None:
@@ -76,12 +76,10 @@ def _cmd_diffuse(args) -> None:
 
 
 def _cmd_train_denoiser(args) -> None:
-    """Train (or resume) the VP denoiser on Fashion-MNIST; export its EMA weights."""
+    """Train (or resume) a VP or VE denoiser on Fashion-MNIST; export its EMA weights."""
     from diffaug_fast.train.denoiser import DenoiserConfig, export_ema, train_denoiser
 
-    if args.kind != "vp":
-        raise ValueError("--kind ve is not implemented yet; only 'vp' can be trained so far")
-    config = DenoiserConfig(schedule=args.schedule, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+    config = DenoiserConfig(kind=args.kind, schedule=args.schedule, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                             seed=args.seed)
     out = Path(args.out)
     try:
@@ -110,21 +108,70 @@ def _cmd_sample(args) -> None:
     from torchvision.utils import save_image
 
     from diffaug_fast.pretrained import pretrained
-    from diffaug_fast.sample import sample
+    from diffaug_fast.sample import eps_model, sample
 
     denoiser = pretrained(args.model)
-    net = torch.compile(denoiser.net) if args.compile else denoiser.net
+    if args.compile:
+        denoiser.net = torch.compile(denoiser.net)
+    model, chain = eps_model(denoiser)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    images = sample(lambda x, t: net(x, t), (args.num, 1, 28, 28), denoiser.schedule, steps=args.steps,
-                    mode=args.mode, eta=args.eta, seed=args.seed)
+    images = sample(model, (args.num, 1, 28, 28), chain, steps=args.steps, mode=args.mode, eta=args.eta,
+                    seed=args.seed)
     seconds = time.perf_counter() - start
     save_image(images.add(1).div(2).clamp(0, 1), out / "samples.png", nrow=int(args.num**0.5 + 0.5), padding=1)
     np.savez_compressed(out / "samples.npz",
                         images=((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
     print(f"{args.num} samples ({args.mode}, {args.steps}, seed {args.seed}) in {seconds:.1f} s "
           f"({args.num / seconds:.1f} images/s): {out / 'samples.png'}, {out / 'samples.npz'}")
+
+
+def _train_worker(config, out, progress):
+    from diffaug_fast.train.classifier import train_classifier
+
+    train_classifier(config, out, progress=progress)
+
+
+def _cmd_train(args) -> None:
+    """Train a classifier with DiffAug on Fashion-MNIST, evaluate it (incl. DiffAug-Ensemble), write the report."""
+    from diffaug_fast.train.classifier import config_from_preset, train_classifier
+    from diffaug_fast.train.distributed import init_from_env, launch
+    from diffaug_fast.train.report import write_report
+
+    de = None if args.de_timesteps is None else _parse_int_list(args.de_timesteps, "--de-timesteps")
+    config = config_from_preset(args.preset, model=args.model, norm=args.norm, epochs=args.epochs,
+                                batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                                lr_schedule=args.lr_schedule, diffaug=args.diffaug, augmix=args.augmix or None,
+                                t_min=args.t_min, t_max=args.t_max, denoiser=args.denoiser, ema_decay=args.ema,
+                                amp=args.amp, compile=args.compile, seed=args.seed, train_limit=args.train_limit,
+                                eval_limit=args.eval_limit, de_timesteps=de, device=args.device)
+    out = Path(args.out)
+    if (out / "checkpoint.pt").exists() and not args.resume:
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if args.compare and not (Path(args.compare) / "metrics.json").exists():
+        raise FileNotFoundError(f"--compare {args.compare}: no metrics.json there (not a finished run)")
+    try:
+        if args.nproc > 1:
+            launch(_train_worker, args.nproc, config, out, True)
+        else:
+            init_from_env()
+            train_classifier(config, out)
+    except KeyboardInterrupt:
+        print(f"interrupted: saved {out / 'checkpoint.pt'}; add --resume to continue", file=sys.stderr)
+        raise SystemExit(130) from None
+    from diffaug_fast.train.distributed import world_rank
+
+    if world_rank() != 0:
+        return
+    metrics = json.loads((out / "metrics.json").read_text())
+    report = write_report(out, args.compare)
+    print(f"test accuracy {100 * metrics['clean_acc_full_test']:.2f}% (full test set); on {metrics['eval_images']} "
+          f"test images: clean {100 * metrics['clean_acc']:.2f}%"
+          + (f", DiffAug-Ensemble {100 * metrics['de_acc']:.2f}%" if "de_acc" in metrics else "")
+          + f"; noisy {100 * metrics['noisy_acc']:.2f}%"
+          + (f", noisy + DiffAug-Ensemble {100 * metrics['noisy_de_acc']:.2f}%" if "noisy_de_acc" in metrics else ""))
+    print(f"report: {report}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,8 +207,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/denoiser-vp", help="run folder; an existing checkpoint there is resumed")
     p.set_defaults(func=_cmd_train_denoiser)
 
+    p = sub.add_parser("train", help="the main job: train a classifier with DiffAug, evaluate with DiffAug-Ensemble")
+    p.add_argument("--preset", default="quick", help="quick (default, ~5 min on 2 CPU cores) or paper")
+    p.add_argument("--diffaug", default=None, choices=["on", "off", "only"], help="on: clean + DiffAug (default); "
+                   "off: baseline; only: DiffAug images alone")
+    p.add_argument("--augmix", action="store_true", help="AugMix on the clean images (before DiffAug)")
+    p.add_argument("--model", default=None, help="resnet-small | resnet-medium | wrn-16-4 | wrn-28-10 | resnet50 | "
+                   "vit_b_16")
+    p.add_argument("--norm", default=None, choices=["batch", "group"])
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="global batch (split over --nproc processes)")
+    p.add_argument("--optimizer", default=None, choices=["sgd", "adamw"])
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr-schedule", default=None, choices=["cosine", "step", "constant"])
+    p.add_argument("--t-min", type=int, default=None)
+    p.add_argument("--t-max", type=int, default=None)
+    p.add_argument("--denoiser", default=None, help="fmnist | fmnist-ve | path/to/ema.safetensors")
+    p.add_argument("--ema", type=float, default=None, help="EMA decay of the classifier weights (0 = off)")
+    p.add_argument("--amp", default=None, choices=["auto", "off", "bf16", "fp16"])
+    p.add_argument("--compile", default=None, choices=["auto", "on", "off"])
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--eval-limit", type=int, default=None, help="test images for DiffAug-Ensemble evaluation")
+    p.add_argument("--de-timesteps", default=None, help="comma-separated DiffAug-Ensemble t's (default 0,50,...,450)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes on this machine")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--compare", default=None, help="another run folder (e.g. the baseline) for the report")
+    p.add_argument("--out", default="runs/train")
+    p.set_defaults(func=_cmd_train)
+
     p = sub.add_parser("denoiser-report", help="x0 MSE per t, samples and DiffAug examples of an embedded denoiser")
-    p.add_argument("--model", default="fmnist")
+    p.add_argument("--model", default="fmnist", help="fmnist (= fmnist-vp) or fmnist-ve")
     p.add_argument("--limit", type=int, default=2000, help="test images used for the MSE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/denoiser-report")

@@ -9,7 +9,7 @@ from torchvision.utils import save_image
 
 from diffaug_fast.data import load_fashion_mnist
 from diffaug_fast.diffusion import Denoiser, q_sample
-from diffaug_fast.sample import sample
+from diffaug_fast.sample import eps_model, sample
 
 
 @torch.inference_mode()
@@ -40,11 +40,8 @@ def write_report(denoiser: Denoiser, out_dir: str | Path, *, limit: int = 2000, 
     rows = x0_mse_per_bucket(denoiser, images, seed=seed)
     (out_dir / "x0_mse_per_t.json").write_text(json.dumps(rows, indent=2))
 
-    def model(x, t):
-        return denoiser.model_output(x, torch.searchsorted(denoiser.schedule.timesteps, t.cpu()).to(x.device))
-
-    samples = sample(model, (64, 1, 28, 28), denoiser.schedule, steps="ddim50", mode="ddim", seed=seed,
-                     progress=False)
+    model, chain = eps_model(denoiser)
+    samples = sample(model, (64, 1, 28, 28), chain, steps="ddim50", mode="ddim", seed=seed, progress=False)
     save_image(samples.add(1).div(2).clamp(0, 1), out_dir / "samples_ddim50.png", nrow=8, padding=1)
 
     ts = [0, 100, 200, 300, 400, 500, 600, 700, 800, 900]

@@ -10,8 +10,11 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from diffaug_fast.diffusion.denoiser import Denoiser
+from diffaug_fast.diffusion.process import predict_x0
 from diffaug_fast.diffusion.schedules import Schedule, respace
 from diffaug_fast.diffusion.steps import step_coefficients
+from diffaug_fast.diffusion.ve import vp_equivalent
 from diffaug_fast.ops import diffuse, guided_step
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -58,3 +61,30 @@ def classifier_guidance(classifier: Callable[[torch.Tensor, torch.Tensor], torch
         return torch.autograd.grad(selected.sum(), x)[0]
 
     return grad
+
+
+def eps_model(denoiser: Denoiser) -> tuple[Model, Schedule]:
+    """``(model, schedule)`` that :func:`sample` can walk for any Denoiser.
+
+    The model predicts eps on a VP chain: VP denoisers as they are, VE ones through their VP equivalent
+    (``x_vp = x_ve / sqrt(1 + sigma^2)``, same eps). Non-eps parametrizations are converted through the
+    unclipped x0 estimate, ``eps = (x_t - a_t*x0_hat) / s_t``.
+    """
+    native = denoiser.schedule
+    chain = native if native.kind == "vp" else vp_equivalent(native)
+
+    def model(x: torch.Tensor, t_model: torch.Tensor) -> torch.Tensor:
+        index = torch.searchsorted(native.timesteps.to(t_model.device), t_model)
+        x_native = x
+        if native.kind == "ve":
+            x_native = x / chain.signal.to(x.device, torch.float32)[index].view(-1, *([1] * (x.dim() - 1)))
+        out = denoiser.model_output(x_native, index)
+        if denoiser.parametrization == "eps":
+            return out
+        a, s = native.coefficients(index, device=x.device)
+        x0 = predict_x0(native, x_native, index, out, parametrization=denoiser.parametrization,
+                        learn_sigma=denoiser.learn_sigma)
+        shape = (-1, *([1] * (x.dim() - 1)))
+        return (x_native - a.view(shape) * x0) / s.view(shape)
+
+    return model, chain

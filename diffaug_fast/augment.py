@@ -1,0 +1,165 @@
+"""DiffAug (one forward-diffusion step + one denoising step) and DiffAug-Ensemble.
+
+DiffAug replaces an image ``x0`` by the denoiser's estimate ``x0_hat(x_t, t)`` of it from a noisy
+version ``x_t = a_t*x0 + s_t*eps``: the fused ``diffuse`` op draws the noise in-kernel, the frozen
+network runs under ``inference_mode`` (optionally compiled, mixed precision, channels_last), and
+the fused epilogue turns its output into ``x0_hat``. The ancestral step's posterior sample, which
+DiffAug would throw away, is never computed.
+
+Randomness is keyed, not stateful: image ``i`` of a call with ``(seed, offset)`` gets the Philox
+noise at ``offset + i*numel(x0[i])``, so a batch split across processes (each shard with its own
+offset) gives the same images as the whole batch in one process.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from diffaug_fast.diffusion import Denoiser
+from diffaug_fast.ops import denoise_epilogue, diffuse
+
+DE_TIMESTEPS = tuple(range(0, 500, 50))  # the paper's DiffAug-Ensemble: t = 0, 50, ..., 450
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(amp: str | None, device: torch.device | str) -> torch.dtype | None:
+    """Mixed-precision dtype for ``amp`` ('auto', 'off', 'bf16', 'fp16'); 'auto' = bf16 on CUDA, off on CPU.
+
+    (On the 2-core AVX-512 CPU bf16 autocast made the small UNet slower, see the README.)
+    """
+    if amp in (None, "auto"):
+        return torch.bfloat16 if torch.device(device).type == "cuda" else None
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"argument 'amp' is {amp!r}; expected 'auto' or one of {', '.join(AMP_DTYPES)}")
+    return AMP_DTYPES[amp]
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def sample_timesteps(n: int, t_min: int, t_max: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` DiffAug timesteps uniform on {t_min, ..., t_max} (CPU int64)."""
+    return torch.randint(t_min, t_max + 1, (n,), generator=generator)
+
+
+class _FastNet:
+    """The denoiser's network as DiffAug calls it: compiled on request, channels_last, autocast."""
+
+    def __init__(self, denoiser: Denoiser, *, compile: bool, amp: str | None, device):
+        self.denoiser = denoiser
+        self.net = torch.compile(denoiser.net, dynamic=False) if compile else denoiser.net
+        self.dtype = amp_dtype(amp, device)
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with autocast(x_t.device, self.dtype):
+            return self.net(x_t.contiguous(memory_format=torch.channels_last) if x_t.dim() == 4 else x_t,
+                            self.denoiser.conditioning(t))
+
+
+def diffuse_and_denoise(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, *, seed: int, offset: int = 0,
+                        net=None, max_batch: int | None = None) -> torch.Tensor:
+    """x0_hat(x_t, t) for ``x_t ~ q(x_t | x0)`` at per-example grid indices ``t``; a normal (grad-able) tensor.
+
+    ``net`` is an optional faster callable ``net(x_t, t) -> model output`` (see :class:`DiffAug`);
+    ``max_batch`` bounds how many images go through the network at once.
+    """
+    if t.shape != (x0.shape[0],):
+        raise ValueError(f"argument 't' must have shape [{x0.shape[0]}] (one timestep per image), "
+                         f"got {list(t.shape)}")
+    run = net or (lambda x, tt: denoiser.model_output(x, tt))
+    per_image = x0[0].numel() if len(x0) else 0
+    chunk = max_batch or max(len(x0), 1)
+    pieces = []
+    with torch.inference_mode():
+        for start in range(0, len(x0), chunk):
+            xs, ts = x0[start:start + chunk], t[start:start + chunk].to(x0.device)
+            a, s = denoiser.schedule.coefficients(ts, device=x0.device)
+            x_t = diffuse(xs, a, s, seed=seed, offset=offset + start * per_image)
+            out = run(x_t, ts)
+            pieces.append(denoise_epilogue(x_t, out, a, s, parametrization=denoiser.parametrization,
+                                           clip=denoiser.clip, learn_sigma=denoiser.learn_sigma))
+        x0_hat = torch.cat(pieces) if len(pieces) != 1 else pieces[0]
+    return x0_hat.clone()  # leave inference mode: the classifier saves its input for backward
+
+
+class DiffAug(nn.Module):
+    """The DiffAug augmentation: ``DiffAug(denoiser)(x0)`` returns x0_hat with t ~ U{t_min..t_max} per image.
+
+    Deterministic under ``seed``: call k draws its timesteps from a generator seeded by (seed, k) and
+    its noise from the Philox stream at a running offset; both counters are saved in ``state_dict``.
+    """
+
+    def __init__(self, denoiser: Denoiser, *, t_min: int = 0, t_max: int | None = None, seed: int = 0,
+                 compile: bool = False, amp: str | None = "auto", max_batch: int | None = None):
+        super().__init__()
+        steps = len(denoiser.schedule)
+        t_max = steps - 1 if t_max is None else t_max
+        if not (isinstance(t_min, int) and isinstance(t_max, int) and 0 <= t_min <= t_max < steps):
+            raise ValueError(f"DiffAug(): need integers 0 <= t_min <= t_max <= {steps - 1}, got t_min={t_min!r}, "
+                             f"t_max={t_max!r}")
+        self.denoiser = denoiser.eval().requires_grad_(False)
+        self.t_min, self.t_max, self.seed, self.max_batch = t_min, t_max, int(seed), max_batch
+        device = next(denoiser.parameters()).device if any(True for _ in denoiser.parameters()) else "cpu"
+        self.fast_net = _FastNet(denoiser, compile=compile, amp=amp, device=device)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("offset", torch.zeros((), dtype=torch.int64))
+
+    def train(self, mode: bool = True):  # the denoiser stays in eval mode whatever the classifier does
+        super().train(mode)
+        self.denoiser.eval()
+        return self
+
+    def forward(self, x0: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        if t is None:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.calls))
+            t = sample_timesteps(len(x0), self.t_min, self.t_max, gen)
+        out = diffuse_and_denoise(self.denoiser, x0, t, seed=self.seed, offset=int(self.offset), net=self.fast_net,
+                                  max_batch=self.max_batch)
+        self.calls += 1
+        self.offset += x0.numel()
+        return out
+
+
+class DiffAugEnsemble(nn.Module):
+    """Test-time DiffAug: average the classifier's softmax over x0_hat at several t (paper: 0, 50, ..., 450).
+
+    All (image, t) pairs go through the denoiser and the classifier as one batch, cut into chunks of at
+    most ``max_batch`` images to bound memory.
+    """
+
+    def __init__(self, classifier: nn.Module, denoiser: Denoiser, timesteps=DE_TIMESTEPS, *, seed: int = 0,
+                 max_batch: int = 1024, compile: bool = False, amp: str | None = "auto"):
+        super().__init__()
+        timesteps = [int(t) for t in timesteps]
+        if not timesteps or min(timesteps) < 0 or max(timesteps) >= len(denoiser.schedule):
+            raise ValueError(f"DiffAugEnsemble(): argument 'timesteps' must be a non-empty list in "
+                             f"[0, {len(denoiser.schedule) - 1}], got {timesteps}")
+        self.classifier, self.denoiser = classifier, denoiser.eval().requires_grad_(False)
+        self.timesteps, self.seed, self.max_batch = timesteps, int(seed), int(max_batch)
+        device = next(denoiser.parameters()).device
+        self.fast_net = _FastNet(denoiser, compile=compile, amp=amp, device=device)
+        self.amp = amp_dtype(amp, device)
+
+    @torch.inference_mode()
+    def probabilities_per_t(self, x0: torch.Tensor, *, offset: int = 0) -> torch.Tensor:
+        """Softmax of the classifier on x0_hat at each t: float32 [len(timesteps), B, classes]."""
+        n = len(x0)
+        ts = torch.tensor(self.timesteps).repeat_interleave(n)  # t-major: block k is t_k for every image
+        xs = x0.repeat(len(self.timesteps), *([1] * (x0.dim() - 1)))
+        probs = []
+        for start in range(0, len(xs), self.max_batch):
+            x_hat = diffuse_and_denoise(self.denoiser, xs[start:start + self.max_batch],
+                                        ts[start:start + self.max_batch], seed=self.seed,
+                                        offset=offset + start * x0[0].numel(), net=self.fast_net)
+            with autocast(x0.device, self.amp):
+                probs.append(torch.softmax(self.classifier(x_hat).float(), dim=-1))
+        return torch.cat(probs).view(len(self.timesteps), n, -1)
+
+    def forward(self, x0: torch.Tensor, *, offset: int = 0) -> torch.Tensor:
+        """Ensembled class probabilities [B, classes]."""
+        return self.probabilities_per_t(x0, offset=offset).mean(0)

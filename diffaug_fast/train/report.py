@@ -1,0 +1,100 @@
+"""A training run's report: report.md with its numbers, loss/accuracy curves and accuracy vs DiffAug t (PNG).
+
+``compare`` adds a second run (e.g. the baseline) to the table and the plots.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _read_run(run_dir: Path) -> dict:
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.exists():
+        raise FileNotFoundError(f"{metrics_path} not found: is {run_dir} a finished `diffaug-fast train` run?")
+    log = run_dir / "metrics.jsonl"
+    curve = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()] if log.exists() else []
+    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+    return {"dir": run_dir, "metrics": json.loads(metrics_path.read_text()), "curve": curve, "config": config}
+
+
+def _label(run: dict) -> str:
+    cfg = run["config"]
+    return f"{run['dir'].name} (DiffAug {cfg.get('diffaug', '?')}{', AugMix' if cfg.get('augmix') else ''})"
+
+
+def _smooth(values: list[float], k: int = 5) -> list[float]:
+    out = []
+    for i in range(len(values)):
+        window = values[max(0, i - k + 1):i + 1]
+        out.append(sum(window) / len(window))
+    return out
+
+
+def _plots(runs: list[dict], out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for run in runs:
+        steps = [r["step"] for r in run["curve"]]
+        ax_loss.plot(steps, _smooth([r["loss"] for r in run["curve"]]), label=_label(run))
+        ax_acc.plot(steps, _smooth([r["acc"] for r in run["curve"]]), label=_label(run))
+    ax_loss.set(xlabel="step", ylabel="training loss (smoothed)", title="loss")
+    ax_acc.set(xlabel="step", ylabel="training-batch accuracy (smoothed)", title="accuracy")
+    ax_acc.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "curves.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for run in runs:
+        m = run["metrics"]
+        for key, style, name in (("acc_per_t", "-o", "clean"), ("noisy_acc_per_t", "--s", "noisy")):
+            if key in m:
+                ts = sorted(m[key], key=int)
+                ax.plot([int(t) for t in ts], [m[key][t] for t in ts], style, label=f"{_label(run)}: {name}")
+    ax.set(xlabel="DiffAug t of the test images", ylabel="test accuracy", title="accuracy on x̂0(x_t, t)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "acc_vs_t.png", dpi=110)
+    plt.close(fig)
+    return ["curves.png", "acc_vs_t.png"]
+
+
+ROWS = (("clean_acc_full_test", "clean accuracy (full test set)"), ("clean_acc", "clean accuracy (eval subset)"),
+        ("de_acc", "DiffAug-Ensemble accuracy (eval subset)"), ("noisy_acc", "accuracy on noisy test images"),
+        ("noisy_de_acc", "DiffAug-Ensemble accuracy on noisy test images"))
+
+
+def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path:
+    run = _read_run(Path(run_dir))
+    runs = [run] + ([_read_run(Path(compare))] if compare else [])
+    pictures = _plots(runs, run["dir"])
+    m, cfg = run["metrics"], run["config"]
+    lines = [f"# Training report: {run['dir'].name}", "",
+             f"Classifier `{cfg.get('model')}` on {cfg.get('data')}, {cfg.get('epochs')} epoch(s), batch "
+             f"{cfg.get('batch_size')}, DiffAug `{cfg.get('diffaug')}` (t in [{cfg.get('t_min')}, "
+             f"{cfg.get('t_max') if cfg.get('t_max') is not None else 'T-1'}], denoiser `{cfg.get('denoiser')}`), "
+             f"AugMix {'on' if cfg.get('augmix') else 'off'}, seed {cfg.get('seed')}.",
+             f"Evaluation subset: {m.get('eval_images')} test images; noisy = Gaussian noise of std "
+             f"{cfg.get('noise_std')} (pixels in [-1, 1]); DiffAug-Ensemble over t = "
+             f"{', '.join(map(str, cfg.get('de_timesteps', [])))}.", "",
+             "| metric | " + " | ".join(_label(r) for r in runs) + " |",
+             "|---|" + "---|" * len(runs)]
+    for key, name in ROWS:
+        if any(key in r["metrics"] for r in runs):
+            cells = [f"{100 * r['metrics'][key]:.2f}%" if key in r["metrics"] else "-" for r in runs]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "acc_per_t" in m:
+        lines += ["", "Accuracy on DiffAug-ed test images per t (clean / noisy inputs):", "",
+                  "| t | " + " | ".join(m["acc_per_t"]) + " |", "|---|" + "---|" * len(m["acc_per_t"]),
+                  "| clean | " + " | ".join(f"{100 * v:.1f}" for v in m["acc_per_t"].values()) + " |"]
+        if "noisy_acc_per_t" in m:
+            lines.append("| noisy | " + " | ".join(f"{100 * v:.1f}" for v in m["noisy_acc_per_t"].values()) + " |")
+    lines += ["", *(f"![{p}]({p})" for p in pictures), ""]
+    path = run["dir"] / "report.md"
+    path.write_text("\n".join(lines))
+    return path
