@@ -17,7 +17,8 @@ def denoiser_from_config(config: dict, weights: str | Path | None = None) -> Den
     """A ``Denoiser`` from an exported config (``train-denoiser``'s ``ema.json``) and optional weights."""
     kind = config.get("kind", "vp")
     if kind == "ve":
-        net = VEScoreNet(UNetModel(**config["unet"]), config["sigma_min"], config["sigma_max"])
+        net = VEScoreNet(UNetModel(**config["unet"]), config["sigma_min"], config["sigma_max"],
+                         config.get("sigma_data", 0.5))
         schedule = ve_geometric(1000, config["sigma_min"], config["sigma_max"])
     elif kind == "vp":
         net, schedule = UNetModel(**config["unet"]), get_schedule(config["schedule"])

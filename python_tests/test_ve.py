@@ -20,18 +20,26 @@ def _ve_denoiser(clip=None):
 
 
 @torch.no_grad()
-def test_score_net_is_eps_over_sigma_and_denoiser_subtracts_sigma_eps():
+def test_score_net_preconditioning_and_denoiser():
     den = _ve_denoiser()
     x = torch.randn(5, 1, 8, 8) * 3
     t = torch.tensor([0, 1, 400, 900, 999])
     sigma = den.schedule.sigmas[t].float()
-    eps = den.net.eps(x, sigma)
-    # the network sees unit-variance input and a log-sigma conditioning value on the 0..999 scale
-    expect_in = x / torch.sqrt(1 + sigma**2).view(-1, 1, 1, 1)
-    torch.testing.assert_close(eps, den.net.net(expect_in, 999 * torch.log(sigma / 0.01) / torch.log(
-        torch.tensor(5000.0))))
-    torch.testing.assert_close(den.net(x, sigma), -eps / sigma.view(-1, 1, 1, 1))
-    torch.testing.assert_close(den(x, t), x - sigma.view(-1, 1, 1, 1) * eps, atol=2e-5, rtol=1e-5)
+    sd2 = 0.25
+    c_in, c_skip = 1 / torch.sqrt(sigma**2 + sd2), sd2 / (sigma**2 + sd2)
+    c_out = sigma * 0.5 / torch.sqrt(sigma**2 + sd2)
+    b = lambda v: v.view(-1, 1, 1, 1)  # noqa: E731
+    # the network sees c_in*x and log-sigma on the 0..999 scale; D = c_skip*x + c_out*F
+    raw = den.net.net(x * b(c_in), 999 * torch.log(sigma / 0.01) / torch.log(torch.tensor(5000.0)))
+    torch.testing.assert_close(den.net.raw(x, sigma), raw)
+    d = b(c_skip) * x + b(c_out) * raw
+    torch.testing.assert_close(den.net.denoise(x, sigma), d)
+    torch.testing.assert_close(den.net(x, sigma) * b(sigma**2), d - x, atol=2e-6, rtol=1e-4)  # score
+    torch.testing.assert_close(den(x, t), d, atol=5e-5, rtol=1e-4)  # through the fused score epilogue
+    # the training target is the F that makes D exact
+    x0 = torch.rand(5, 1, 8, 8) * 2 - 1
+    target = den.net.training_target(x, x0, sigma)
+    torch.testing.assert_close(b(c_skip) * x + b(c_out) * target, x0, atol=1e-5, rtol=1e-5)
 
 
 def test_vp_equivalent_has_the_same_noise_to_signal_ratio():

@@ -1,8 +1,8 @@
 """Train a small diffusion model on Fashion-MNIST: the package's embedded denoisers.
 
 ``kind="vp"``: DDPM eps-prediction on a linear/cosine VP schedule. ``kind="ve"``: a score-SDE style
-sigma-conditioned score network (:class:`~diffaug_fast.diffusion.ve.VEScoreNet`) on the geometric VE
-grid, trained with the sigma^2-weighted denoising score matching loss (= eps MSE).
+sigma-conditioned score network (:class:`~diffaug_fast.diffusion.ve.VEScoreNet`, EDM-preconditioned)
+on the geometric VE grid, trained by denoising score matching with EDM's loss weighting.
 
 bf16 autocast on CPU, EMA weights, atomic checkpoints with exact resume (model, optimizer, EMA, RNG,
 data order), a progress bar with loss and images/s.
@@ -39,6 +39,7 @@ class DenoiserConfig:
     schedule: str = "linear"  # VP only; VE uses the geometric sigma grid below
     sigma_min: float = 0.01
     sigma_max: float = 50.0
+    sigma_data: float = 0.5  # VE preconditioning: roughly the pixel std of Fashion-MNIST in [-1, 1] (0.59)
     steps: int = 2500
     batch_size: int = 128
     lr: float = 2e-3
@@ -55,16 +56,20 @@ def build_network(config: DenoiserConfig) -> tuple[torch.nn.Module, Schedule]:
     if config.kind not in KINDS:
         raise ValueError(f"DenoiserConfig.kind is {config.kind!r}; expected one of {KINDS}")
     if config.kind == "ve":
-        return (VEScoreNet(UNetModel(**config.unet), config.sigma_min, config.sigma_max),
+        return (VEScoreNet(UNetModel(**config.unet), config.sigma_min, config.sigma_max, config.sigma_data),
                 ve_geometric(1000, config.sigma_min, config.sigma_max))
     return UNetModel(**config.unet), get_schedule(config.schedule)
 
 
-def predicted_noise(model: torch.nn.Module, schedule: Schedule, xt: torch.Tensor, t: torch.Tensor):
-    """The network's eps estimate: the training target of both kinds."""
+def denoising_loss(model: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, seed: int):
+    """VP: eps MSE. VE: MSE of the preconditioned network's output against its exact target (EDM weighting)."""
+    xt, eps = q_sample(schedule, x0, t, seed=seed, return_noise=True)
     if isinstance(model, VEScoreNet):
-        return model.eps(xt, schedule.sigmas[t].float())
-    return model(xt, t)
+        sigma = schedule.sigmas[t].float()
+        pred, target = model.raw(xt, sigma), model.training_target(xt, x0, sigma)
+    else:
+        pred, target = model(xt, t), eps
+    return torch.nn.functional.mse_loss(pred.float(), target)
 
 
 def _batches(n: int, batch: int, seed: int, consumed: int):
@@ -118,10 +123,9 @@ def train_denoiser(config: DenoiserConfig, out_dir: str | Path, *, data_root=Non
             idx = next(batches)
             x0 = images[idx]
             t = torch.randint(0, len(schedule), (len(x0),))
-            xt, eps = q_sample(schedule, x0, t, seed=int(torch.randint(0, 2**62, ())), return_noise=True)
+            seed = int(torch.randint(0, 2**62, ()))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                pred = predicted_noise(model, schedule, xt, t)
-            loss = torch.nn.functional.mse_loss(pred.float(), eps)
+                loss = denoising_loss(model, schedule, x0, t, seed)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -159,5 +163,5 @@ def export_config(config: DenoiserConfig) -> dict:
     """What :func:`diffaug_fast.pretrained.denoiser_from_config` needs to rebuild the model."""
     if config.kind == "ve":
         return {"kind": "ve", "schedule": "ve", "sigma_min": config.sigma_min, "sigma_max": config.sigma_max,
-                "parametrization": "score", "condition": "sigma", "unet": config.unet}
+                "sigma_data": config.sigma_data, "parametrization": "score", "condition": "sigma", "unet": config.unet}
     return {"kind": "vp", "schedule": config.schedule, "parametrization": "eps", "unet": config.unet}

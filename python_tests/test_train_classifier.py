@@ -1,0 +1,126 @@
+"""The DiffAug trainer on real Fashion-MNIST: it learns, resumes bit-exactly, splits over processes
+exactly, and its command writes the run folder and report; Ctrl-C saves and resumes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from diffaug_fast.checkpoint import load_verified
+from diffaug_fast.cli import _train_worker
+from diffaug_fast.train.classifier import config_from_preset, train_classifier
+from diffaug_fast.train.distributed import launch
+
+CLI = [sys.executable, "-m", "diffaug_fast.cli"]
+
+
+def _config(**kw):
+    base = dict(train_limit=192, batch_size=32, checkpoint_every=2, log_every=1, warmup_steps=2, eval_limit=20,
+                de_timesteps=[0, 300])
+    return config_from_preset("quick", **{**base, **kw})
+
+
+def _assert_same_state(a, b, exact=True):
+    for key in a["model"]:
+        if exact:
+            assert torch.equal(a["model"][key], b["model"][key]), key
+        else:
+            torch.testing.assert_close(a["model"][key], b["model"][key], atol=2e-5, rtol=1e-4)
+
+
+def test_resume_continues_bit_exactly(tmp_path):
+    config = _config(ema_decay=0.9)
+    train_classifier(config, tmp_path / "a", progress=False, evaluate_at_end=False)
+    train_classifier(config, tmp_path / "b", progress=False, stop_after=3, evaluate_at_end=False)
+    assert load_verified(tmp_path / "b" / "checkpoint.pt")["step"] == 3
+    train_classifier(config, tmp_path / "b", progress=False, evaluate_at_end=False)
+    a, b = load_verified(tmp_path / "a" / "checkpoint.pt"), load_verified(tmp_path / "b" / "checkpoint.pt")
+    assert a["step"] == b["step"] == 6
+    _assert_same_state(a, b)
+    assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+    assert a["opt"]["state"].keys() == b["opt"]["state"].keys()
+    for k in a["opt"]["state"]:
+        assert torch.equal(a["opt"]["state"][k]["momentum_buffer"], b["opt"]["state"][k]["momentum_buffer"])
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # no duplicated or missing log lines across the resume
+
+
+def test_resume_refuses_changed_settings(tmp_path):
+    train_classifier(_config(), tmp_path, progress=False, stop_after=1, evaluate_at_end=False)
+    try:
+        train_classifier(_config(lr=0.5), tmp_path, progress=False, evaluate_at_end=False)
+    except ValueError as err:
+        assert "lr" in str(err)
+    else:
+        raise AssertionError("resuming with another learning rate must be refused")
+
+
+def test_two_processes_equal_one(tmp_path):
+    config = _config(norm="group", train_limit=128)  # GroupNorm: no per-rank batch statistics
+    train_classifier(config, tmp_path / "one", progress=False, evaluate_at_end=False)
+    launch(_train_worker, 2, config, tmp_path / "two", False)
+    one, two = load_verified(tmp_path / "one" / "checkpoint.pt"), load_verified(tmp_path / "two" / "checkpoint.pt")
+    assert one["step"] == two["step"] == 4
+    _assert_same_state(one, two, exact=False)
+
+
+def test_baseline_learns(tmp_path):
+    config = _config(diffaug="off", train_limit=2048, batch_size=64, eval_limit=500, de_timesteps=[],
+                     checkpoint_every=100, epochs=2, lr=0.1)
+    metrics = train_classifier(config, tmp_path, progress=False)
+    assert metrics["clean_acc"] > 0.6, metrics  # 64 steps of SGD on real Fashion-MNIST (chance: 0.1)
+    assert "de_acc" not in metrics
+
+
+def test_train_command_writes_run_folder_and_report(tmp_path):
+    common = ["--train-limit", "256", "--batch-size", "64", "--eval-limit", "30", "--de-timesteps", "0,100,400"]
+    base = subprocess.run(CLI + ["train", "--diffaug", "off", "--out", str(tmp_path / "base")] + common,
+                          capture_output=True, text=True, timeout=600)
+    assert base.returncode == 0, base.stderr
+    run = subprocess.run(CLI + ["train", "--out", str(tmp_path / "da"), "--compare", str(tmp_path / "base")] + common,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "DiffAug-Ensemble" in run.stdout and "report:" in run.stdout
+    folder = tmp_path / "da"
+    for name in ("config.json", "metrics.jsonl", "metrics.json", "report.md", "curves.png", "acc_vs_t.png",
+                 "checkpoint.pt"):
+        assert (folder / name).exists(), name
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metrics["acc_per_t"]) == {"0", "100", "400"} and 0 <= metrics["de_acc"] <= 1
+    report = (folder / "report.md").read_text()
+    assert "base (DiffAug off)" in report and "da (DiffAug on)" in report and "![curves.png]" in report
+    assert (folder / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_command_errors_are_one_line(tmp_path):
+    for args, needle in ((["--t-max", "5000"], "t_max"), (["--epochs", "0"], "epochs"),
+                         (["--denoiser", str(tmp_path / "nope.safetensors")], "nope.safetensors")):
+        out = subprocess.run(CLI + ["train", "--train-limit", "256", "--out", str(tmp_path / "x")] + args,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2 and needle in out.stderr, (args, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path):
+    args = CLI + ["train", "--train-limit", "1280", "--batch-size", "32", "--eval-limit", "10", "--de-timesteps", "0",
+                  "--out", str(tmp_path)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and log.read_text().strip()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    stopped = load_verified(tmp_path / "checkpoint.pt")["step"]
+    assert 10 <= stopped < 40
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert load_verified(tmp_path / "checkpoint.pt")["step"] == 40
