@@ -48,11 +48,17 @@ def sample_timesteps(n: int, t_min: int, t_max: int, generator: torch.Generator)
 
 
 class _FastNet:
-    """The denoiser's network as DiffAug calls it: compiled on request, channels_last, autocast."""
+    """The denoiser's network as DiffAug calls it: compiled on request, channels_last, autocast.
+
+    Compiled with inductor's ``freezing`` (weights become constants, convolution weights are prepacked):
+    the network is frozen and only ever run under ``inference_mode``. On the 2-core CPU that made the
+    Fashion-MNIST UNet 1.4-1.6x faster than eager; a new batch size costs a recompile (~10-25 s there).
+    """
 
     def __init__(self, denoiser: Denoiser, *, compile: bool, amp: str | None, device):
         self.denoiser = denoiser
-        self.net = torch.compile(denoiser.net, dynamic=False) if compile else denoiser.net
+        self.net = (torch.compile(denoiser.net, dynamic=False, options={"freezing": True}) if compile
+                    else denoiser.net)
         self.dtype = amp_dtype(amp, device)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

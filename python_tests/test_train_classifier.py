@@ -19,7 +19,7 @@ CLI = [sys.executable, "-m", "diffaug_fast.cli"]
 
 def _config(**kw):
     base = dict(train_limit=192, batch_size=32, checkpoint_every=2, log_every=1, warmup_steps=2, eval_limit=20,
-                de_timesteps=[0, 300])
+                de_timesteps=[0, 300], compile="off")
     return config_from_preset("quick", **{**base, **kw})
 
 
@@ -28,7 +28,8 @@ def _assert_same_state(a, b, exact=True):
         if exact:
             assert torch.equal(a["model"][key], b["model"][key]), key
         else:
-            torch.testing.assert_close(a["model"][key], b["model"][key], atol=2e-5, rtol=1e-4)
+            # float rounding only (the denoiser sees other batch sizes per process): atol 1e-4
+            torch.testing.assert_close(a["model"][key], b["model"][key], atol=1e-4, rtol=1e-3)
 
 
 def test_resume_continues_bit_exactly(tmp_path):
@@ -77,7 +78,8 @@ def test_baseline_learns(tmp_path):
 
 def test_train_command_writes_run_folder_and_report(tmp_path):
     common = ["--train-limit", "256", "--batch-size", "64", "--eval-limit", "30", "--de-timesteps", "0,100,400"]
-    base = subprocess.run(CLI + ["train", "--diffaug", "off", "--out", str(tmp_path / "base")] + common,
+    base = subprocess.run(CLI + ["train", "--diffaug", "off", "--compile", "off", "--out", str(tmp_path / "base")]
+                          + common,
                           capture_output=True, text=True, timeout=600)
     assert base.returncode == 0, base.stderr
     run = subprocess.run(CLI + ["train", "--out", str(tmp_path / "da"), "--compare", str(tmp_path / "base")] + common,
@@ -106,7 +108,7 @@ def test_train_command_errors_are_one_line(tmp_path):
 
 def test_ctrl_c_saves_and_resume_finishes(tmp_path):
     args = CLI + ["train", "--train-limit", "1280", "--batch-size", "32", "--eval-limit", "10", "--de-timesteps", "0",
-                  "--out", str(tmp_path)]
+                  "--compile", "off", "--out", str(tmp_path)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     log = tmp_path / "metrics.jsonl"
