@@ -21,6 +21,9 @@ TORCH_LIBRARY(diffaug_fast, m) {
   // coef is float32 [B, 8], see csrc/include/diffaug_fast/step.h.
   m.def("guided_step(Tensor x_t, Tensor eps, Tensor? var_interp, Tensor? grad, Tensor coef, Tensor? noise,"
         " int mode, float scale, float? clip, int seed, int offset) -> Tensor");
+  // Dual-input fusion of x_t [B, C, ...] and x0 (same shape) with per-(example, channel) weights w_t, w_0
+  // (float32 [B, C]): concat -> [B, 2C, ...] = (w_t*x_t, w_0*x0) along channels; else w_t*x_t + w_0*x0.
+  m.def("dual_fusion(Tensor x_t, Tensor x0, Tensor w_t, Tensor w_0, bool concat) -> Tensor");
 }
 
 PYBIND11_MODULE(_C, m) {

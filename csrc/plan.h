@@ -183,4 +183,43 @@ inline StepPlan plan_step(const at::Tensor& xt_in, const at::Tensor& eps_in, con
   return p;
 }
 
+// Everything a dual_fusion kernel needs; output already allocated. Both inputs are seen as
+// [B, C, P] (NCHW order; P = product of the trailing sizes) or, channels-last, [B, P, C].
+struct FusionPlan {
+  at::Tensor xt, x0, out;  // x0 cast to x_t's dtype and laid out like it
+  at::Tensor wt, w0;       // contiguous float32 [B, C]
+  BatchLayout l;
+  int64_t channels = 0, pixels = 0;
+  int64_t x0_stride = 0;
+  bool concat = false;
+};
+
+inline FusionPlan plan_fusion(const at::Tensor& xt_in, const at::Tensor& x0_in, const at::Tensor& wt,
+                              const at::Tensor& w0, bool concat) {
+  TORCH_CHECK(xt_in.dim() >= 2, "dual_fusion: x_t must be [B, C, ...]");
+  TORCH_CHECK(x0_in.sizes() == xt_in.sizes(), "dual_fusion: x0 must have the shape of x_t");
+  TORCH_CHECK(x0_in.device() == xt_in.device(), "dual_fusion: x0 must be on ", xt_in.device());
+  for (const auto* w : {&wt, &w0}) {
+    TORCH_CHECK(w->dim() == 2 && w->size(0) == xt_in.size(0) && w->size(1) == xt_in.size(1),
+                "dual_fusion: weights must have shape [B, C] = [", xt_in.size(0), ", ", xt_in.size(1), "]");
+    TORCH_CHECK(w->scalar_type() == at::kFloat && w->device() == xt_in.device(),
+                "dual_fusion: weights must be float32 on ", xt_in.device());
+  }
+  FusionPlan p;
+  p.concat = concat;
+  p.xt = canonical_input(xt_in);
+  p.l = layout_of(p.xt);
+  p.channels = p.xt.size(1);
+  p.pixels = p.l.batch == 0 || p.channels == 0 ? 0 : p.l.inner / p.channels;
+  p.x0 = as_blocks(x0_in.to(p.xt.scalar_type()), p.l.channels_last);
+  p.x0_stride = batch_stride(p.x0, p.l);
+  p.wt = wt.contiguous();
+  p.w0 = w0.contiguous();
+  auto sizes = p.xt.sizes().vec();
+  if (concat) sizes[1] *= 2;
+  p.out = at::empty(sizes, p.xt.options().memory_format(p.l.channels_last ? at::MemoryFormat::ChannelsLast
+                                                                          : at::MemoryFormat::Contiguous));
+  return p;
+}
+
 }  // namespace diffaug_fast

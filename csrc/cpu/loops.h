@@ -39,4 +39,31 @@ DAF_CLONES void affine_clamp(TX* __restrict out, const TX* __restrict x, const T
     out[j] = static_cast<TX>(clamp_abs(alpha * static_cast<float>(x[j]) + beta * static_cast<float>(o[j]), limit));
 }
 
+// out = w*x (one weight for the run)
+template <typename T>
+DAF_CLONES void scale_copy(T* __restrict out, const T* __restrict x, float w, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) out[j] = static_cast<T>(w * static_cast<float>(x[j]));
+}
+
+// out = u*x + v*z (one pair of weights for the run)
+template <typename T>
+DAF_CLONES void weighted_sum(T* __restrict out, const T* __restrict x, const T* __restrict z, float u, float v,
+                             int64_t n) {
+  for (int64_t j = 0; j < n; ++j) out[j] = static_cast<T>(u * static_cast<float>(x[j]) + v * static_cast<float>(z[j]));
+}
+
+// out[j] = w[j]*x[j] (a weight per element of the run: channels-last channels)
+template <typename T>
+DAF_CLONES void scale_copy_vec(T* __restrict out, const T* __restrict x, const float* __restrict w, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) out[j] = static_cast<T>(w[j] * static_cast<float>(x[j]));
+}
+
+// out[j] = u[j]*x[j] + v[j]*z[j]
+template <typename T>
+DAF_CLONES void weighted_sum_vec(T* __restrict out, const T* __restrict x, const T* __restrict z,
+                                 const float* __restrict u, const float* __restrict v, int64_t n) {
+  for (int64_t j = 0; j < n; ++j)
+    out[j] = static_cast<T>(u[j] * static_cast<float>(x[j]) + v[j] * static_cast<float>(z[j]));
+}
+
 }  // namespace diffaug_fast::cpu

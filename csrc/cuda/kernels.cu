@@ -1,4 +1,4 @@
-// CUDA kernels for diffaug_fast::diffuse and diffaug_fast::denoise_epilogue.
+// CUDA kernels for the diffaug_fast ops (diffuse, denoise_epilogue, guided_step, dual_fusion).
 // Same math as the CPU kernels (csrc/include), one thread per element with a
 // grid-stride loop; noise and epilogue coefficients are computed in registers.
 #include <ATen/ops/empty.h>
@@ -88,6 +88,52 @@ __global__ void step_kernel(const T* __restrict__ xt, const TO* __restrict__ eps
   }
 }
 
+// One thread per output element (memory order). Output channels: 2C (concat) or C.
+template <typename T>
+__global__ void fusion_kernel(const T* __restrict__ xt, const T* __restrict__ x0, int64_t x0_stride,
+                              const float* __restrict__ wt, const float* __restrict__ w0, T* __restrict__ out,
+                              int64_t total, int64_t inner, int64_t channels, int64_t pixels, bool channels_last,
+                              bool concat) {
+  const int64_t out_channels = concat ? 2 * channels : channels;
+  const int64_t out_inner = out_channels * pixels;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = i / out_inner;
+    const int64_t r = i - b * out_inner;
+    const int64_t oc = channels_last ? r % out_channels : r / pixels;
+    const int64_t q = channels_last ? r / out_channels : r % pixels;
+    const int64_t c = oc % channels;
+    const int64_t m = channels_last ? q * channels + c : c * pixels + q;
+    const float u = wt[b * channels + c], v = w0[b * channels + c];
+    float y;
+    if (!concat) {
+      y = u * static_cast<float>(xt[b * inner + m]) + v * static_cast<float>(x0[b * x0_stride + m]);
+    } else if (oc < channels) {
+      y = u * static_cast<float>(xt[b * inner + m]);
+    } else {
+      y = v * static_cast<float>(x0[b * x0_stride + m]);
+    }
+    out[i] = static_cast<T>(y);
+  }
+}
+
+at::Tensor dual_fusion_cuda(const at::Tensor& xt_in, const at::Tensor& x0_in, const at::Tensor& wt,
+                            const at::Tensor& w0, bool concat) {
+  const c10::cuda::CUDAGuard guard(xt_in.device());
+  const FusionPlan p = plan_fusion(xt_in, x0_in, wt, w0, concat);
+  if (p.out.numel() == 0) return p.out;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  dispatch_storage_type(p.xt.scalar_type(), "x_t", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    fusion_kernel<T><<<blocks_for(p.out.numel()), kThreads, 0, stream>>>(
+        p.xt.const_data_ptr<T>(), p.x0.const_data_ptr<T>(), p.x0_stride, p.wt.const_data_ptr<float>(),
+        p.w0.const_data_ptr<float>(), p.out.mutable_data_ptr<T>(), p.out.numel(), p.l.inner, p.channels, p.pixels,
+        p.l.channels_last, concat);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return p.out;
+}
+
 std::tuple<at::Tensor, at::Tensor> diffuse_cuda(const at::Tensor& x0_in, const at::Tensor& a, const at::Tensor& s,
                                                 const std::optional<at::Tensor>& noise_in, int64_t seed,
                                                 int64_t offset, bool return_noise) {
@@ -158,6 +204,7 @@ TORCH_LIBRARY_IMPL(diffaug_fast, CUDA, m) {
   m.impl("guided_step", &guided_step_cuda);
   m.impl("diffuse", &diffuse_cuda);
   m.impl("denoise_epilogue", &denoise_epilogue_cuda);
+  m.impl("dual_fusion", &dual_fusion_cuda);
 }
 
 }  // namespace diffaug_fast::cuda

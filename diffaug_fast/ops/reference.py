@@ -121,3 +121,12 @@ def guided_step(x_t, eps, var_interp, grad, coef, noise, mode: int, scale: float
     else:
         log_var = c[4].expand_as(xt)
     return (mean + scale * torch.exp(log_var) * g + c[6] * torch.exp(0.5 * log_var) * z).to(x_t.dtype)
+
+
+def dual_fusion(x_t, x0, w_t, w_0, concat: bool):
+    """concat: (w_t*x_t, w_0*x0) stacked along channels; else w_t*x_t + w_0*x0. Weights [B, C] in float32."""
+    shape = tuple(w_t.shape) + (1,) * (x_t.dim() - 2)
+    xt, z = x_t.to(torch.float32), x0.to(torch.float32)
+    first, second = w_t.view(shape) * xt, w_0.view(shape) * z
+    out = torch.cat([first, second], 1) if concat else first + second
+    return out.to(x_t.dtype)

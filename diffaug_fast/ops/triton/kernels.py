@@ -1,4 +1,4 @@
-"""Triton kernels for diffuse and denoise_epilogue.
+"""Triton kernels for diffuse, denoise_epilogue, guided_step and dual_fusion.
 
 Each program handles BLOCK consecutive elements of the (example-blocked)
 tensors. The noise is ``tl.randn(seed, offset + NCHW index)``, which is the
@@ -176,3 +176,51 @@ def _randn_kernel(offsets_ptr, out_ptr, total, seed, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = i < total
     tl.store(out_ptr + i, tl.randn(seed, tl.load(offsets_ptr + i, mask=mask, other=0)), mask=mask)
+
+
+@triton.jit
+def _fusion_kernel(xt_ptr, x0_ptr, x0_bstride, wt_ptr, w0_ptr, out_ptr, total, inner, channels, pixels,
+                   CHANNELS_LAST: tl.constexpr, CONCAT: tl.constexpr, BLOCK: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < total
+    out_channels = 2 * channels if CONCAT else channels
+    b = i // (out_channels * pixels)
+    r = i - b * (out_channels * pixels)
+    if CHANNELS_LAST:
+        oc = r % out_channels
+        q = r // out_channels
+    else:
+        oc = r // pixels
+        q = r % pixels
+    c = oc % channels
+    if CHANNELS_LAST:
+        m = q * channels + c
+    else:
+        m = c * pixels + q
+    u = tl.load(wt_ptr + b * channels + c, mask=mask, other=0.0)
+    v = tl.load(w0_ptr + b * channels + c, mask=mask, other=0.0)
+    if CONCAT:
+        first = oc < channels
+        x = tl.load(xt_ptr + b * inner + m, mask=mask & first, other=0.0).to(tl.float32)
+        z = tl.load(x0_ptr + b * x0_bstride + m, mask=mask & (oc >= channels), other=0.0).to(tl.float32)
+        y = tl.where(first, u * x, v * z)
+    else:
+        x = tl.load(xt_ptr + b * inner + m, mask=mask, other=0.0).to(tl.float32)
+        z = tl.load(x0_ptr + b * x0_bstride + m, mask=mask, other=0.0).to(tl.float32)
+        y = u * x + v * z
+    tl.store(out_ptr + i, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def dual_fusion(x_t, x0, w_t, w_0, concat, layout):
+    sizes = list(x_t.shape)
+    if concat:
+        sizes[1] *= 2
+    out = torch.empty(sizes, dtype=x_t.dtype, device=x_t.device, memory_format=layout.memory_format)
+    if out.numel() == 0:
+        return out
+    channels = x_t.shape[1]
+    pixels = layout.inner // channels if channels else 0
+    _fusion_kernel[_grid(out.numel())](
+        x_t, x0, layout.batch_stride(x0), w_t, w_0, out, out.numel(), layout.inner, channels, pixels,
+        CHANNELS_LAST=layout.channels_last, CONCAT=bool(concat), BLOCK=_BLOCK)
+    return out
