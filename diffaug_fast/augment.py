@@ -68,19 +68,22 @@ class _FastNet:
 
 
 def diffuse_and_denoise(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, *, seed: int, offset: int = 0,
-                        net=None, max_batch: int | None = None) -> torch.Tensor:
+                        net=None, max_batch: int | None = None, return_noisy: bool = False):
     """x0_hat(x_t, t) for ``x_t ~ q(x_t | x0)`` at per-example grid indices ``t``; a normal (grad-able) tensor.
 
     ``net`` is an optional faster callable ``net(x_t, t) -> model output`` (see :class:`DiffAug`);
-    ``max_batch`` bounds how many images go through the network at once.
+    ``max_batch`` bounds how many images go through the network at once; ``return_noisy`` also returns
+    x_t (as ``(x_t, x0_hat)``), which denoising-assisted classifiers see.
     """
     if t.shape != (x0.shape[0],):
         raise ValueError(f"argument 't' must have shape [{x0.shape[0]}] (one timestep per image), "
                          f"got {list(t.shape)}")
+    if len(x0) == 0:
+        return (x0.clone(), x0.clone()) if return_noisy else x0.clone()
     run = net or (lambda x, tt: denoiser.model_output(x, tt))
     per_image = x0[0].numel() if len(x0) else 0
     chunk = max_batch or max(len(x0), 1)
-    pieces = []
+    pieces, noisy = [], []
     with torch.inference_mode():
         for start in range(0, len(x0), chunk):
             xs, ts = x0[start:start + chunk], t[start:start + chunk].to(x0.device)
@@ -89,8 +92,11 @@ def diffuse_and_denoise(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, *
             out = run(x_t, ts)
             pieces.append(denoise_epilogue(x_t, out, a, s, parametrization=denoiser.parametrization,
                                            clip=denoiser.clip, learn_sigma=denoiser.learn_sigma))
+            noisy.append(x_t)
         x0_hat = torch.cat(pieces) if len(pieces) != 1 else pieces[0]
-    return x0_hat.clone()  # leave inference mode: the classifier saves its input for backward
+        x_t = (torch.cat(noisy) if len(noisy) != 1 else noisy[0]) if return_noisy else None
+    # leave inference mode (clone): the classifier saves its input for backward
+    return (x_t.clone(), x0_hat.clone()) if return_noisy else x0_hat.clone()
 
 
 class DiffAug(nn.Module):

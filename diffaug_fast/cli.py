@@ -140,7 +140,7 @@ def _cmd_train(args) -> None:
     from diffaug_fast.train.report import write_report
 
     de = None if args.de_timesteps is None else _parse_int_list(args.de_timesteps, "--de-timesteps")
-    config = config_from_preset(args.preset, model=args.model, norm=args.norm, epochs=args.epochs,
+    config = config_from_preset(args.preset, mode=args.mode, fusion=args.fusion, model=args.model, norm=args.norm, epochs=args.epochs,
                                 batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                                 lr_schedule=args.lr_schedule, diffaug=args.diffaug, augmix=args.augmix or None,
                                 t_min=args.t_min, t_max=args.t_max, denoiser=args.denoiser, ema_decay=args.ema,
@@ -166,6 +166,11 @@ def _cmd_train(args) -> None:
         return
     metrics = json.loads((out / "metrics.json").read_text())
     report = write_report(out, args.compare)
+    if "acc_per_t_bucket" in metrics:
+        print(f"{config.mode} classifier: accuracy on {metrics['eval_images']} noisy test images per t-bucket: "
+              + ", ".join(f"{r['t_from']}-{r['t_to']}: {100 * r['acc']:.1f}%" for r in metrics["acc_per_t_bucket"]))
+        print(f"report: {report}")
+        return
     print(f"test accuracy {100 * metrics['clean_acc_full_test']:.2f}% (full test set); on {metrics['eval_images']} "
           f"test images: clean {100 * metrics['clean_acc']:.2f}%"
           + (f", DiffAug-Ensemble {100 * metrics['de_acc']:.2f}%" if "de_acc" in metrics else "")
@@ -209,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="the main job: train a classifier with DiffAug, evaluate with DiffAug-Ensemble")
     p.add_argument("--preset", default="quick", help="quick (default, ~5 min on 2 CPU cores) or paper")
+    p.add_argument("--mode", default=None, choices=["clean", "noisy", "da"], help="clean: a classifier of images "
+                   "(DiffAug training, default); noisy: a time-conditioned classifier of x_t; da: denoising-assisted, "
+                   "sees x_t and the denoiser's x0_hat")
+    p.add_argument("--fusion", default=None, choices=["input", "feature"], help="DA classifier: channel concat of "
+                   "x_t and x0_hat (default) or time-gated feature fusion")
     p.add_argument("--diffaug", default=None, choices=["on", "off", "only"], help="on: clean + DiffAug (default); "
                    "off: baseline; only: DiffAug images alone")
     p.add_argument("--augmix", action="store_true", help="AugMix on the clean images (before DiffAug)")

@@ -30,14 +30,19 @@ from tqdm.auto import tqdm
 from diffaug_fast.augment import DE_TIMESTEPS, _FastNet, amp_dtype, autocast, diffuse_and_denoise, sample_timesteps
 from diffaug_fast.checkpoint import load_verified, save_atomic
 from diffaug_fast.classifiers import build_classifier
+from diffaug_fast.ops import diffuse
 from diffaug_fast.train.transforms import augmix, crop_flip, crop_flip_params
 
 DIFFAUG_MODES = ("off", "on", "only")
+MODES = ("clean", "noisy", "da")  # what the classifier sees: (augmented) images, (x_t, t), or (x_t, x0_hat, t)
+TIME_WIDTHS = {"resnet-small": (16, 32, 64), "resnet-medium": (32, 64, 128), "wrn-16-4": (64, 128, 256)}
 
 
 @dataclass
 class TrainConfig:
     data: str = "fmnist"
+    mode: str = "clean"  # clean: DiffAug training; noisy / da: a time-conditioned classifier for guidance
+    fusion: str = "input"  # DA classifier: 'input' (channel concat) or 'feature' (time-gated)
     model: str = "resnet-small"
     norm: str = "batch"
     epochs: int = 1
@@ -65,6 +70,13 @@ class TrainConfig:
     device: str = "auto"
 
     def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"argument 'mode' is {self.mode!r}; expected one of {', '.join(MODES)}")
+        if self.mode != "clean" and self.model not in TIME_WIDTHS:
+            raise ValueError(f"argument 'model' is {self.model!r}; --mode {self.mode} builds a time-conditioned "
+                             f"ResNet: expected one of {', '.join(TIME_WIDTHS)}")
+        if self.fusion not in ("input", "feature"):
+            raise ValueError(f"argument 'fusion' is {self.fusion!r}; expected 'input' or 'feature'")
         if self.diffaug not in DIFFAUG_MODES:
             raise ValueError(f"argument 'diffaug' is {self.diffaug!r}; expected one of {', '.join(DIFFAUG_MODES)}")
         if self.optimizer not in ("sgd", "adamw"):
@@ -165,8 +177,17 @@ class _Job:
         torch.manual_seed(config.seed)
         in_channels, size = self.images.shape[1], self.images.shape[-1]
         num_classes = int(self.labels.max()) + 1
-        self.model = build_classifier(config.model, num_classes=num_classes, in_channels=in_channels,
-                                      image_size=size, norm=config.norm).to(self.device)
+        self.denoiser = (_load_denoiser(config.denoiser, self.device)
+                         if config.mode != "clean" or config.diffaug != "off" or config.de_timesteps else None)
+        if config.mode == "clean":
+            self.model = build_classifier(config.model, num_classes=num_classes, in_channels=in_channels,
+                                          image_size=size, norm=config.norm).to(self.device)
+        else:
+            from diffaug_fast.diffusion_classifiers import build_noisy_classifier
+
+            self.model = build_noisy_classifier(config.mode, self.denoiser, num_classes=num_classes,
+                                                in_channels=in_channels, fusion=config.fusion,
+                                                widths=TIME_WIDTHS[config.model]).to(self.device)
         if self.world > 1 and self.device.type == "cuda" and config.norm == "batch":
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model = self.model.to(memory_format=torch.channels_last)
@@ -179,8 +200,6 @@ class _Job:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(config, self.total_steps))
         self.amp = amp_dtype(config.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.denoiser = (_load_denoiser(config.denoiser, self.device)
-                         if config.diffaug != "off" or config.de_timesteps else None)
         use_compile = config.compile == "on" or (config.compile == "auto" and self.device.type == "cuda")
         self.fast_net = (_FastNet(self.denoiser, compile=config.compile != "off", amp=config.amp, device=self.device)
                          if self.denoiser is not None else None)
@@ -230,8 +249,11 @@ class _Job:
         self.step = state["step"]
 
     # --- one step -----------------------------------------------------------------------------------------------
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's shard of the global batch of ``step``, augmented (clean [+ DiffAug] images, labels)."""
+    def batch(self, step: int) -> tuple[tuple, torch.Tensor]:
+        """This rank's shard of the global batch of ``step``: (the classifier's inputs, labels).
+
+        Inputs: (clean [+ DiffAug] images,) in clean mode, (x_t, t) for noisy, (x_t, t, x0_hat) for DA.
+        """
         config, b = self.config, self.config.batch_size
         epoch, k = divmod(step, self.steps_per_epoch)
         global_idx = _epoch_order(len(self.images), config.seed, epoch)[k * b:(k + 1) * b]
@@ -245,21 +267,27 @@ class _Job:
         y = self.labels[idx].to(self.device)
         if config.augmix:
             x = augmix(x, augmix_seeds[shard])
+        if config.mode != "clean":  # a classifier of noisy images: t over the whole chain
+            t_all = sample_timesteps(b, 0, len(self.denoiser.schedule) - 1, gen)[shard].to(self.device)
+            x_t, x_hat = diffuse_and_denoise(self.denoiser, x, t_all, seed=config.seed, net=self.fast_net,
+                                             offset=(step * b + shard.start) * x[0].numel(), return_noisy=True)
+            return ((x_t, t_all) if config.mode == "noisy" else (x_t, t_all, x_hat)), y
         if config.diffaug == "off":
-            return x, y
+            return (x,), y
         per_image = x[0].numel()
         x_hat = diffuse_and_denoise(self.denoiser, x, ts[shard], seed=config.seed,
                                     offset=(step * b + shard.start) * per_image, net=self.fast_net)
         if config.diffaug == "only":
-            return x_hat, y
-        return torch.cat([x, x_hat]), torch.cat([y, y])
+            return (x_hat,), y
+        return (torch.cat([x, x_hat]),), torch.cat([y, y])
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+    def train_step(self, inputs: tuple, y: torch.Tensor) -> dict:
         self.train_model.train()
+        first = inputs[0].contiguous(memory_format=torch.channels_last) if inputs[0].dim() == 4 else inputs[0]
         with autocast(self.device, self.amp):
-            logits = self.forward(x.contiguous(memory_format=torch.channels_last))
+            logits = self.forward(first, *inputs[1:])
         per_example = F.cross_entropy(logits.float(), y, reduction="none")
-        halves = 2 if self.config.diffaug == "on" else 1
+        halves = 2 if self.config.diffaug == "on" and self.config.mode == "clean" else 1
         loss = per_example.mean() * halves  # = CE(clean) + CE(DiffAug): each half is a mean over its images
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -325,6 +353,28 @@ def evaluate(model, denoiser, images, labels, *, timesteps, noise_std: float, se
     return result
 
 
+@torch.inference_mode()
+def evaluate_noisy(model, denoiser, images, labels, *, buckets: int = 10, seed: int = 0, batch: int = 500,
+                   device="cpu") -> dict:
+    """Accuracy of a noisy / DA classifier on test images diffused to t drawn uniformly in each t-bucket."""
+    model.eval()
+    steps = len(denoiser.schedule)
+    edges = torch.linspace(0, steps, buckets + 1).long()
+    gen = torch.Generator().manual_seed(seed + 2)
+    rows = []
+    for k in range(buckets):
+        correct = 0
+        for sl in _iter_chunks(len(images), batch):
+            x0 = images[sl].to(device)
+            t = torch.randint(int(edges[k]), int(edges[k + 1]), (len(x0),), generator=gen).to(device)
+            a, s = denoiser.schedule.coefficients(t, device=device)
+            x_t = diffuse(x0, a, s, seed=seed + 1000 + k, offset=sl.start * x0[0].numel())
+            correct += int((model(x_t, t).argmax(1).cpu() == labels[sl]).sum())
+        rows.append({"t_from": int(edges[k]), "t_to": int(edges[k + 1]) - 1, "acc": correct / len(images)})
+    return {"acc_per_t_bucket": rows, "mean_acc_over_t": sum(r["acc"] for r in rows) / buckets,
+            "eval_images": len(images)}
+
+
 def _install_interrupt_flag():
     flag = []
     try:
@@ -363,10 +413,10 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     start_time, seen = time.perf_counter(), 0
     try:
         while job.step < end:
-            x, y = job.batch(job.step)
-            stats = job.train_step(x, y)
+            inputs, y = job.batch(job.step)
+            stats = job.train_step(inputs, y)
             job.step += 1
-            seen += len(x) * job.world
+            seen += len(y) * job.world
             speed = seen / (time.perf_counter() - start_time)
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.3f}", img_s=f"{speed:.0f}")
@@ -392,6 +442,12 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     if job.step < job.total_steps or not evaluate_at_end or rank != 0:
         return {"step": job.step}
     n = config.eval_limit or len(job.test_images)
+    if config.mode != "clean":
+        metrics = evaluate_noisy(job.eval_model(), job.denoiser, job.test_images[:n], job.test_labels[:n],
+                                 seed=config.seed, device=job.device)
+        metrics.update(step=job.step, train_seconds_this_call=time.perf_counter() - start_time)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return metrics
     metrics = evaluate(job.eval_model(), job.denoiser, job.test_images[:n], job.test_labels[:n],
                        timesteps=config.de_timesteps, noise_std=config.noise_std, seed=config.seed,
                        fast_net=job.fast_net, device=job.device, progress=job.progress)

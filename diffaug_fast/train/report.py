@@ -20,6 +20,8 @@ def _read_run(run_dir: Path) -> dict:
 
 def _label(run: dict) -> str:
     cfg = run["config"]
+    if cfg.get("mode", "clean") != "clean":
+        return f"{run['dir'].name} ({cfg['mode']} classifier)"
     return f"{run['dir'].name} (DiffAug {cfg.get('diffaug', '?')}{', AugMix' if cfg.get('augmix') else ''})"
 
 
@@ -49,6 +51,19 @@ def _plots(runs: list[dict], out_dir: Path) -> list[str]:
     fig.savefig(out_dir / "curves.png", dpi=110)
     plt.close(fig)
 
+    if any("acc_per_t_bucket" in r["metrics"] for r in runs):
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        for run in runs:
+            rows = run["metrics"].get("acc_per_t_bucket", [])
+            ax.plot([(r["t_from"] + r["t_to"]) / 2 for r in rows], [r["acc"] for r in rows], "-o",
+                    label=f"{run['dir'].name} ({run['config'].get('mode')})")
+        ax.set(xlabel="t (bucket centre)", ylabel="test accuracy on x_t", title="accuracy per noise level")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / "acc_per_t_bucket.png", dpi=110)
+        plt.close(fig)
+        return ["curves.png", "acc_per_t_bucket.png"]
+
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for run in runs:
         m = run["metrics"]
@@ -74,6 +89,15 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path
     runs = [run] + ([_read_run(Path(compare))] if compare else [])
     pictures = _plots(runs, run["dir"])
     m, cfg = run["metrics"], run["config"]
+    if cfg.get("mode", "clean") != "clean":
+        lines = [f"# Training report: {run['dir'].name}", "",
+                 f"Time-conditioned {cfg['mode']} classifier (`{cfg.get('model')}` trunk"
+                 f"{', ' + cfg.get('fusion', 'input') + ' fusion' if cfg['mode'] == 'da' else ''}) on {cfg.get('data')}, "
+                 f"{cfg.get('epochs')} epoch(s), batch {cfg.get('batch_size')}, t ~ U over the whole chain of the "
+                 f"denoiser `{cfg.get('denoiser')}`, seed {cfg.get('seed')}; evaluated on {m.get('eval_images')} test "
+                 f"images, t drawn uniformly inside each bucket."]
+        runs = [r for r in runs if "acc_per_t_bucket" in r["metrics"]]
+        return _finish(run, runs, lines, m, pictures)
     lines = [f"# Training report: {run['dir'].name}", "",
              f"Classifier `{cfg.get('model')}` on {cfg.get('data')}, {cfg.get('epochs')} epoch(s), batch "
              f"{cfg.get('batch_size')}, DiffAug `{cfg.get('diffaug')}` (t in [{cfg.get('t_min')}, "
@@ -88,6 +112,18 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path
         if any(key in r["metrics"] for r in runs):
             cells = [f"{100 * r['metrics'][key]:.2f}%" if key in r["metrics"] else "-" for r in runs]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return _finish(run, runs, lines, m, pictures)
+
+
+def _finish(run: dict, runs: list[dict], lines: list[str], m: dict, pictures: list[str]) -> Path:
+    if "acc_per_t_bucket" in m:
+        others = [r for r in runs if "acc_per_t_bucket" in r["metrics"]]
+        lines += ["", "Accuracy on noisy test images x_t per t-bucket (%):", "",
+                  "| t | " + " | ".join(f"{r['dir'].name} ({r['config'].get('mode')})" for r in others) + " |",
+                  "|---|" + "---|" * len(others)]
+        for k, row in enumerate(m["acc_per_t_bucket"]):
+            cells = [f"{100 * r['metrics']['acc_per_t_bucket'][k]['acc']:.1f}" for r in others]
+            lines.append(f"| {row['t_from']}–{row['t_to']} | " + " | ".join(cells) + " |")
     if "acc_per_t" in m:
         lines += ["", "Accuracy on DiffAug-ed test images per t (clean / noisy inputs):", "",
                   "| t | " + " | ".join(m["acc_per_t"]) + " |", "|---|" + "---|" * len(m["acc_per_t"]),
