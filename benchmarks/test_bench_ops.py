@@ -156,3 +156,31 @@ def test_guided_step(benchmark, shape, mode, impl):
     }[impl]
     _run(benchmark, fn, _rounds(SHAPES[shape], impl), op=f"guided_step[{mode}]", impl=impl, shape=shape,
          dtype="fp32", bytes=4 * x.numel() * x.element_size())
+
+
+def _concat_idiom(x, z, wt, w0):
+    # what a DA classifier's forward does without the op: scale each input, then torch.cat
+    return torch.cat([wt.view(-1, 1, 1, 1) * x, w0.view(-1, 1, 1, 1) * z], 1)
+
+
+@pytest.mark.skipif(FUSED not in available_backends(DEVICE), reason="compiled extension not available")
+@pytest.mark.parametrize("impl", ["fused", "eager_reference", "eager_idiom", "compiled_idiom", "copy"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_dual_fusion_concat(benchmark, shape, impl):
+    from diffaug_fast.ops import dual_fusion
+
+    benchmark.group = f"dual_fusion[concat] {shape} fp32"
+    x = torch.randn(SHAPES[shape], device=DEVICE)
+    z = torch.randn_like(x)
+    wt, w0 = torch.rand(x.shape[0], device=DEVICE), torch.rand(x.shape[0], device=DEVICE)
+    wt2, w02 = wt[:, None].expand(-1, x.shape[1]).contiguous(), w0[:, None].expand(-1, x.shape[1]).contiguous()
+    src_dst = [torch.empty(x.numel() * 2, device=DEVICE) for _ in range(2)]  # reads 2N, writes 2N
+    fn = {
+        "fused": lambda: dual_fusion(x, z, wt, w0, concat=True, backend=FUSED),
+        "eager_reference": lambda: reference.dual_fusion(x, z, wt2, w02, True),
+        "eager_idiom": lambda: _concat_idiom(x, z, wt, w0),
+        "compiled_idiom": lambda: _compiled(_concat_idiom)(x, z, wt, w0),
+        "copy": lambda: src_dst[1].copy_(src_dst[0]),
+    }[impl]
+    _run(benchmark, fn, _rounds(SHAPES[shape], impl), op="dual_fusion[concat]", impl=impl, shape=shape,
+         dtype="fp32", bytes=4 * x.numel() * x.element_size())

@@ -114,11 +114,28 @@ def _cmd_sample(args) -> None:
     if args.compile:
         denoiser.net = torch.compile(denoiser.net)
     model, chain = eps_model(denoiser)
+    guidance = None
+    if args.classifier:
+        from diffaug_fast.sample import classifier_guidance
+        from diffaug_fast.train.classifier import load_run_classifier
+
+        classifier, cfg = load_run_classifier(args.classifier)
+        if cfg.mode == "clean":
+            raise ValueError(f"--classifier {args.classifier}: a clean-image classifier cannot guide sampling; train "
+                             "one with `diffaug-fast train --mode noisy` or `--mode da`")
+        if cfg.denoiser != args.model and not (cfg.denoiser == "fmnist" and args.model == "fmnist-vp"):
+            raise ValueError(f"--classifier {args.classifier} was trained with the {cfg.denoiser!r} diffusion model; "
+                             f"sample with --model {cfg.denoiser}")
+        if args.class_ is None or not 0 <= args.class_ < 10:
+            raise ValueError("--classifier needs --class K with K in 0..9 (the Fashion-MNIST class to generate)")
+        labels = torch.full((args.num,), args.class_, dtype=torch.long)
+        index = denoiser.schedule.timesteps  # the classifier takes grid indices, the sampler passes timesteps
+        guidance = classifier_guidance(lambda x, t: classifier(x, torch.searchsorted(index, t)), labels)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     images = sample(model, (args.num, 1, 28, 28), chain, steps=args.steps, mode=args.mode, eta=args.eta,
-                    seed=args.seed)
+                    seed=args.seed, guidance=guidance, scale=args.scale)
     seconds = time.perf_counter() - start
     save_image(images.add(1).div(2).clamp(0, 1), out / "samples.png", nrow=int(args.num**0.5 + 0.5), padding=1)
     np.savez_compressed(out / "samples.npz",
@@ -262,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
+    p.add_argument("--classifier", default=None, help="a `train --mode noisy|da` run folder: classifier guidance")
+    p.add_argument("--class", dest="class_", type=int, default=None, help="the class to generate (with --classifier)")
+    p.add_argument("--scale", type=float, default=1.0, help="guidance scale")
     p.add_argument("--out", default="runs/samples")
     p.set_defaults(func=_cmd_sample)
     return parser

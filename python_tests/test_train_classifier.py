@@ -140,6 +140,20 @@ def test_noisy_and_da_modes_train_and_report_per_t_bucket(tmp_path):
         assert [r["t_from"] for r in metrics["acc_per_t_bucket"]] == list(range(0, 1000, 100))
     report = (tmp_path / "da" / "report.md").read_text()
     assert "| t | da (da) | noisy (noisy) |" in report and (tmp_path / "da" / "acc_per_t_bucket.png").exists()
+    # guided sampling with the DA classifier: scale 0 is exactly unguided, scale 10 changes the images
+    import numpy as np
+
+    def sample(*extra):
+        out_dir = tmp_path / f"s{len(list(tmp_path.iterdir()))}"
+        run = subprocess.run(CLI + ["sample", "--num", "2", "--steps", "ddim4", "--out", str(out_dir), *extra],
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr
+        return np.load(out_dir / "samples.npz")["images"]
+
+    plain = sample()
+    guided = ["--classifier", str(tmp_path / "da"), "--class", "3"]
+    assert np.array_equal(sample(*guided, "--scale", "0"), plain)
+    assert not np.array_equal(sample(*guided, "--scale", "10"), plain)
 
 
 def test_da_mode_feeds_the_classifier_x_t_and_the_denoised_image():

@@ -463,3 +463,23 @@ def _truncate_log(path: Path, step: int) -> None:
         return
     lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
     path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def load_run_classifier(run_dir: str | Path, device="cpu") -> tuple[torch.nn.Module, TrainConfig]:
+    """The classifier a ``diffaug-fast train`` run folder holds (EMA weights when it kept them), in eval mode."""
+    run_dir = Path(run_dir)
+    ckpt, cfg_path = run_dir / "checkpoint.pt", run_dir / "config.json"
+    if not ckpt.exists() or not cfg_path.exists():
+        raise FileNotFoundError(f"{run_dir} holds no `diffaug-fast train` run (need config.json and checkpoint.pt)")
+    config = TrainConfig(**json.loads(cfg_path.read_text()))
+    state = load_verified(ckpt)
+    denoiser = _load_denoiser(config.denoiser, device) if config.mode != "clean" else None
+    if config.mode == "clean":
+        model = build_classifier(config.model, num_classes=state["model"]["fc.weight"].shape[0] if "fc.weight" in
+                                 state["model"] else 10, norm=config.norm)
+    else:
+        from diffaug_fast.diffusion_classifiers import build_noisy_classifier
+
+        model = build_noisy_classifier(config.mode, denoiser, fusion=config.fusion, widths=TIME_WIDTHS[config.model])
+    model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
+    return model.to(device).eval(), config
