@@ -38,13 +38,14 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(make_table=table) -> None:
+    """Print (and optionally save) the table of a results JSON; shared by the benchmark report scripts."""
     parser = argparse.ArgumentParser()
     parser.add_argument("json")
     parser.add_argument("--markdown")
     args = parser.parse_args()
     with open(args.json) as f:
-        text = table(json.load(f))
+        text = make_table(json.load(f))
     print(text)
     if args.markdown:
         with open(args.markdown, "w") as f:

@@ -6,8 +6,6 @@ baseline (>1: faster than the baseline).
 """
 from __future__ import annotations
 
-import argparse
-import json
 from collections import defaultdict
 
 
@@ -30,18 +28,11 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("json")
-    parser.add_argument("--markdown")
-    args = parser.parse_args()
-    with open(args.json) as f:
-        text = table(json.load(f))
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from report import main
+
+    main(table)

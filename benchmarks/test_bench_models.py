@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,7 +69,7 @@ class OfficialDiffusion:
             "sqrt_ab": ab**0.5, "sqrt_1m_ab": (1 - ab) ** 0.5, "sqrt_recip_ab": ab**-0.5,
             "sqrt_recipm1_ab": (1 / ab - 1) ** 0.5, "coef1": betas * ab_prev**0.5 / (1 - ab),
             "coef2": (1 - ab_prev) * (1 - betas) ** 0.5 / (1 - ab),
-            "post_log_var": __import__("numpy").log(__import__("numpy").append(post_var[1], post_var[1:]))}
+            "post_log_var": np.log(np.append(post_var[1], post_var[1:]))}
 
     def extract(self, name, t, x):
         return torch.from_numpy(self.arrays[name]).to(x.device)[t].float().view(-1, *([1] * (x.dim() - 1)))
@@ -82,8 +83,9 @@ class OfficialDiffusion:
                        - self.extract("sqrt_recipm1_ab", t, x_t) * eps).clamp(-1, 1)
         mean = self.extract("coef1", t, x_t) * pred_xstart + self.extract("coef2", t, x_t) * x_t
         nonzero = (t != 0).float().view(-1, *([1] * (x_t.dim() - 1)))
-        _sample = mean + nonzero * torch.exp(0.5 * self.extract("post_log_var", t, x_t)) * torch.randn_like(x_t)
-        return pred_xstart  # the posterior sample is computed and thrown away
+        posterior_sample = mean + nonzero * torch.exp(0.5 * self.extract("post_log_var", t, x_t)) * torch.randn_like(x_t)
+        del posterior_sample  # computed and thrown away, as DiffAug built on p_sample does
+        return pred_xstart
 
 
 def _timesteps(n, seed=0):
