@@ -138,8 +138,9 @@ def _cmd_sample(args) -> None:
                     seed=args.seed, guidance=guidance, scale=args.scale)
     seconds = time.perf_counter() - start
     save_image(images.add(1).div(2).clamp(0, 1), out / "samples.png", nrow=int(args.num**0.5 + 0.5), padding=1)
+    extra = {"labels": np.full(args.num, args.class_, dtype=np.int64)} if guidance is not None else {}
     np.savez_compressed(out / "samples.npz",
-                        images=((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy())
+                        images=((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy(), **extra)
     print(f"{args.num} samples ({args.mode}, {args.steps}, seed {args.seed}) in {seconds:.1f} s "
           f"({args.num / seconds:.1f} images/s): {out / 'samples.png'}, {out / 'samples.npz'}")
 
@@ -194,6 +195,36 @@ def _cmd_train(args) -> None:
           + f"; noisy {100 * metrics['noisy_acc']:.2f}%"
           + (f", noisy + DiffAug-Ensemble {100 * metrics['noisy_de_acc']:.2f}%" if "noisy_de_acc" in metrics else ""))
     print(f"report: {report}")
+
+
+def _cmd_fidelity(args) -> None:
+    """FID / IS / KID of a samples.npz against Fashion-MNIST test images, and a judge's accuracy on them."""
+    import numpy as np
+
+    from diffaug_fast.data import load_fashion_mnist
+    from diffaug_fast.fidelity import fidelity_metrics
+    from diffaug_fast.train.classifier import accuracy, load_run_classifier
+
+    path = Path(args.samples)
+    if not path.exists():
+        raise FileNotFoundError(f"--samples {path} does not exist (write one with `diffaug-fast sample`)")
+    data = np.load(path)
+    if "images" not in data:
+        raise ValueError(f"--samples {path} has no 'images' array")
+    generated = torch.from_numpy(data["images"])
+    reference, test_labels = load_fashion_mnist("test", limit=args.reference_limit)
+    result = fidelity_metrics(generated, reference, args.extractor)
+    line = (f"{len(generated)} samples vs {len(reference)} test images, features of {args.extractor}: "
+            f"FID {result['frechet_inception_distance']:.3f}, IS {result['inception_score_mean']:.3f} ± "
+            f"{result['inception_score_std']:.3f}, KID {result['kernel_inception_distance_mean']:.5f}")
+    if "labels" in data:
+        judge, _ = load_run_classifier(args.judge or args.extractor)
+        acc = accuracy(judge, generated.float().div(127.5).sub(1.0), torch.from_numpy(data["labels"]))
+        result["judge_accuracy"] = acc
+        line += f"; judge accuracy on the requested class {100 * acc:.1f}%"
+    print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: float(v) for k, v in result.items()}, indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,6 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", default=None, help="another run folder (e.g. the baseline) for the report")
     p.add_argument("--out", default="runs/train")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("fidelity", help="FID / IS / KID of samples (torch-fidelity, our classifier's features)")
+    p.add_argument("--samples", required=True, help="a samples.npz written by `diffaug-fast sample`")
+    p.add_argument("--extractor", required=True, help="a clean-classifier `diffaug-fast train` run folder whose "
+                   "features and logits replace Inception's")
+    p.add_argument("--judge", default=None, help="run folder of the classifier that judges guided samples' class "
+                   "(default: the extractor)")
+    p.add_argument("--reference-limit", type=int, default=10000, help="test images to compare against")
+    p.add_argument("--json", default=None, help="also write the numbers to this file")
+    p.set_defaults(func=_cmd_fidelity)
 
     p = sub.add_parser("denoiser-report", help="x0 MSE per t, samples and DiffAug examples of an embedded denoiser")
     p.add_argument("--model", default="fmnist", help="fmnist (= fmnist-vp) or fmnist-ve")

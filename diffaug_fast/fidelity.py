@@ -1,0 +1,135 @@
+"""FID / IS / KID of generated Fashion-MNIST images with torch-fidelity and our own feature extractor.
+
+Inception weights cannot be downloaded on every machine, and Inception features of 28x28 grayscale
+clothing are a poor yardstick anyway. So a clean Fashion-MNIST classifier trained by
+``diffaug-fast train`` (a run folder, or its ``checkpoint.pt``) is registered with torch-fidelity as the
+feature extractor ``"diffaug-fast-classifier"``: its pooled penultimate features feed FID / KID /
+precision-recall, its logits feed the Inception Score. Numbers made with it are comparable only with
+numbers made with the same extractor run (say which one when you report them).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+EXTRACTOR = "diffaug-fast-classifier"
+
+
+def _extractor_class():
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+
+    class ClassifierFeatures(FeatureExtractorBase):
+        """uint8 images [B, 1 or 3, H, W] -> ("features" [B, D], "logits_unbiased" [B, K], "logits")."""
+
+        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+            super().__init__(name, features_list)
+            if feature_extractor_weights_path is None:
+                raise ValueError(f"the {EXTRACTOR} feature extractor needs feature_extractor_weights_path: a "
+                                 "`diffaug-fast train` run folder (a clean-image classifier)")
+            from diffaug_fast.train.classifier import load_run_classifier
+
+            path = Path(feature_extractor_weights_path)
+            model, config = load_run_classifier(path.parent if path.is_file() else path)
+            if config.mode != "clean":
+                raise ValueError(f"{path}: the feature extractor must be a clean-image classifier, not a "
+                                 f"{config.mode} one")
+            self.model = model
+
+        @staticmethod
+        def get_provided_features_list():
+            return "features", "logits_unbiased", "logits"
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric):
+            return {"isc": "logits_unbiased", "fid": "features", "kid": "features", "prc": "features"}[metric]
+
+        @staticmethod
+        def can_be_compiled():
+            return False
+
+        @staticmethod
+        def get_dummy_input_for_compile():
+            return torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+
+        def forward(self, x):
+            if x.dtype != torch.uint8 or x.dim() != 4:
+                raise ValueError(f"{EXTRACTOR}: expected uint8 images [B, C, H, W], got {x.dtype} {list(x.shape)}")
+            x = x.to(torch.float32).div(127.5).sub(1.0)
+            if x.shape[1] == 3:  # torch-fidelity's own datasets are RGB: back to grayscale
+                x = x.mean(1, keepdim=True)
+            feats = _penultimate(self.model, x)
+            logits = self.model.fc(feats)
+            out = {"features": feats, "logits_unbiased": logits, "logits": logits}
+            return tuple(out[name] for name in self.features_list)
+
+    return ClassifierFeatures
+
+
+def _penultimate(model, x):
+    """Pooled features before the linear head of a PreActResNet."""
+    h = model.head_norm(model.blocks(model.stem(x))).relu()
+    return h.mean((2, 3))
+
+
+def register() -> str:
+    """Register the extractor with torch-fidelity (idempotent); returns its name."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(EXTRACTOR, _extractor_class())
+    return EXTRACTOR
+
+
+class ImageTensorDataset(Dataset):
+    """uint8 images [N, C, H, W] (or float in [-1, 1], converted) as the Dataset torch-fidelity reads."""
+
+    def __init__(self, images: torch.Tensor):
+        if images.dtype != torch.uint8:
+            images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        if images.dim() != 4:
+            raise ValueError(f"images must be [N, C, H, W], got shape {list(images.shape)}")
+        self.images = images.cpu()
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+def fidelity_metrics(generated: torch.Tensor, reference: torch.Tensor, extractor_run: str | Path, *,
+                     fid: bool = True, isc: bool = True, kid: bool = True, kid_subset_size: int | None = None,
+                     batch_size: int = 500, verbose: bool = False) -> dict:
+    """torch-fidelity's FID / IS / KID of ``generated`` against ``reference`` with a classifier run's features."""
+    import torch_fidelity
+
+    name = register()
+    n = min(len(generated), len(reference))
+    return torch_fidelity.calculate_metrics(
+        input1=ImageTensorDataset(generated), input2=ImageTensorDataset(reference), cuda=torch.cuda.is_available(),
+        fid=fid, isc=isc, kid=kid, kid_subset_size=kid_subset_size or min(1000, n), batch_size=batch_size,
+        isc_splits=max(1, min(10, len(generated) // 2)),
+        feature_extractor=name, feature_extractor_weights_path=str(extractor_run), save_cpu_ram=True,
+        samples_shuffle=False, verbose=verbose)
+
+
+@torch.inference_mode()
+def features(images: torch.Tensor, extractor_run: str | Path, batch: int = 500) -> np.ndarray:
+    """The extractor's "features" for images (uint8 or [-1, 1] floats), float64 [N, D]."""
+    cls = _extractor_class()
+    extractor = cls(EXTRACTOR, ["features"], feature_extractor_weights_path=str(extractor_run)).eval()
+    data = ImageTensorDataset(images).images
+    return torch.cat([extractor(data[i:i + batch])[0] for i in range(0, len(data), batch)]).double().numpy()
+
+
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+    """|mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2)), the square root via the eigenvalues of
+    sqrt(C1) C2 sqrt(C1) (symmetric, so no complex round-off as with a general matrix square root)."""
+    w1, v1 = np.linalg.eigh(cov1)
+    root1 = (v1 * np.sqrt(np.clip(w1, 0, None))) @ v1.T
+    middle = np.linalg.eigvalsh(root1 @ cov2 @ root1)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * np.sum(np.sqrt(np.clip(middle, 0,
+                                                                                                         None))))

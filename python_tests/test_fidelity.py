@@ -1,0 +1,56 @@
+"""FID / IS / KID plumbing with torch-fidelity and our classifier features: the same images give ~0, noise
+gives a lot, and torch-fidelity's FID equals our own and SciPy's Fréchet distance on the same features."""
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from diffaug_fast.data import load_fashion_mnist
+from diffaug_fast.fidelity import features, fidelity_metrics, frechet_distance
+from diffaug_fast.train.classifier import config_from_preset, train_classifier
+
+
+@pytest.fixture(scope="module")
+def extractor_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("extractor")
+    config = config_from_preset("quick", diffaug="off", train_limit=1024, batch_size=64, de_timesteps=[],
+                                eval_limit=100, compile="off", warmup_steps=2, lr=0.1)
+    train_classifier(config, run, progress=False, evaluate_at_end=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    return load_fashion_mnist("test", limit=600)[0]
+
+
+def _scipy_fid(a, b):
+    mu1, mu2 = a.mean(0), b.mean(0)
+    c1, c2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = scipy.linalg.sqrtm(c1 @ c2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * root))
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_noise_is_far(extractor_run, test_images):
+    same = fidelity_metrics(test_images, test_images, extractor_run, isc=False, kid=True)
+    assert abs(same["frechet_inception_distance"]) < 1e-3 and abs(same["kernel_inception_distance_mean"]) < 1e-3
+    noise = torch.rand_like(test_images) * 2 - 1
+    far = fidelity_metrics(noise, test_images, extractor_run, isc=False, kid=False)
+    halves = fidelity_metrics(test_images[:300], test_images[300:], extractor_run, isc=False, kid=False)
+    assert far["frechet_inception_distance"] > 10 * halves["frechet_inception_distance"] > 0
+
+
+def test_torch_fidelity_fid_equals_our_and_scipys_frechet_distance(extractor_run, test_images):
+    a, b = test_images[:300], test_images[300:]
+    fa, fb = features(a, extractor_run), features(b, extractor_run)
+    ours = frechet_distance(fa.mean(0), np.cov(fa, rowvar=False), fb.mean(0), np.cov(fb, rowvar=False))
+    theirs = fidelity_metrics(a, b, extractor_run, isc=False, kid=False)["frechet_inception_distance"]
+    assert ours == pytest.approx(_scipy_fid(fa, fb), rel=1e-4, abs=1e-6)
+    assert theirs == pytest.approx(ours, rel=1e-3, abs=1e-5)
+
+
+def test_inception_score_uses_the_classifier_logits(extractor_run, test_images):
+    isc = fidelity_metrics(test_images, test_images, extractor_run, fid=False, kid=False)
+    assert 1.0 <= isc["inception_score_mean"] <= 10.0  # 10 classes bound the score
+    blank = torch.full_like(test_images, -1.0)
+    assert fidelity_metrics(blank, test_images, extractor_run, fid=False, kid=False)["inception_score_mean"] < 1.01
