@@ -227,6 +227,37 @@ def _cmd_fidelity(args) -> None:
         Path(args.json).write_text(json.dumps({k: float(v) for k, v in result.items()}, indent=2))
 
 
+def _cmd_gradients(args) -> None:
+    """Class gradients of noisy / DA classifiers on test images at several t: a PNG grid and cosines."""
+    from diffaug_fast.data import load_fashion_mnist
+    from diffaug_fast.gradients import gradient_study, save_gradient_grid
+    from diffaug_fast.pretrained import load_exported, pretrained
+    from diffaug_fast.train.classifier import load_run_classifier
+
+    ts = _parse_int_list(args.t)
+    classifiers, denoisers = {}, set()
+    for run in args.classifier:
+        clf, cfg = load_run_classifier(run)
+        if cfg.mode == "clean":
+            raise ValueError(f"--classifier {run} is a clean-image classifier; gradients at x_t need a "
+                             "`train --mode noisy|da` run")
+        classifiers[f"{Path(run).name} ({cfg.mode})"] = clf
+        denoisers.add(cfg.denoiser)
+    if len(denoisers) != 1:
+        raise ValueError(f"--classifier runs use different diffusion models ({', '.join(sorted(denoisers))})")
+    name = denoisers.pop()
+    denoiser = pretrained(name) if name in ("fmnist", "fmnist-vp", "fmnist-ve") else load_exported(name)
+    images, labels = load_fashion_mnist("test", limit=args.images)
+    study = gradient_study(classifiers, denoiser, images, labels, ts, seed=args.seed)
+    out = Path(args.out)
+    path = save_gradient_grid(study, images, out / "gradients.png")
+    summary = {name: {t: float(c.mean()) for t, c in per_t.items()} for name, per_t in study["cosine"].items()}
+    (out / "gradient_alignment.json").write_text(json.dumps(summary, indent=2))
+    for name, per_t in summary.items():
+        print(f"{name}: mean cos(grad, x0 - x_t) " + ", ".join(f"t={t}: {v:+.3f}" for t, v in per_t.items()))
+    print(f"picture: {path} (rows: test images; columns: x0, then per t: x_t and each classifier's gradient)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffaug-fast", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -304,6 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-limit", type=int, default=10000, help="test images to compare against")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     p.set_defaults(func=_cmd_fidelity)
+
+    p = sub.add_parser("gradients", help="pictures of noisy / DA classifier gradients on test images")
+    p.add_argument("--classifier", action="append", required=True, help="a `train --mode noisy|da` run folder "
+                   "(repeat to compare)")
+    p.add_argument("--t", default="100,300,500,700", help="comma-separated timesteps")
+    p.add_argument("--images", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/gradients")
+    p.set_defaults(func=_cmd_gradients)
 
     p = sub.add_parser("denoiser-report", help="x0 MSE per t, samples and DiffAug examples of an embedded denoiser")
     p.add_argument("--model", default="fmnist", help="fmnist (= fmnist-vp) or fmnist-ve")

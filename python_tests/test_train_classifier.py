@@ -154,6 +154,14 @@ def test_noisy_and_da_modes_train_and_report_per_t_bucket(tmp_path):
     guided = ["--classifier", str(tmp_path / "da"), "--class", "3"]
     assert np.array_equal(sample(*guided, "--scale", "0"), plain)
     assert not np.array_equal(sample(*guided, "--scale", "10"), plain)
+    # gradient pictures of both classifiers
+    grads = subprocess.run(CLI + ["gradients", "--classifier", str(tmp_path / "noisy"), "--classifier",
+                                  str(tmp_path / "da"), "--images", "2", "--t", "100,600", "--out",
+                                  str(tmp_path / "g")], capture_output=True, text=True, timeout=600)
+    assert grads.returncode == 0, grads.stderr
+    alignment = json.loads((tmp_path / "g" / "gradient_alignment.json").read_text())
+    assert set(alignment) == {"noisy (noisy)", "da (da)"} and set(alignment["da (da)"]) == {"100", "600"}
+    assert (tmp_path / "g" / "gradients.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_da_mode_feeds_the_classifier_x_t_and_the_denoised_image():
