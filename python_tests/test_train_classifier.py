@@ -177,3 +177,9 @@ def test_da_mode_feeds_the_classifier_x_t_and_the_denoised_image():
     torch.testing.assert_close(job.denoiser(x_t, t), x_hat, atol=2e-4, rtol=1e-3)
     again = diffuse_and_denoise(job.denoiser, x_t * 0, t, seed=0)  # sanity: other inputs give other outputs
     assert not torch.allclose(again, x_hat)
+    # the noisy mode sees the very same x_t (same keys), made without running the denoiser
+    noisy = _Job(_config(mode="noisy", train_limit=64), None, load_fashion_mnist("train", limit=64),
+                 load_fashion_mnist("test", limit=8), False)
+    (x_t2, t2), _ = noisy.batch(0)
+    assert torch.equal(t2, t)
+    torch.testing.assert_close(x_t2, x_t)

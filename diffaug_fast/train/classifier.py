@@ -269,9 +269,13 @@ class _Job:
             x = augmix(x, augmix_seeds[shard])
         if config.mode != "clean":  # a classifier of noisy images: t over the whole chain
             t_all = sample_timesteps(b, 0, len(self.denoiser.schedule) - 1, gen)[shard].to(self.device)
+            offset = (step * b + shard.start) * x[0].numel()
+            if config.mode == "noisy":  # same x_t as the DA mode would see, without running the denoiser
+                a, s = self.denoiser.schedule.coefficients(t_all, device=self.device)
+                return (diffuse(x, a, s, seed=config.seed, offset=offset), t_all), y
             x_t, x_hat = diffuse_and_denoise(self.denoiser, x, t_all, seed=config.seed, net=self.fast_net,
-                                             offset=(step * b + shard.start) * x[0].numel(), return_noisy=True)
-            return ((x_t, t_all) if config.mode == "noisy" else (x_t, t_all, x_hat)), y
+                                             offset=offset, return_noisy=True)
+            return (x_t, t_all, x_hat), y
         if config.diffaug == "off":
             return (x,), y
         per_image = x[0].numel()
