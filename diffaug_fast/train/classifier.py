@@ -412,7 +412,7 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     end = job.total_steps if stop_after is None else min(job.total_steps, job.step + stop_after)
     flag, previous = _install_interrupt_flag()
     log = open(out_dir / "metrics.jsonl", "a") if rank == 0 else None
-    bar = tqdm(total=job.total_steps, initial=job.step, desc=f"train (DiffAug {config.diffaug})",
+    bar = tqdm(total=job.total_steps, initial=job.step, desc=f"train (DiffAug {config.diffaug})" if config.mode == "clean" else f"train ({config.mode} classifier)",
                disable=not job.progress, unit="step")
     start_time, seen = time.perf_counter(), 0
     try:
