@@ -47,6 +47,10 @@ def sample_timesteps(n: int, t_min: int, t_max: int, generator: torch.Generator)
     return torch.randint(t_min, t_max + 1, (n,), generator=generator)
 
 
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters(), torch.empty(0)).device
+
+
 class _FastNet:
     """The denoiser's network as DiffAug calls it: compiled on request, channels_last, autocast.
 
@@ -116,7 +120,7 @@ class DiffAug(nn.Module):
                              f"t_max={t_max!r}")
         self.denoiser = denoiser.eval().requires_grad_(False)
         self.t_min, self.t_max, self.seed, self.max_batch = t_min, t_max, int(seed), max_batch
-        device = next(denoiser.parameters()).device if any(True for _ in denoiser.parameters()) else "cpu"
+        device = _device_of(denoiser)
         self.fast_net = _FastNet(denoiser, compile=compile, amp=amp, device=device)
         self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
         self.register_buffer("offset", torch.zeros((), dtype=torch.int64))
@@ -153,7 +157,7 @@ class DiffAugEnsemble(nn.Module):
                              f"[0, {len(denoiser.schedule) - 1}], got {timesteps}")
         self.classifier, self.denoiser = classifier, denoiser.eval().requires_grad_(False)
         self.timesteps, self.seed, self.max_batch = timesteps, int(seed), int(max_batch)
-        device = next(denoiser.parameters()).device
+        device = _device_of(denoiser)
         self.fast_net = _FastNet(denoiser, compile=compile, amp=amp, device=device)
         self.amp = amp_dtype(amp, device)
 

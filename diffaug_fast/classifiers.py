@@ -50,9 +50,12 @@ class PreActResNet(nn.Module):
         self.head_norm = _norm(norm, cin)
         self.fc = nn.Linear(cin, num_classes)
 
+    def features(self, x):
+        """Pooled features before the linear head [B, widths[-1]]."""
+        return self.head_norm(self.blocks(self.stem(x))).relu().mean((2, 3))
+
     def forward(self, x):
-        h = self.head_norm(self.blocks(self.stem(x))).relu()
-        return self.fc(h.mean((2, 3)))
+        return self.fc(self.features(x))
 
 
 def wide_resnet(depth: int = 16, widen: int = 4, num_classes: int = 10, in_channels: int = 1,

@@ -231,8 +231,7 @@ def _cmd_gradients(args) -> None:
     """Class gradients of noisy / DA classifiers on test images at several t: a PNG grid and cosines."""
     from diffaug_fast.data import load_fashion_mnist
     from diffaug_fast.gradients import gradient_study, save_gradient_grid
-    from diffaug_fast.pretrained import load_exported, pretrained
-    from diffaug_fast.train.classifier import load_run_classifier
+    from diffaug_fast.train.classifier import load_denoiser, load_run_classifier
 
     ts = _parse_int_list(args.t)
     classifiers, denoisers = {}, set()
@@ -245,8 +244,7 @@ def _cmd_gradients(args) -> None:
         denoisers.add(cfg.denoiser)
     if len(denoisers) != 1:
         raise ValueError(f"--classifier runs use different diffusion models ({', '.join(sorted(denoisers))})")
-    name = denoisers.pop()
-    denoiser = pretrained(name) if name in ("fmnist", "fmnist-vp", "fmnist-ve") else load_exported(name)
+    denoiser = load_denoiser(denoisers.pop())
     images, labels = load_fashion_mnist("test", limit=args.images)
     study = gradient_study(classifiers, denoiser, images, labels, ts, seed=args.seed)
     out = Path(args.out)

@@ -33,9 +33,9 @@ def _extractor_class():
 
             path = Path(feature_extractor_weights_path)
             model, config = load_run_classifier(path.parent if path.is_file() else path)
-            if config.mode != "clean":
-                raise ValueError(f"{path}: the feature extractor must be a clean-image classifier, not a "
-                                 f"{config.mode} one")
+            if config.mode != "clean" or not hasattr(model, "features"):
+                raise ValueError(f"{path}: the feature extractor must be a clean-image ResNet classifier "
+                                 f"(mode {config.mode}, model {config.model})")
             self.model = model
 
         @staticmethod
@@ -60,18 +60,12 @@ def _extractor_class():
             x = x.to(torch.float32).div(127.5).sub(1.0)
             if x.shape[1] == 3:  # torch-fidelity's own datasets are RGB: back to grayscale
                 x = x.mean(1, keepdim=True)
-            feats = _penultimate(self.model, x)
+            feats = self.model.features(x)
             logits = self.model.fc(feats)
             out = {"features": feats, "logits_unbiased": logits, "logits": logits}
             return tuple(out[name] for name in self.features_list)
 
     return ClassifierFeatures
-
-
-def _penultimate(model, x):
-    """Pooled features before the linear head of a PreActResNet."""
-    h = model.head_norm(model.blocks(model.stem(x))).relu()
-    return h.mean((2, 3))
 
 
 def register() -> str:

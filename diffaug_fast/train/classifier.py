@@ -31,6 +31,7 @@ from diffaug_fast.augment import DE_TIMESTEPS, _FastNet, amp_dtype, autocast, di
 from diffaug_fast.checkpoint import load_verified, save_atomic
 from diffaug_fast.classifiers import build_classifier
 from diffaug_fast.ops import diffuse
+from diffaug_fast.train.distributed import world
 from diffaug_fast.train.transforms import augmix, crop_flip, crop_flip_params
 
 DIFFAUG_MODES = ("off", "on", "only")
@@ -118,12 +119,6 @@ def config_from_preset(preset: str = "quick", **overrides) -> TrainConfig:
 # distributed helpers: a no-op world of one unless torch.distributed is initialised
 
 
-def world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _device(config: TrainConfig) -> torch.device:
     if config.device != "auto":
         return torch.device(config.device)
@@ -152,10 +147,23 @@ def _lr_lambda(config: TrainConfig, total: int):
     return factor
 
 
-def _load_denoiser(name: str, device):
+def load_denoiser(name: str, device="cpu"):
+    """An embedded denoiser by name (``fmnist``, ``fmnist-ve``) or an exported ``ema.safetensors`` path."""
     from diffaug_fast.pretrained import MODELS, load_exported, pretrained
 
     return pretrained(name, device) if name in MODELS else load_exported(name, device)
+
+
+def build_model(config: TrainConfig, denoiser, *, num_classes: int = 10, in_channels: int = 1,
+                image_size: int = 28) -> torch.nn.Module:
+    """The classifier ``config`` trains: a plain one (clean mode) or a noisy / DA classifier of x_t."""
+    if config.mode == "clean":
+        return build_classifier(config.model, num_classes=num_classes, in_channels=in_channels,
+                                image_size=image_size, norm=config.norm)
+    from diffaug_fast.diffusion_classifiers import build_noisy_classifier
+
+    return build_noisy_classifier(config.mode, denoiser, num_classes=num_classes, in_channels=in_channels,
+                                  fusion=config.fusion, widths=TIME_WIDTHS[config.model])
 
 
 class _Job:
@@ -177,17 +185,10 @@ class _Job:
         torch.manual_seed(config.seed)
         in_channels, size = self.images.shape[1], self.images.shape[-1]
         num_classes = int(self.labels.max()) + 1
-        self.denoiser = (_load_denoiser(config.denoiser, self.device)
+        self.denoiser = (load_denoiser(config.denoiser, self.device)
                          if config.mode != "clean" or config.diffaug != "off" or config.de_timesteps else None)
-        if config.mode == "clean":
-            self.model = build_classifier(config.model, num_classes=num_classes, in_channels=in_channels,
-                                          image_size=size, norm=config.norm).to(self.device)
-        else:
-            from diffaug_fast.diffusion_classifiers import build_noisy_classifier
-
-            self.model = build_noisy_classifier(config.mode, self.denoiser, num_classes=num_classes,
-                                                in_channels=in_channels, fusion=config.fusion,
-                                                widths=TIME_WIDTHS[config.model]).to(self.device)
+        self.model = build_model(config, self.denoiser, num_classes=num_classes, in_channels=in_channels,
+                                 image_size=size).to(self.device)
         if self.world > 1 and self.device.type == "cuda" and config.norm == "batch":
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model = self.model.to(memory_format=torch.channels_last)
@@ -477,13 +478,9 @@ def load_run_classifier(run_dir: str | Path, device="cpu") -> tuple[torch.nn.Mod
         raise FileNotFoundError(f"{run_dir} holds no `diffaug-fast train` run (need config.json and checkpoint.pt)")
     config = TrainConfig(**json.loads(cfg_path.read_text()))
     state = load_verified(ckpt)
-    denoiser = _load_denoiser(config.denoiser, device) if config.mode != "clean" else None
-    if config.mode == "clean":
-        model = build_classifier(config.model, num_classes=state["model"]["fc.weight"].shape[0] if "fc.weight" in
-                                 state["model"] else 10, norm=config.norm)
-    else:
-        from diffaug_fast.diffusion_classifiers import build_noisy_classifier
-
-        model = build_noisy_classifier(config.mode, denoiser, fusion=config.fusion, widths=TIME_WIDTHS[config.model])
+    denoiser = load_denoiser(config.denoiser, device) if config.mode != "clean" else None
+    weights = state["model"]
+    num_classes = weights["fc.weight"].shape[0] if "fc.weight" in weights else weights["net.fc.weight"].shape[0]
+    model = build_model(config, denoiser, num_classes=num_classes)
     model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
     return model.to(device).eval(), config

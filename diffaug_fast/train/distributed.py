@@ -52,8 +52,15 @@ def launch(fn, nproc: int, *args) -> None:
                                           start_method="spawn")
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) of the process group; (0, 1) when running alone."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def world_rank() -> int:
     """This process's rank (0 when not distributed), from the process group or torchrun's environment."""
-    if dist.is_initialized():
+    if dist.is_available() and dist.is_initialized():
         return dist.get_rank()
     return int(os.environ.get("RANK", "0"))

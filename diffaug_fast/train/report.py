@@ -33,6 +33,15 @@ def _smooth(values: list[float], k: int = 5) -> list[float]:
     return out
 
 
+def _finish_figure(fig, path: Path, legend_axes, fontsize: int = 8) -> None:
+    import matplotlib.pyplot as plt
+
+    legend_axes.legend(fontsize=fontsize)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _plots(runs: list[dict], out_dir: Path) -> list[str]:
     import matplotlib
 
@@ -46,10 +55,7 @@ def _plots(runs: list[dict], out_dir: Path) -> list[str]:
         ax_acc.plot(steps, _smooth([r["acc"] for r in run["curve"]]), label=_label(run))
     ax_loss.set(xlabel="step", ylabel="training loss (smoothed)", title="loss")
     ax_acc.set(xlabel="step", ylabel="training-batch accuracy (smoothed)", title="accuracy")
-    ax_acc.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "curves.png", dpi=110)
-    plt.close(fig)
+    _finish_figure(fig, out_dir / "curves.png", ax_acc)
 
     if any("acc_per_t_bucket" in r["metrics"] for r in runs):
         fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -58,10 +64,7 @@ def _plots(runs: list[dict], out_dir: Path) -> list[str]:
             ax.plot([(r["t_from"] + r["t_to"]) / 2 for r in rows], [r["acc"] for r in rows], "-o",
                     label=f"{run['dir'].name} ({run['config'].get('mode')})")
         ax.set(xlabel="t (bucket centre)", ylabel="test accuracy on x_t", title="accuracy per noise level")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / "acc_per_t_bucket.png", dpi=110)
-        plt.close(fig)
+        _finish_figure(fig, out_dir / "acc_per_t_bucket.png", ax)
         return ["curves.png", "acc_per_t_bucket.png"]
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -72,10 +75,7 @@ def _plots(runs: list[dict], out_dir: Path) -> list[str]:
                 ts = sorted(m[key], key=int)
                 ax.plot([int(t) for t in ts], [m[key][t] for t in ts], style, label=f"{_label(run)}: {name}")
     ax.set(xlabel="DiffAug t of the test images", ylabel="test accuracy", title="accuracy on x̂0(x_t, t)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "acc_vs_t.png", dpi=110)
-    plt.close(fig)
+    _finish_figure(fig, out_dir / "acc_vs_t.png", ax, fontsize=7)
     return ["curves.png", "acc_vs_t.png"]
 
 
