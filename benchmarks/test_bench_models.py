@@ -227,3 +227,32 @@ def test_ddim50_sampling(benchmark, impl):
         return sample(lambda x, t: net(x, t), (n, 1, 28, 28), den.schedule, steps="ddim50", seed=0, device=DEVICE,
                       progress=False)
     _run(benchmark, fn, rounds=2, images=n, group="DDIM-50 sampling, 64 images", impl=impl, baseline=impl == "eager")
+
+
+@functools.lru_cache(maxsize=None)
+def _guide(kind):
+    """An (untrained: speed does not depend on the weights) noisy or DA classifier of the embedded denoiser."""
+    from diffaug_fast.diffusion_classifiers import build_noisy_classifier
+
+    torch.manual_seed(0)
+    return build_noisy_classifier(kind, _denoiser()).to(DEVICE).eval()
+
+
+@pytest.mark.parametrize("classifier", ["noisy", "da"])
+@pytest.mark.parametrize("impl", ["eager_reference", "fused", "fused_compiled"])
+def test_guided_ddim50_sampling(benchmark, impl, classifier):
+    """Classifier-guided DDIM-50: the PyTorch reference ops vs the fused guided step (+ compiled UNet)."""
+    from diffaug_fast.sample import classifier_guidance
+
+    den, clf, n = _denoiser(), _guide(classifier), 32
+    net = torch.compile(den.net) if impl == "fused_compiled" else den.net
+    index = den.schedule.timesteps.to(DEVICE)
+    guidance = classifier_guidance(lambda x, t: clf(x, torch.searchsorted(index, t)),
+                                   torch.arange(n, device=DEVICE) % 10)
+    backend = "reference" if impl == "eager_reference" else None
+
+    def fn():
+        return sample(lambda x, t: net(x, t), (n, 1, 28, 28), den.schedule, steps="ddim50", seed=0, device=DEVICE,
+                      guidance=guidance, scale=2.0, progress=False, backend=backend)
+    _run(benchmark, fn, rounds=2, images=n, group=f"guided DDIM-50 ({classifier} classifier), {n} images", impl=impl,
+         baseline=impl == "eager_reference")

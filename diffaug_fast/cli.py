@@ -77,10 +77,13 @@ def _cmd_diffuse(args) -> None:
 
 def _cmd_train_denoiser(args) -> None:
     """Train (or resume) a VP or VE denoiser on Fashion-MNIST; export its EMA weights."""
-    from diffaug_fast.train.denoiser import DenoiserConfig, export_ema, train_denoiser
+    from diffaug_fast.train.denoiser import DenoiserConfig, export_ema, train_denoiser, unet_for
 
-    config = DenoiserConfig(kind=args.kind, schedule=args.schedule, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                            seed=args.seed)
+    if args.data != "fmnist" and not Path(args.data).is_dir():
+        raise FileNotFoundError(f"--data {args.data}: expected 'fmnist' or a folder with one sub-folder per class")
+    config = DenoiserConfig(kind=args.kind, data=args.data, schedule=args.schedule, steps=args.steps,
+                            batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                            unet=unet_for(args.image_size, args.channels))
     out = Path(args.out)
     try:
         ckpt = train_denoiser(config, out, data_root=args.data_root, limit=args.limit)
@@ -102,43 +105,66 @@ def _cmd_denoiser_report(args) -> None:
     print(f"pictures in {args.out}: {', '.join(report['pictures'])}")
 
 
+def _class_labels(spec: str, names: list[str], num: int) -> torch.Tensor:
+    """``--class``: an index, a class name, or ``all`` (the classes in turn, equally often)."""
+    if spec == "all":
+        return torch.arange(num) % len(names)
+    if spec in names:
+        return torch.full((num,), names.index(spec), dtype=torch.long)
+    try:
+        k = int(spec)
+    except ValueError:
+        k = -1
+    if not 0 <= k < len(names):
+        raise ValueError(f"--class {spec!r}: expected 'all', an index 0..{len(names) - 1} or a class name "
+                         f"({', '.join(names)})")
+    return torch.full((num,), k, dtype=torch.long)
+
+
 def _cmd_sample(args) -> None:
-    """Unconditional samples of an embedded denoiser: PNG grid + .npz."""
+    """Samples of a denoiser, optionally classifier-guided: PNG grid + .npz."""
     import numpy as np
     from torchvision.utils import save_image
 
-    from diffaug_fast.pretrained import pretrained
+    from diffaug_fast.pretrained import denoiser_image_shape
     from diffaug_fast.sample import eps_model, sample
+    from diffaug_fast.train.classifier import load_denoiser
 
-    denoiser = pretrained(args.model)
+    if args.num < 1:
+        raise ValueError(f"--num must be a positive integer, got {args.num}")
+    denoiser = load_denoiser(args.model)
+    shape = denoiser_image_shape(denoiser) or (1, 28, 28)
     if args.compile:
         denoiser.net = torch.compile(denoiser.net)
     model, chain = eps_model(denoiser)
-    guidance = None
+    guidance, labels = None, None
     if args.classifier:
         from diffaug_fast.sample import classifier_guidance
-        from diffaug_fast.train.classifier import load_run_classifier
+        from diffaug_fast.train.classifier import classifier_classes, load_run_classifier
 
         classifier, cfg = load_run_classifier(args.classifier)
         if cfg.mode == "clean":
             raise ValueError(f"--classifier {args.classifier}: a clean-image classifier cannot guide sampling; train "
                              "one with `diffaug-fast train --mode noisy` or `--mode da`")
-        if cfg.denoiser != args.model and not (cfg.denoiser == "fmnist" and args.model == "fmnist-vp"):
+        if cfg.denoiser != args.model and {cfg.denoiser, args.model} != {"fmnist", "fmnist-vp"}:
             raise ValueError(f"--classifier {args.classifier} was trained with the {cfg.denoiser!r} diffusion model; "
                              f"sample with --model {cfg.denoiser}")
-        if args.class_ is None or not 0 <= args.class_ < 10:
-            raise ValueError("--classifier needs --class K with K in 0..9 (the Fashion-MNIST class to generate)")
-        labels = torch.full((args.num,), args.class_, dtype=torch.long)
+        if args.class_ is None:
+            raise ValueError("--classifier needs --class (an index, a class name, or 'all')")
+        num_classes = classifier.net.fc.out_features
+        labels = _class_labels(args.class_, classifier_classes(args.classifier, num_classes), args.num)
         index = denoiser.schedule.timesteps  # the classifier takes grid indices, the sampler passes timesteps
         guidance = classifier_guidance(lambda x, t: classifier(x, torch.searchsorted(index, t)), labels)
+    elif args.class_ is not None:
+        raise ValueError("--class needs --classifier (a `train --mode noisy|da` run that guides the sampler)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    images = sample(model, (args.num, 1, 28, 28), chain, steps=args.steps, mode=args.mode, eta=args.eta,
-                    seed=args.seed, guidance=guidance, scale=args.scale)
+    images = sample(model, (args.num, *shape), chain, steps=args.steps, mode=args.mode, eta=args.eta,
+                    seed=args.seed, guidance=guidance, scale=args.scale, progress=True)
     seconds = time.perf_counter() - start
     save_image(images.add(1).div(2).clamp(0, 1), out / "samples.png", nrow=int(args.num**0.5 + 0.5), padding=1)
-    extra = {"labels": np.full(args.num, args.class_, dtype=np.int64)} if guidance is not None else {}
+    extra = {"labels": labels.numpy()} if labels is not None else {}
     np.savez_compressed(out / "samples.npz",
                         images=((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy(), **extra)
     print(f"{args.num} samples ({args.mode}, {args.steps}, seed {args.seed}) in {seconds:.1f} s "
@@ -158,7 +184,8 @@ def _cmd_train(args) -> None:
     from diffaug_fast.train.report import write_report
 
     de = None if args.de_timesteps is None else _parse_int_list(args.de_timesteps, "--de-timesteps")
-    config = config_from_preset(args.preset, mode=args.mode, fusion=args.fusion, model=args.model, norm=args.norm, epochs=args.epochs,
+    config = config_from_preset(args.preset, data=args.data, image_size=args.image_size, channels=args.channels,
+                                mode=args.mode, fusion=args.fusion, model=args.model, norm=args.norm, epochs=args.epochs,
                                 batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                                 lr_schedule=args.lr_schedule, diffaug=args.diffaug, augmix=args.augmix or None,
                                 t_min=args.t_min, t_max=args.t_max, denoiser=args.denoiser, ema_decay=args.ema,
@@ -198,10 +225,10 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_fidelity(args) -> None:
-    """FID / IS / KID of a samples.npz against Fashion-MNIST test images, and a judge's accuracy on them."""
+    """FID / IS / KID of a samples.npz against real test images, and a judge's accuracy on them."""
     import numpy as np
 
-    from diffaug_fast.data import load_fashion_mnist
+    from diffaug_fast.data import load_dataset
     from diffaug_fast.fidelity import fidelity_metrics
     from diffaug_fast.train.classifier import accuracy, load_run_classifier
 
@@ -212,7 +239,11 @@ def _cmd_fidelity(args) -> None:
     if "images" not in data:
         raise ValueError(f"--samples {path} has no 'images' array")
     generated = torch.from_numpy(data["images"])
-    reference, test_labels = load_fashion_mnist("test", limit=args.reference_limit)
+    if args.reference != "fmnist" and not Path(args.reference).is_dir():
+        raise FileNotFoundError(f"--reference {args.reference}: expected 'fmnist' or an image folder")
+    _, channels, size, _ = generated.shape
+    reference, _ = load_dataset(args.reference, "test", limit=args.reference_limit, image_size=size,
+                                channels=channels)
     result = fidelity_metrics(generated, reference, args.extractor)
     line = (f"{len(generated)} samples vs {len(reference)} test images, features of {args.extractor}: "
             f"FID {result['frechet_inception_distance']:.3f}, IS {result['inception_score_mean']:.3f} ± "
@@ -225,6 +256,14 @@ def _cmd_fidelity(args) -> None:
     print(line)
     if args.json:
         Path(args.json).write_text(json.dumps({k: float(v) for k, v in result.items()}, indent=2))
+
+
+def _cmd_export_classifier(args) -> None:
+    """A run's classifier as one .safetensors + .json, loadable wherever a run folder is accepted."""
+    from diffaug_fast.train.classifier import export_classifier
+
+    path = export_classifier(args.run, args.out)
+    print(f"exported {args.run} to {path} (+ {path.with_suffix('.json').name})")
 
 
 def _cmd_gradients(args) -> None:
@@ -279,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-denoiser", help="train (or resume) the embedded Fashion-MNIST diffusion model")
     p.add_argument("--kind", default="vp", choices=["vp", "ve"])
+    p.add_argument("--data", default="fmnist", help="fmnist, or a folder of your images (one sub-folder per class)")
+    p.add_argument("--image-size", type=int, default=28, help="image folders are resized to this (multiple of 4)")
+    p.add_argument("--channels", type=int, default=1, choices=[1, 3], help="1: grayscale, 3: RGB")
     p.add_argument("--schedule", default="linear", choices=["linear", "cosine"])
     p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch-size", type=int, default=128)
@@ -291,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="the main job: train a classifier with DiffAug, evaluate with DiffAug-Ensemble")
     p.add_argument("--preset", default="quick", help="quick (default, ~5 min on 2 CPU cores) or paper")
+    p.add_argument("--data", default=None, help="fmnist (default), or a folder of your images with one sub-folder per "
+                   "class (train/ and test/ inside are used if present, else every 10th image is held out)")
+    p.add_argument("--image-size", type=int, default=None, help="image folders are resized to this (default 28)")
+    p.add_argument("--channels", type=int, default=None, choices=[1, 3], help="image folders: 1 grayscale (default), "
+                   "3 RGB")
     p.add_argument("--mode", default=None, choices=["clean", "noisy", "da"], help="clean: a classifier of images "
                    "(DiffAug training, default); noisy: a time-conditioned classifier of x_t; da: denoising-assisted, "
                    "sees x_t and the denoiser's x0_hat")
@@ -326,13 +373,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fidelity", help="FID / IS / KID of samples (torch-fidelity, our classifier's features)")
     p.add_argument("--samples", required=True, help="a samples.npz written by `diffaug-fast sample`")
-    p.add_argument("--extractor", required=True, help="a clean-classifier `diffaug-fast train` run folder whose "
-                   "features and logits replace Inception's")
+    p.add_argument("--extractor", default="fmnist-classifier", help="the clean classifier whose features and logits "
+                   "replace Inception's: fmnist-classifier (shipped, default), a `train` run folder or an exported "
+                   ".safetensors")
     p.add_argument("--judge", default=None, help="run folder of the classifier that judges guided samples' class "
                    "(default: the extractor)")
+    p.add_argument("--reference", default="fmnist", help="real images to compare with: fmnist (its test set) or the "
+                   "image folder the classifier was trained on (its test split)")
     p.add_argument("--reference-limit", type=int, default=10000, help="test images to compare against")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     p.set_defaults(func=_cmd_fidelity)
+
+    p = sub.add_parser("export-classifier", help="write a run's classifier as .safetensors + .json")
+    p.add_argument("run", help="a `diffaug-fast train` run folder")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.set_defaults(func=_cmd_export_classifier)
 
     p = sub.add_parser("gradients", help="pictures of noisy / DA classifier gradients on test images")
     p.add_argument("--classifier", action="append", required=True, help="a `train --mode noisy|da` run folder "
@@ -351,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_denoiser_report)
 
     p = sub.add_parser("sample", help="sample images from an embedded denoiser (PNG grid + .npz)")
-    p.add_argument("--model", default="fmnist")
+    p.add_argument("--model", default="fmnist", help="fmnist, fmnist-ve, or an exported ema.safetensors "
+                   "(`train-denoiser`)")
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--steps", default="ddim50", help="respacing: ddimN, N, or comma-separated section counts")
     p.add_argument("--mode", default="ddim", choices=["ddim", "ddpm"])
@@ -359,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
     p.add_argument("--classifier", default=None, help="a `train --mode noisy|da` run folder: classifier guidance")
-    p.add_argument("--class", dest="class_", type=int, default=None, help="the class to generate (with --classifier)")
+    p.add_argument("--class", dest="class_", default=None, help="with --classifier: the class to generate (index or "
+                   "name), or 'all' for every class in turn")
     p.add_argument("--scale", type=float, default=1.0, help="guidance scale")
     p.add_argument("--out", default="runs/samples")
     p.set_defaults(func=_cmd_sample)

@@ -1,9 +1,9 @@
 """FID / IS / KID of generated Fashion-MNIST images with torch-fidelity and our own feature extractor.
 
 Inception weights cannot be downloaded on every machine, and Inception features of 28x28 grayscale
-clothing are a poor yardstick anyway. So a clean Fashion-MNIST classifier trained by
-``diffaug-fast train`` (a run folder, or its ``checkpoint.pt``) is registered with torch-fidelity as the
-feature extractor ``"diffaug-fast-classifier"``: its pooled penultimate features feed FID / KID /
+clothing are a poor yardstick anyway. So a clean classifier — the one shipped with the package
+(``"fmnist-classifier"``, the default), a ``diffaug-fast train`` run folder (or its ``checkpoint.pt``), or an
+``export-classifier`` file — is registered with torch-fidelity as the feature extractor ``"diffaug-fast-classifier"``: its pooled penultimate features feed FID / KID /
 precision-recall, its logits feed the Inception Score. Numbers made with it are comparable only with
 numbers made with the same extractor run (say which one when you report them).
 """
@@ -27,12 +27,12 @@ def _extractor_class():
         def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
             super().__init__(name, features_list)
             if feature_extractor_weights_path is None:
-                raise ValueError(f"the {EXTRACTOR} feature extractor needs feature_extractor_weights_path: a "
-                                 "`diffaug-fast train` run folder (a clean-image classifier)")
+                raise ValueError(f"the {EXTRACTOR} feature extractor needs feature_extractor_weights_path: "
+                                 "'fmnist-classifier', a `diffaug-fast train` run folder or an exported classifier")
             from diffaug_fast.train.classifier import load_run_classifier
 
             path = Path(feature_extractor_weights_path)
-            model, config = load_run_classifier(path.parent if path.is_file() else path)
+            model, config = load_run_classifier(path.parent if path.name == "checkpoint.pt" else path)
             if config.mode != "clean" or not hasattr(model, "features"):
                 raise ValueError(f"{path}: the feature extractor must be a clean-image ResNet classifier "
                                  f"(mode {config.mode}, model {config.model})")

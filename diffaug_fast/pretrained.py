@@ -11,6 +11,8 @@ from diffaug_fast.diffusion.ve import VEScoreNet
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 MODELS = {"fmnist": "fmnist_vp", "fmnist-vp": "fmnist_vp", "fmnist-ve": "fmnist_ve"}
+# A clean Fashion-MNIST classifier: FID/IS/KID feature extractor and judge of generated samples.
+CLASSIFIERS = {"fmnist-classifier": "fmnist_classifier"}
 
 
 def denoiser_from_config(config: dict, weights: str | Path | None = None) -> Denoiser:
@@ -49,3 +51,11 @@ def pretrained(name: str = "fmnist", device="cpu") -> Denoiser:
         raise FileNotFoundError(f"the embedded weights {weights.name} are not in this install; train them with "
                                 "`diffaug-fast train-denoiser` and pass the exported file instead")
     return load_exported(weights, device)
+
+
+def denoiser_image_shape(denoiser: Denoiser) -> tuple[int, int, int] | None:
+    """(channels, height, width) of the images a denoiser's network was built for, when it records them."""
+    net = denoiser.net
+    net = getattr(net, "net", net) if not hasattr(net, "image_size") else net  # VEScoreNet wraps the UNet
+    size, channels = getattr(net, "image_size", None), getattr(net, "in_channels", None)
+    return (channels, size, size) if isinstance(size, int) and isinstance(channels, int) else None

@@ -41,7 +41,9 @@ TIME_WIDTHS = {"resnet-small": (16, 32, 64), "resnet-medium": (32, 64, 128), "wr
 
 @dataclass
 class TrainConfig:
-    data: str = "fmnist"
+    data: str = "fmnist"  # or the path of an image folder (one sub-folder per class)
+    image_size: int = 28  # image folders are resized to this ...
+    channels: int = 1  # ... and read as grayscale (1) or RGB (3); they must match the denoiser's images
     mode: str = "clean"  # clean: DiffAug training; noisy / da: a time-conditioned classifier for guidance
     fusion: str = "input"  # DA classifier: 'input' (channel concat) or 'feature' (time-gated)
     model: str = "resnet-small"
@@ -84,10 +86,12 @@ class TrainConfig:
             raise ValueError(f"argument 'optimizer' is {self.optimizer!r}; expected 'sgd' or 'adamw'")
         if self.lr_schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"argument 'lr_schedule' is {self.lr_schedule!r}; expected cosine, step or constant")
-        if self.data != "fmnist":
-            raise ValueError(f"argument 'data' is {self.data!r}; only 'fmnist' is built in (pass tensors to "
-                             "train_classifier(data=...) for other datasets)")
-        for name in ("epochs", "batch_size", "checkpoint_every", "log_every"):
+        if self.data != "fmnist" and not Path(self.data).is_dir():
+            raise ValueError(f"argument 'data' is {self.data!r}; expected 'fmnist' or a folder of images with one "
+                             "sub-folder per class")
+        if self.channels not in (1, 3):
+            raise ValueError(f"argument 'channels' must be 1 or 3, got {self.channels!r}")
+        for name in ("epochs", "batch_size", "checkpoint_every", "log_every", "image_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"argument '{name}' must be a positive integer, got {getattr(self, name)!r}")
         if self.compile not in ("auto", "on", "off"):
@@ -187,6 +191,14 @@ class _Job:
         num_classes = int(self.labels.max()) + 1
         self.denoiser = (load_denoiser(config.denoiser, self.device)
                          if config.mode != "clean" or config.diffaug != "off" or config.de_timesteps else None)
+        if self.denoiser is not None:
+            from diffaug_fast.pretrained import denoiser_image_shape
+
+            shape = denoiser_image_shape(self.denoiser)
+            if shape is not None and tuple(self.images.shape[1:]) != shape:
+                raise ValueError(f"the denoiser {config.denoiser!r} works on {'x'.join(map(str, shape))} images but "
+                                 f"the data are {'x'.join(map(str, self.images.shape[1:]))}; pass a denoiser of "
+                                 "these images (--denoiser) or matching --image-size / --channels")
         self.model = build_model(config, self.denoiser, num_classes=num_classes, in_channels=in_channels,
                                  image_size=size).to(self.device)
         if self.world > 1 and self.device.type == "cuda" and config.norm == "batch":
@@ -396,19 +408,23 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     ``data`` / ``test_data``: optional ``(images in [-1, 1], labels)``; default Fashion-MNIST.
     ``stop_after``: end this call after that many steps (a stand-in for an interruption).
     """
-    from diffaug_fast.data import load_fashion_mnist
+    from diffaug_fast.data import dataset_classes, load_dataset
 
     config.validate()
     out_dir = Path(out_dir)
     rank, _ = world()
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-    data = data or load_fashion_mnist("train", limit=config.train_limit)
-    test_data = test_data or load_fashion_mnist("test")
+    shape = {"image_size": config.image_size, "channels": config.channels}
+    data = data or load_dataset(config.data, "train", limit=config.train_limit, **shape)
+    test_data = test_data or load_dataset(config.data, "test", **shape)
     job = _Job(config, out_dir, data, test_data, progress and rank == 0)
     job.resume()
     if rank == 0:
         (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        names = dataset_classes(config.data)
+        if len(names) == int(job.labels.max()) + 1:  # (not for tensors passed in by the caller with other labels)
+            (out_dir / "classes.json").write_text(json.dumps(names))
         _truncate_log(out_dir / "metrics.jsonl", job.step)
     end = job.total_steps if stop_after is None else min(job.total_steps, job.step + stop_after)
     flag, previous = _install_interrupt_flag()
@@ -470,17 +486,67 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in lines))
 
 
-def load_run_classifier(run_dir: str | Path, device="cpu") -> tuple[torch.nn.Module, TrainConfig]:
-    """The classifier a ``diffaug-fast train`` run folder holds (EMA weights when it kept them), in eval mode."""
-    run_dir = Path(run_dir)
-    ckpt, cfg_path = run_dir / "checkpoint.pt", run_dir / "config.json"
-    if not ckpt.exists() or not cfg_path.exists():
-        raise FileNotFoundError(f"{run_dir} holds no `diffaug-fast train` run (need config.json and checkpoint.pt)")
-    config = TrainConfig(**json.loads(cfg_path.read_text()))
-    state = load_verified(ckpt)
+def load_run_classifier(source: str | Path, device="cpu") -> tuple[torch.nn.Module, TrainConfig]:
+    """A trained classifier in eval mode, with its training config. ``source`` is a ``diffaug-fast train`` run
+    folder (EMA weights when it kept them), an ``export-classifier`` ``.safetensors`` file, or the name of a
+    classifier shipped with the package (``fmnist-classifier``)."""
+    from diffaug_fast.pretrained import CLASSIFIERS, WEIGHTS_DIR
+
+    if str(source) in CLASSIFIERS:
+        source = WEIGHTS_DIR / f"{CLASSIFIERS[str(source)]}.safetensors"
+    source = Path(source)
+    if source.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        meta_path = source.with_suffix(".json")
+        if not source.exists() or not meta_path.exists():
+            raise FileNotFoundError(f"need both {source} and {meta_path} (written by `diffaug-fast export-classifier`)")
+        meta = json.loads(meta_path.read_text())
+        config, weights = TrainConfig(**meta["config"]), load_file(str(source))
+    else:
+        ckpt, cfg_path = source / "checkpoint.pt", source / "config.json"
+        if not ckpt.exists() or not cfg_path.exists():
+            raise FileNotFoundError(f"{source} holds no `diffaug-fast train` run (need config.json and checkpoint.pt)")
+        config = TrainConfig(**json.loads(cfg_path.read_text()))
+        state = load_verified(ckpt)
+        weights = state["ema"] if state.get("ema") else state["model"]
     denoiser = load_denoiser(config.denoiser, device) if config.mode != "clean" else None
-    weights = state["model"]
-    num_classes = weights["fc.weight"].shape[0] if "fc.weight" in weights else weights["net.fc.weight"].shape[0]
-    model = build_model(config, denoiser, num_classes=num_classes)
-    model.load_state_dict(state["ema"] if state.get("ema") else state["model"])
+    num_classes = weights["fc.weight" if "fc.weight" in weights else "net.fc.weight"].shape[0]
+    model = build_model(config, denoiser, num_classes=num_classes, in_channels=config.channels,
+                        image_size=config.image_size)
+    model.load_state_dict(weights)
     return model.to(device).eval(), config
+
+
+def classifier_classes(source: str | Path, num_classes: int) -> list[str]:
+    """Class names saved with a run folder or export (``classes.json`` / the export's json); else ``0 … n-1``."""
+    from diffaug_fast.pretrained import CLASSIFIERS, WEIGHTS_DIR
+
+    source = WEIGHTS_DIR / f"{CLASSIFIERS[str(source)]}.safetensors" if str(source) in CLASSIFIERS else Path(source)
+    if source.suffix == ".safetensors":
+        names = json.loads(source.with_suffix(".json").read_text()).get("classes")
+    else:
+        names = json.loads((source / "classes.json").read_text()) if (source / "classes.json").exists() else None
+    return list(names) if names and len(names) == num_classes else [str(i) for i in range(num_classes)]
+
+
+def export_classifier(run_dir: str | Path, weights: str | Path) -> Path:
+    """Write a run's classifier (EMA weights when kept) as ``weights`` (.safetensors) + a ``.json`` config."""
+    from safetensors.torch import save_file
+
+    weights = Path(weights)
+    if weights.suffix != ".safetensors":
+        raise ValueError(f"argument 'weights' must end in .safetensors, got {weights}")
+    model, config = load_run_classifier(run_dir)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    n = state["fc.weight" if "fc.weight" in state else "net.fc.weight"].shape[0]
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"config": asdict(config), "classes": classifier_classes(run_dir, n), "source": str(run_dir)}
+    metrics = Path(run_dir) / "metrics.json"
+    if metrics.exists():
+        meta["metrics"] = json.loads(metrics.read_text())
+    tmp = weights.with_suffix(".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, weights)
+    weights.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    return weights
