@@ -190,7 +190,13 @@ def _cmd_train(args) -> None:
                                 lr_schedule=args.lr_schedule, diffaug=args.diffaug, augmix=args.augmix or None,
                                 t_min=args.t_min, t_max=args.t_max, denoiser=args.denoiser, ema_decay=args.ema,
                                 amp=args.amp, compile=args.compile, seed=args.seed, train_limit=args.train_limit,
-                                eval_limit=args.eval_limit, de_timesteps=de, device=args.device)
+                                eval_limit=args.eval_limit, de_timesteps=de, device=args.device, ssl=args.ssl or None,
+                                pu=args.pu or None, labels_per_class=args.labels_per_class,
+                                consistency=None if args.consistency is None else args.consistency == "on",
+                                tc_radius=args.tc_radius, tc_noise=args.tc_noise, tc_target=args.tc_target,
+                                tc_weight=args.tc_weight, tc_rampup=args.tc_rampup, tc_threshold=args.tc_threshold,
+                                positive=None if args.positive is None else _parse_int_list(args.positive, "--positive"),
+                                prior=args.prior, pu_loss=args.pu_loss)
     out = Path(args.out)
     if (out / "checkpoint.pt").exists() and not args.resume:
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -213,7 +219,13 @@ def _cmd_train(args) -> None:
     report = write_report(out, args.compare)
     if "acc_per_t_bucket" in metrics:
         print(f"{config.mode} classifier: accuracy on {metrics['eval_images']} noisy test images per t-bucket: "
-              + ", ".join(f"{r['t_from']}-{r['t_to']}: {100 * r['acc']:.1f}%" for r in metrics["acc_per_t_bucket"]))
+              + ", ".join(f"{r['t_from']}-{r['t_to']}: {100 * r['acc']:.1f}%" for r in metrics["acc_per_t_bucket"])
+              + f"; mean over t {100 * metrics['mean_acc_over_t']:.1f}%"
+              + (f", mean F1 {metrics['mean_f1_over_t']:.3f}" if "mean_f1_over_t" in metrics else ""))
+        if "tc_disagreement" in metrics:
+            d = metrics["tc_disagreement"]
+            print(f"top class changes between t and t' (|t - t'| <= {d['radius']}) on {100 * d['top_class_changed']:.1f}% "
+                  f"of test images")
         print(f"report: {report}")
         return
     print(f"test accuracy {100 * metrics['clean_acc_full_test']:.2f}% (full test set); on {metrics['eval_images']} "
@@ -368,6 +380,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=1, help="data-parallel processes on this machine")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--compare", default=None, help="another run folder (e.g. the baseline) for the report")
+    g = p.add_argument_group("semi-supervised and positive-unlabeled training (with --mode noisy|da)")
+    g.add_argument("--ssl", action="store_true", help="keep only --labels-per-class labels per class; the rest is "
+                   "unlabeled and trained with the temporal-consistency loss")
+    g.add_argument("--pu", action="store_true", help="positive-unlabeled: --labels-per-class labeled images of each "
+                   "--positive class, everything else unlabeled; nnPU risk + temporal consistency")
+    g.add_argument("--labels-per-class", type=int, default=None, help="labeled images per class (default 100)")
+    g.add_argument("--consistency", default=None, choices=["on", "off"], help="the temporal-consistency term on "
+                   "unlabeled images (default on; off = labeled-only / nnPU-only baseline)")
+    g.add_argument("--tc-radius", type=int, default=None, help="t' = t + U{-R..R} (default 50)")
+    g.add_argument("--tc-noise", default=None, choices=["same", "fresh"], help="x_t and x_t' share ε (default) or not")
+    g.add_argument("--tc-target", default=None, choices=["lower", "higher", "both"], help="the detached side: the "
+                   "prediction at the lower t (default), the higher t, or both directions")
+    g.add_argument("--tc-weight", type=float, default=None, help="weight of the consistency term (default 1)")
+    g.add_argument("--tc-rampup", type=int, default=None, help="steps of weight ramp-up (default 200)")
+    g.add_argument("--tc-threshold", type=float, default=None, help="skip pairs whose target is less confident")
+    g.add_argument("--positive", default=None, help="--pu: comma-separated positive classes, e.g. 0,2,4")
+    g.add_argument("--prior", type=float, default=None, help="--pu: P(positive) (default: the true fraction)")
+    g.add_argument("--pu-loss", default=None, choices=["logistic", "sigmoid"], help="--pu: nnPU's loss (default "
+                   "logistic)")
     p.add_argument("--out", default="runs/train")
     p.set_defaults(func=_cmd_train)
 

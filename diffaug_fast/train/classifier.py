@@ -71,6 +71,20 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     device: str = "auto"
+    # Semi-supervised (ssl) and positive-unlabeled (pu) training of noisy / DA classifiers (train/ssl.py).
+    ssl: bool = False
+    pu: bool = False
+    labels_per_class: int = 100  # labeled examples per class (pu: per positive class); the rest are unlabeled
+    consistency: bool = True  # the temporal-consistency term on unlabeled data (off: labeled-only / nnPU-only)
+    tc_radius: int = 50  # t' = t + U{-radius..radius}
+    tc_noise: str = "same"  # x_t and x_t' share ε ("same") or not ("fresh")
+    tc_target: str = "lower"  # the detached side: the prediction at the lower t, the higher t, or both directions
+    tc_weight: float = 1.0
+    tc_rampup: int = 200  # steps of sigmoid ramp-up of the consistency weight
+    tc_threshold: float = 0.0  # skip pairs whose target's top probability is below this
+    positive: list = field(default_factory=list)  # pu: the classes that make up "positive"
+    prior: float | None = None  # pu: P(positive); None = the training set's true fraction (a known prior)
+    pu_loss: str = "logistic"  # nnPU's margin loss: logistic or sigmoid
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -97,6 +111,36 @@ class TrainConfig:
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"argument 'compile' is {self.compile!r}; expected auto, on or off")
         amp_dtype(self.amp, "cpu")
+        self._validate_ssl()
+
+    def _validate_ssl(self) -> None:
+        from diffaug_fast.train.ssl import PU_LOSSES, TC_NOISE, TC_TARGETS
+
+        if not (self.ssl or self.pu):
+            return
+        which = "--pu" if self.pu else "--ssl"
+        if self.ssl and self.pu:
+            raise ValueError("choose one of --ssl (few labels per class) and --pu (positive-unlabeled)")
+        if self.mode == "clean":
+            raise ValueError(f"{which} trains a noisy or DA classifier: add --mode noisy or --mode da")
+        if not isinstance(self.labels_per_class, int) or self.labels_per_class < 1:
+            raise ValueError(f"argument 'labels_per_class' must be a positive integer, got {self.labels_per_class!r}")
+        if self.tc_noise not in TC_NOISE:
+            raise ValueError(f"argument 'tc_noise' is {self.tc_noise!r}; expected one of {', '.join(TC_NOISE)}")
+        if self.tc_target not in TC_TARGETS:
+            raise ValueError(f"argument 'tc_target' is {self.tc_target!r}; expected one of {', '.join(TC_TARGETS)}")
+        if not isinstance(self.tc_radius, int) or self.tc_radius < 0:
+            raise ValueError(f"argument 'tc_radius' must be an integer >= 0, got {self.tc_radius!r}")
+        if self.tc_weight < 0 or not 0 <= self.tc_threshold <= 1:
+            raise ValueError(f"need tc_weight >= 0 and 0 <= tc_threshold <= 1, got {self.tc_weight}, "
+                             f"{self.tc_threshold}")
+        if self.pu:
+            if not self.positive or len(set(self.positive)) != len(self.positive):
+                raise ValueError(f"--pu needs --positive: distinct class indices, got {self.positive!r}")
+            if self.pu_loss not in PU_LOSSES:
+                raise ValueError(f"argument 'pu_loss' is {self.pu_loss!r}; expected one of {', '.join(PU_LOSSES)}")
+            if self.prior is not None and not 0 < self.prior < 1:
+                raise ValueError(f"argument 'prior' must lie in (0, 1), got {self.prior}")
 
 
 PRESETS = {
@@ -189,6 +233,9 @@ class _Job:
         torch.manual_seed(config.seed)
         in_channels, size = self.images.shape[1], self.images.shape[-1]
         num_classes = int(self.labels.max()) + 1
+        if config.ssl or config.pu:
+            self._setup_semi_supervised(num_classes)
+            num_classes = 2 if config.pu else num_classes
         self.denoiser = (load_denoiser(config.denoiser, self.device)
                          if config.mode != "clean" or config.diffaug != "off" or config.de_timesteps else None)
         if self.denoiser is not None:
@@ -227,6 +274,21 @@ class _Job:
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.forward = torch.compile(self.train_model) if use_compile else self.train_model
         self.step = 0
+
+    def _setup_semi_supervised(self, num_classes: int) -> None:
+        from diffaug_fast.train.ssl import labeled_subset
+
+        config = self.config
+        if config.pu:
+            bad = [c for c in config.positive if not 0 <= c < num_classes]
+            if bad:
+                raise ValueError(f"--positive {bad}: class indices must lie in 0..{num_classes - 1}")
+            positive = torch.isin(self.labels, torch.tensor(config.positive))
+            self.prior = config.prior if config.prior is not None else float(positive.float().mean())
+            self.labeled = labeled_subset(self.labels, config.labels_per_class, config.seed, classes=config.positive)
+            self.test_labels = torch.isin(self.test_labels, torch.tensor(config.positive)).long()
+        else:
+            self.labeled = labeled_subset(self.labels, config.labels_per_class, config.seed)
 
     # --- checkpoints --------------------------------------------------------------------------------------------
     @property
@@ -282,13 +344,8 @@ class _Job:
             x = augmix(x, augmix_seeds[shard])
         if config.mode != "clean":  # a classifier of noisy images: t over the whole chain
             t_all = sample_timesteps(b, 0, len(self.denoiser.schedule) - 1, gen)[shard].to(self.device)
-            offset = (step * b + shard.start) * x[0].numel()
-            if config.mode == "noisy":  # same x_t as the DA mode would see, without running the denoiser
-                a, s = self.denoiser.schedule.coefficients(t_all, device=self.device)
-                return (diffuse(x, a, s, seed=config.seed, offset=offset), t_all), y
-            x_t, x_hat = diffuse_and_denoise(self.denoiser, x, t_all, seed=config.seed, net=self.fast_net,
-                                             offset=offset, return_noisy=True)
-            return (x_t, t_all, x_hat), y
+            # the noisy mode sees the same x_t as the DA mode would, without running the denoiser
+            return self._noisy_inputs(x, t_all, (step * b + shard.start) * x[0].numel()), y
         if config.diffaug == "off":
             return (x,), y
         per_image = x[0].numel()
@@ -298,14 +355,74 @@ class _Job:
             return (x_hat,), y
         return (torch.cat([x, x_hat]),), torch.cat([y, y])
 
-    def train_step(self, inputs: tuple, y: torch.Tensor) -> dict:
+    def _noisy_inputs(self, x: torch.Tensor, t: torch.Tensor, offset: int) -> tuple:
+        """(x_t, t) for a noisy classifier, (x_t, t, x̂0) for a DA classifier; noise at ``offset``."""
+        if self.config.mode == "noisy":
+            a, s = self.denoiser.schedule.coefficients(t, device=self.device)
+            return diffuse(x, a, s, seed=self.config.seed, offset=offset), t
+        x_t, x_hat = diffuse_and_denoise(self.denoiser, x, t, seed=self.config.seed, net=self.fast_net,
+                                         offset=offset, return_noisy=True)
+        return x_t, t, x_hat
+
+    def semi_supervised_batch(self, step: int) -> dict:
+        """This rank's shard of step ``step``: labeled inputs + labels, and (with the consistency term or PU)
+        the unlabeled images at t and at t'. Noise offsets: labeled, unlabeled and fresh-ε t' streams apart."""
+        from diffaug_fast.train.ssl import partner_timesteps
+
+        config, b = self.config, self.config.batch_size
+        epoch, k = divmod(step, self.steps_per_epoch)
+        gen = _step_generator(config.seed, step)
+        shard = slice(self.rank * b // self.world, (self.rank + 1) * b // self.world)
+        last = len(self.denoiser.schedule) - 1
+        per_image = self.images[0].numel()
+        lab = self.labeled[torch.randint(len(self.labeled), (b,), generator=gen)][shard]
+        x = crop_flip(self.images[lab], crop_flip_params(b, gen)[shard]).to(self.device)
+        t_lab = sample_timesteps(b, 0, last, gen)[shard].to(self.device)
+        y = torch.ones(len(lab), dtype=torch.long) if config.pu else self.labels[lab]
+        out = {"labeled": self._noisy_inputs(x, t_lab, (3 * step * b + shard.start) * per_image),
+               "y": y.to(self.device)}
+        if not (config.consistency or config.pu):
+            return out
+        unl = _epoch_order(len(self.images), config.seed, epoch)[k * b:(k + 1) * b][shard]
+        u = crop_flip(self.images[unl], crop_flip_params(b, gen)[shard]).to(self.device)
+        t_u = sample_timesteps(b, 0, last, gen)
+        t_pair = partner_timesteps(t_u, config.tc_radius, last, gen)
+        offset = ((3 * step + 1) * b + shard.start) * per_image
+        out["unlabeled"] = self._noisy_inputs(u, t_u[shard].to(self.device), offset)
+        if config.consistency:
+            pair_offset = offset if config.tc_noise == "same" else ((3 * step + 2) * b + shard.start) * per_image
+            out["pair"] = self._noisy_inputs(u, t_pair[shard].to(self.device), pair_offset)
+        return out
+
+    def semi_supervised_step(self, batch: dict) -> dict:
+        """CE on labeled (SSL) or nnPU (PU), plus the ramped temporal-consistency KL on unlabeled pairs; one
+        forward pass over everything, so batch-norm statistics see all of it."""
+        from diffaug_fast.train.ssl import binary_score, nnpu_risk, rampup, temporal_consistency
+
+        config = self.config
+        parts = [batch["labeled"]] + [batch[k] for k in ("unlabeled", "pair") if k in batch]
+        sizes = [len(p[0]) for p in parts]
+        inputs = [torch.cat(group) for group in zip(*parts)]
         self.train_model.train()
-        first = inputs[0].contiguous(memory_format=torch.channels_last) if inputs[0].dim() == 4 else inputs[0]
         with autocast(self.device, self.amp):
-            logits = self.forward(first, *inputs[1:])
-        per_example = F.cross_entropy(logits.float(), y, reduction="none")
-        halves = 2 if self.config.diffaug == "on" and self.config.mode == "clean" else 1
-        loss = per_example.mean() * halves  # = CE(clean) + CE(DiffAug): each half is a mean over its images
+            logits = self.forward(inputs[0].contiguous(memory_format=torch.channels_last), *inputs[1:])
+        chunks = logits.float().split(sizes)
+        stats = {}
+        if config.pu:
+            loss, risk = nnpu_risk(binary_score(chunks[0]), binary_score(chunks[1]), self.prior, loss=config.pu_loss)
+            stats.update(pu_risk=float(risk), acc=float((binary_score(chunks[0]) > 0).float().mean()))
+        else:
+            loss = F.cross_entropy(chunks[0], batch["y"])
+            stats["acc"] = float((chunks[0].argmax(1) == batch["y"]).float().mean())
+        if "pair" in batch:
+            tc, kept = temporal_consistency(chunks[-2], chunks[-1], batch["unlabeled"][1], batch["pair"][1],
+                                            target=config.tc_target, threshold=config.tc_threshold)
+            loss = loss + config.tc_weight * rampup(self.step, config.tc_rampup) * tc
+            stats.update(tc_kl=float(tc.detach()), tc_kept=float(kept.float().mean()))
+        self._optimize(loss)
+        return {"loss": float(loss.detach()), **stats}
+
+    def _optimize(self, loss: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
@@ -318,6 +435,16 @@ class _Job:
                         pe.lerp_(pm, 1 - self.config.ema_decay)
                     else:
                         pe.copy_(pm)
+
+    def train_step(self, inputs: tuple, y: torch.Tensor) -> dict:
+        self.train_model.train()
+        first = inputs[0].contiguous(memory_format=torch.channels_last) if inputs[0].dim() == 4 else inputs[0]
+        with autocast(self.device, self.amp):
+            logits = self.forward(first, *inputs[1:])
+        per_example = F.cross_entropy(logits.float(), y, reduction="none")
+        halves = 2 if self.config.diffaug == "on" and self.config.mode == "clean" else 1
+        loss = per_example.mean() * halves  # = CE(clean) + CE(DiffAug): each half is a mean over its images
+        self._optimize(loss)
         correct = (logits.argmax(1) == y).float()
         return {"loss": float(loss.detach()), "acc": float(correct.mean()),
                 **({"acc_clean": float(correct[:len(y) // 2].mean()), "acc_diffaug": float(correct[len(y) // 2:].mean())}
@@ -372,24 +499,32 @@ def evaluate(model, denoiser, images, labels, *, timesteps, noise_std: float, se
 
 @torch.inference_mode()
 def evaluate_noisy(model, denoiser, images, labels, *, buckets: int = 10, seed: int = 0, batch: int = 500,
-                   device="cpu") -> dict:
-    """Accuracy of a noisy / DA classifier on test images diffused to t drawn uniformly in each t-bucket."""
+                   device="cpu", f1: bool = False) -> dict:
+    """Accuracy (and with ``f1``, the positive class's F1) of a noisy / DA classifier on test images diffused
+    to t drawn uniformly in each t-bucket."""
+    from diffaug_fast.train.ssl import f1_score
+
     model.eval()
     steps = len(denoiser.schedule)
     edges = torch.linspace(0, steps, buckets + 1).long()
     gen = torch.Generator().manual_seed(seed + 2)
     rows = []
     for k in range(buckets):
-        correct = 0
+        predictions = []
         for sl in _iter_chunks(len(images), batch):
             x0 = images[sl].to(device)
             t = torch.randint(int(edges[k]), int(edges[k + 1]), (len(x0),), generator=gen).to(device)
             a, s = denoiser.schedule.coefficients(t, device=device)
             x_t = diffuse(x0, a, s, seed=seed + 1000 + k, offset=sl.start * x0[0].numel())
-            correct += int((model(x_t, t).argmax(1).cpu() == labels[sl]).sum())
-        rows.append({"t_from": int(edges[k]), "t_to": int(edges[k + 1]) - 1, "acc": correct / len(images)})
-    return {"acc_per_t_bucket": rows, "mean_acc_over_t": sum(r["acc"] for r in rows) / buckets,
-            "eval_images": len(images)}
+            predictions.append(model(x_t, t).argmax(1).cpu())
+        pred = torch.cat(predictions)
+        rows.append({"t_from": int(edges[k]), "t_to": int(edges[k + 1]) - 1,
+                     "acc": float((pred == labels).float().mean()), **({"f1": f1_score(pred, labels)} if f1 else {})})
+    result = {"acc_per_t_bucket": rows, "mean_acc_over_t": sum(r["acc"] for r in rows) / buckets,
+              "eval_images": len(images)}
+    if f1:
+        result["mean_f1_over_t"] = sum(r["f1"] for r in rows) / buckets
+    return result
 
 
 def _install_interrupt_flag():
@@ -423,7 +558,11 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     if rank == 0:
         (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
         names = dataset_classes(config.data)
-        if len(names) == int(job.labels.max()) + 1:  # (not for tensors passed in by the caller with other labels)
+        if config.pu:
+            chosen = ", ".join(names[c] for c in config.positive if c < len(names))
+            names = [f"negative (not {chosen})", f"positive ({chosen})"]
+            (out_dir / "classes.json").write_text(json.dumps(names))
+        elif len(names) == int(job.labels.max()) + 1:  # (not for tensors passed in by the caller with other labels)
             (out_dir / "classes.json").write_text(json.dumps(names))
         _truncate_log(out_dir / "metrics.jsonl", job.step)
     end = job.total_steps if stop_after is None else min(job.total_steps, job.step + stop_after)
@@ -434,10 +573,14 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     start_time, seen = time.perf_counter(), 0
     try:
         while job.step < end:
-            inputs, y = job.batch(job.step)
-            stats = job.train_step(inputs, y)
+            if config.ssl or config.pu:
+                stats = job.semi_supervised_step(job.semi_supervised_batch(job.step))
+                seen += config.batch_size
+            else:
+                inputs, y = job.batch(job.step)
+                stats = job.train_step(inputs, y)
+                seen += len(y) * job.world
             job.step += 1
-            seen += len(y) * job.world
             speed = seen / (time.perf_counter() - start_time)
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['acc']:.3f}", img_s=f"{speed:.0f}")
@@ -465,7 +608,15 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     n = config.eval_limit or len(job.test_images)
     if config.mode != "clean":
         metrics = evaluate_noisy(job.eval_model(), job.denoiser, job.test_images[:n], job.test_labels[:n],
-                                 seed=config.seed, device=job.device)
+                                 seed=config.seed, device=job.device, f1=config.pu)
+        if config.ssl or config.pu:
+            from diffaug_fast.train.ssl import disagreement
+
+            metrics["tc_disagreement"] = disagreement(job.eval_model(), job.denoiser, job.test_images[:n],
+                                                      radius=config.tc_radius, seed=config.seed, device=job.device)
+            metrics["labeled_examples"] = len(job.labeled)
+            if config.pu:
+                metrics["prior"] = job.prior
         metrics.update(step=job.step, train_seconds_this_call=time.perf_counter() - start_time)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics

@@ -91,22 +91,31 @@ def binary_score(logits: torch.Tensor) -> torch.Tensor:
     return logits[..., 1] - logits[..., 0]
 
 
-def nnpu_risk(score_positive: torch.Tensor, score_unlabeled: torch.Tensor, prior: float, *, beta: float = 0.0,
-              gamma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-negative PU risk (Kiryo et al., 2017) with the sigmoid loss ℓ(z, y) = sigmoid(−y z).
+PU_LOSSES = ("logistic", "sigmoid")
+
+
+def nnpu_risk(score_positive: torch.Tensor, score_unlabeled: torch.Tensor, prior: float, *, loss: str = "logistic",
+              beta: float = 0.0, gamma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-negative PU risk (Kiryo et al., 2017) with a margin loss ℓ(z, y): logistic log(1 + e^(−yz)) or
+    sigmoid 1 / (1 + e^(yz)).
 
     Returns (the objective to back-propagate, the risk estimate). The negative-class risk estimated from
     unlabeled data, R_u⁻ − π R_p⁻, can go below zero when a flexible model overfits; then the objective
-    is −γ (R_u⁻ − π R_p⁻), which pushes it back up instead of further down.
+    is −γ (R_u⁻ − π R_p⁻), which pushes it back up instead of further down. The logistic loss is the
+    default: the bounded sigmoid loss stops giving gradient once a score saturates, and with few labeled
+    positives a noisy classifier's scores all saturate negative (that is the risk minimiser at large t).
     """
     if not 0.0 < prior < 1.0:
         raise ValueError(f"argument 'prior' must lie in (0, 1), got {prior}")
+    if loss not in PU_LOSSES:
+        raise ValueError(f"argument 'loss' is {loss!r}; expected one of {', '.join(PU_LOSSES)}")
     if len(score_positive) == 0 or len(score_unlabeled) == 0:
         raise ValueError("nnPU needs at least one labeled positive and one unlabeled example per batch")
     score_positive, score_unlabeled = _at_least_fp32(score_positive), _at_least_fp32(score_unlabeled)
-    risk_pos = torch.sigmoid(-score_positive).mean()  # positives called positive: R_p⁺
-    risk_pos_as_neg = torch.sigmoid(score_positive).mean()  # R_p⁻
-    risk_unl_as_neg = torch.sigmoid(score_unlabeled).mean()  # R_u⁻
+    margin = F.softplus if loss == "logistic" else torch.sigmoid  # ℓ(z, +1) = margin(−z), ℓ(z, −1) = margin(z)
+    risk_pos = margin(-score_positive).mean()  # R_p⁺: positives called negative
+    risk_pos_as_neg = margin(score_positive).mean()  # R_p⁻
+    risk_unl_as_neg = margin(score_unlabeled).mean()  # R_u⁻
     negative = risk_unl_as_neg - prior * risk_pos_as_neg
     risk = prior * risk_pos + negative.clamp(min=0.0)
     objective = -gamma * negative if negative.item() < -beta else prior * risk_pos + negative
@@ -119,3 +128,29 @@ def f1_score(pred: torch.Tensor, target: torch.Tensor) -> float:
     fp = int(((pred == 1) & (target == 0)).sum())
     fn = int(((pred == 0) & (target == 1)).sum())
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+@torch.inference_mode()
+def disagreement(model, denoiser, images: torch.Tensor, *, radius: int, seed: int = 0, batch: int = 500,
+                 device="cpu") -> dict:
+    """How often a noisy / DA classifier changes its mind between x_t and x_t' of the same image and ε
+    (t uniform, t' within ``radius``): the fraction of different top classes and the mean symmetric KL."""
+    from diffaug_fast.ops import diffuse
+
+    model.eval()
+    last = len(denoiser.schedule) - 1
+    gen = torch.Generator().manual_seed(seed + 3)
+    changed, sym_kl = 0, 0.0
+    for start in range(0, len(images), batch):
+        x0 = images[start:start + batch].to(device)
+        t = torch.randint(0, last + 1, (len(x0),), generator=gen)
+        t2 = partner_timesteps(t, radius, last, gen)
+        logits = []
+        for tt in (t.to(device), t2.to(device)):
+            a, s = denoiser.schedule.coefficients(tt, device=device)
+            x_t = diffuse(x0, a, s, seed=seed + 5000, offset=start * x0[0].numel())  # the same ε for t and t'
+            logits.append(F.log_softmax(model(x_t, tt).float(), -1))
+        changed += int((logits[0].argmax(1) != logits[1].argmax(1)).sum())
+        p, q = logits[0].exp(), logits[1].exp()
+        sym_kl += float(((p - q) * (logits[0] - logits[1])).sum())
+    return {"top_class_changed": changed / len(images), "symmetric_kl": sym_kl / len(images), "radius": radius}
