@@ -162,19 +162,23 @@ class DiffAugEnsemble(nn.Module):
         self.amp = amp_dtype(amp, device)
 
     @torch.inference_mode()
-    def probabilities_per_t(self, x0: torch.Tensor, *, offset: int = 0) -> torch.Tensor:
-        """Softmax of the classifier on x0_hat at each t: float32 [len(timesteps), B, classes]."""
+    def logits_per_t(self, x0: torch.Tensor, *, offset: int = 0) -> torch.Tensor:
+        """The classifier's logits on x0_hat at each t: float32 [len(timesteps), B, classes]."""
         n = len(x0)
         ts = torch.tensor(self.timesteps).repeat_interleave(n)  # t-major: block k is t_k for every image
         xs = x0.repeat(len(self.timesteps), *([1] * (x0.dim() - 1)))
-        probs = []
+        logits = []
         for start in range(0, len(xs), self.max_batch):
             x_hat = diffuse_and_denoise(self.denoiser, xs[start:start + self.max_batch],
                                         ts[start:start + self.max_batch], seed=self.seed,
                                         offset=offset + start * x0[0].numel(), net=self.fast_net)
             with autocast(x0.device, self.amp):
-                probs.append(torch.softmax(self.classifier(x_hat).float(), dim=-1))
-        return torch.cat(probs).view(len(self.timesteps), n, -1)
+                logits.append(self.classifier(x_hat).float())
+        return torch.cat(logits).view(len(self.timesteps), n, -1)
+
+    def probabilities_per_t(self, x0: torch.Tensor, *, offset: int = 0) -> torch.Tensor:
+        """Softmax of the classifier on x0_hat at each t: float32 [len(timesteps), B, classes]."""
+        return torch.softmax(self.logits_per_t(x0, offset=offset), dim=-1)
 
     def forward(self, x0: torch.Tensor, *, offset: int = 0) -> torch.Tensor:
         """Ensembled class probabilities [B, classes]."""

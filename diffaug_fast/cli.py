@@ -270,6 +270,37 @@ def _cmd_fidelity(args) -> None:
         Path(args.json).write_text(json.dumps({k: float(v) for k, v in result.items()}, indent=2))
 
 
+def _cmd_eval(args) -> None:
+    """Robustness suites on a trained clean classifier: corruptions, OOD detection, certified accuracy."""
+    from diffaug_fast.robustness.suite import SUITES, EvalConfig, evaluate_run
+
+    suites = list(SUITES) if args.suite == "all" else [s.strip() for s in args.suite.split(",") if s.strip()]
+    de_ts = _parse_int_list(args.de_timesteps, "--de-timesteps")
+    sigmas = [float(v) for v in args.sigmas.split(",") if v.strip()]
+    config = EvalConfig(suites=suites, limit=args.limit, de=args.de == "on", de_timesteps=de_ts, seed=args.seed,
+                        corruption_data=args.corruption_data,
+                        ood_sets=[s.strip() for s in args.ood.split(",") if s.strip()],
+                        certify_limit=args.certify_limit, sigmas=sigmas, n0=args.n0, n=args.n, alpha=args.alpha)
+    if args.corruption_data and not (Path(args.corruption_data) / "labels.npy").exists():
+        raise FileNotFoundError(f"--corruption-data {args.corruption_data}: expected a CIFAR-10-C-style folder with "
+                                "labels.npy and one <corruption>.npy per corruption")
+    result = evaluate_run(args.run, config, out_dir=args.out, baseline=args.baseline)
+    out = Path(args.out) if args.out else Path(args.run)
+    line = f"clean {100 * result['clean_acc']:.1f}%"
+    if "corruptions" in result:
+        c = result["corruptions"]
+        line += f"; corruptions: mean {100 * c['mean_acc']:.1f}%" + (
+            f", DiffAug-Ensemble {100 * c['mean_de_acc']:.1f}%" if "mean_de_acc" in c else "") + (
+            f", mCE {100 * c['mce']:.1f}" if "mce" in c else "")
+    if "ood" in result:
+        line += "; OOD AUROC (msp): " + ", ".join(f"{k} {100 * v['msp']['auroc']:.1f}" for k, v in result["ood"].items())
+    if "certify" in result:
+        line += "; certified acc at r=0.25: " + ", ".join(
+            f"σ={s} {100 * v['certified_acc']['0.25']:.1f}%" for s, v in result["certify"].items())
+    print(line)
+    print(f"report: {out / 'eval.md'}")
+
+
 def _cmd_export_classifier(args) -> None:
     """A run's classifier as one .safetensors + .json, loadable wherever a run folder is accepted."""
     from diffaug_fast.train.classifier import export_classifier
@@ -414,6 +445,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-limit", type=int, default=10000, help="test images to compare against")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     p.set_defaults(func=_cmd_fidelity)
+
+    p = sub.add_parser("eval", help="robustness suites: corruptions (mCE), OOD detection, certified accuracy")
+    p.add_argument("run", help="a clean-classifier `diffaug-fast train` run folder (or exported classifier)")
+    p.add_argument("--suite", default="all", help="all, or a comma list of corruptions, ood, certify")
+    p.add_argument("--limit", type=int, default=500, help="test images for corruptions and OOD (default 500)")
+    p.add_argument("--de", default="on", choices=["on", "off"], help="also evaluate with DiffAug-Ensemble")
+    p.add_argument("--de-timesteps", default="0,100,200,300,400", help="DiffAug-Ensemble t's for the suites")
+    p.add_argument("--baseline", default=None, help="an evaluated baseline run folder: mCE relative to it")
+    p.add_argument("--corruption-data", default=None, help="a CIFAR-10-C-style folder instead of on-the-fly "
+                   "Fashion-MNIST-C")
+    p.add_argument("--ood", default="digits,uniform,gaussian", help="OOD sets: digits, uniform, gaussian, folders")
+    p.add_argument("--certify-limit", type=int, default=100, help="test images to certify (default 100)")
+    p.add_argument("--sigmas", default="0.25,0.5", help="smoothing noise levels ([0, 1] pixel units)")
+    p.add_argument("--n0", type=int, default=10, help="noise samples to pick the class")
+    p.add_argument("--n", type=int, default=100, help="noise samples to bound its probability (default 100: the "
+                   "largest certifiable radius is then 1.5 σ at alpha 0.001)")
+    p.add_argument("--alpha", type=float, default=0.001)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("export-classifier", help="write a run's classifier as .safetensors + .json")
     p.add_argument("run", help="a `diffaug-fast train` run folder")

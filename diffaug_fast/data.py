@@ -161,3 +161,16 @@ def load_dataset(data: str, split: str = "train", *, limit: int | None = None, i
 
 def dataset_classes(data: str) -> list[str]:
     return list(FASHION_MNIST_CLASSES) if data == "fmnist" else folder_classes(data)
+
+
+def load_unlabeled_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int = 1,
+                          limit: int | None = None) -> torch.Tensor:
+    """Every image under ``root`` (any layout), e.g. an out-of-distribution set: float32 [N, C, S, S] in [-1, 1]."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder of images")
+    files = _images_in(root)[:limit]
+    if not files:
+        raise ValueError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    x = np.stack([_read_image(p, image_size, channels) for p in files])
+    return torch.from_numpy(x.astype(np.float32)).div_(127.5).sub_(1.0)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -42,6 +43,21 @@ def _finish_figure(fig, path: Path, legend_axes, fontsize: int = 8) -> None:
     plt.close(fig)
 
 
+@contextmanager
+def figure(path: Path, figsize=(6, 3.8), fontsize: int = 8):
+    """One-axes figure: draw on the yielded axes; it is saved (with a legend) to ``path`` and closed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    try:
+        yield ax
+    finally:
+        _finish_figure(fig, path, ax, fontsize)
+
+
 def _plots(runs: list[dict], out_dir: Path) -> list[str]:
     import matplotlib
 
@@ -58,24 +74,22 @@ def _plots(runs: list[dict], out_dir: Path) -> list[str]:
     _finish_figure(fig, out_dir / "curves.png", ax_acc)
 
     if any("acc_per_t_bucket" in r["metrics"] for r in runs):
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        for run in runs:
-            rows = run["metrics"].get("acc_per_t_bucket", [])
-            ax.plot([(r["t_from"] + r["t_to"]) / 2 for r in rows], [r["acc"] for r in rows], "-o",
-                    label=f"{run['dir'].name} ({run['config'].get('mode')})")
-        ax.set(xlabel="t (bucket centre)", ylabel="test accuracy on x_t", title="accuracy per noise level")
-        _finish_figure(fig, out_dir / "acc_per_t_bucket.png", ax)
+        with figure(out_dir / "acc_per_t_bucket.png") as ax:
+            for run in runs:
+                rows = run["metrics"].get("acc_per_t_bucket", [])
+                ax.plot([(r["t_from"] + r["t_to"]) / 2 for r in rows], [r["acc"] for r in rows], "-o",
+                        label=f"{run['dir'].name} ({run['config'].get('mode')})")
+            ax.set(xlabel="t (bucket centre)", ylabel="test accuracy on x_t", title="accuracy per noise level")
         return ["curves.png", "acc_per_t_bucket.png"]
 
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for run in runs:
-        m = run["metrics"]
-        for key, style, name in (("acc_per_t", "-o", "clean"), ("noisy_acc_per_t", "--s", "noisy")):
-            if key in m:
-                ts = sorted(m[key], key=int)
-                ax.plot([int(t) for t in ts], [m[key][t] for t in ts], style, label=f"{_label(run)}: {name}")
-    ax.set(xlabel="DiffAug t of the test images", ylabel="test accuracy", title="accuracy on x̂0(x_t, t)")
-    _finish_figure(fig, out_dir / "acc_vs_t.png", ax, fontsize=7)
+    with figure(out_dir / "acc_vs_t.png") as ax:
+        for run in runs:
+            m = run["metrics"]
+            for key, style, name in (("acc_per_t", "-o", "clean"), ("noisy_acc_per_t", "--s", "noisy")):
+                if key in m:
+                    ts = sorted(m[key], key=int)
+                    ax.plot([int(t) for t in ts], [m[key][t] for t in ts], style, label=f"{_label(run)}: {name}")
+        ax.set(xlabel="DiffAug t of the test images", ylabel="test accuracy", title="accuracy on x̂0(x_t, t)")
     return ["curves.png", "acc_vs_t.png"]
 
 

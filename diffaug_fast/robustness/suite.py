@@ -1,0 +1,216 @@
+"""``diffaug-fast eval``: corruptions, OOD detection and certified accuracy of a trained clean classifier,
+with and without DiffAug-Ensemble. Results go to ``eval.json`` / ``eval.md`` / plots in the output folder;
+every finished item is saved at once to ``eval.partial.json``, so an interrupted evaluation resumes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import norm
+from tqdm.auto import tqdm
+
+from diffaug_fast.robustness.certify import RADII, certified_accuracy, certify, denoised_classifier
+from diffaug_fast.robustness.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from diffaug_fast.robustness.ood import OOD_SETS, detection_metrics, energy, ensemble_scores, msp, ood_images
+
+SUITES = ("corruptions", "ood", "certify")
+
+
+@dataclass
+class EvalConfig:
+    suites: list = field(default_factory=lambda: list(SUITES))
+    limit: int = 500  # test images for the corruption and OOD suites
+    de: bool = True  # also evaluate with DiffAug-Ensemble
+    de_timesteps: list = field(default_factory=lambda: [0, 100, 200, 300, 400])
+    seed: int = 0
+    corruption_data: str | None = None  # a CIFAR-10-C-style folder (<name>.npy + labels.npy) instead of on-the-fly
+    ood_sets: list = field(default_factory=lambda: list(OOD_SETS))
+    certify_limit: int = 100
+    sigmas: list = field(default_factory=lambda: [0.25, 0.5])
+    n0: int = 10
+    n: int = 100
+    alpha: float = 0.001
+
+    def validate(self) -> None:
+        bad = [s for s in self.suites if s not in SUITES]
+        if bad or not self.suites:
+            raise ValueError(f"--suite: unknown {', '.join(bad) or '(none)'}; expected all or some of {', '.join(SUITES)}")
+        for name in ("limit", "certify_limit", "n0", "n"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"argument '{name}' must be a positive integer, got {getattr(self, name)!r}")
+        if not 0 < self.alpha < 1 or any(s <= 0 for s in self.sigmas):
+            raise ValueError(f"need 0 < alpha < 1 and sigmas > 0, got alpha={self.alpha}, sigmas={self.sigmas}")
+
+
+class _Partial:
+    """Finished items, saved atomically after each one; a rerun with the same settings skips them."""
+
+    def __init__(self, path: Path, config: EvalConfig):
+        self.path, self.key = path, json.dumps(asdict(config), sort_keys=True)
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        self.items = saved.get("items", {}) if saved.get("config") == self.key else {}
+
+    def get(self, name):
+        return self.items.get(name)
+
+    def put(self, name, value):
+        self.items[name] = value
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"config": self.key, "items": self.items}))
+        os.replace(tmp, self.path)
+        return value
+
+
+def _predict(model, images, batch=500):
+    with torch.inference_mode():
+        return torch.cat([model(images[i:i + batch]).float() for i in range(0, len(images), batch)])
+
+
+def _load_corruption_folder(root: Path, limit: int):
+    """CIFAR-10-C layout: ``labels.npy`` and one ``<corruption>.npy`` per corruption, 5 severities stacked."""
+    labels = torch.from_numpy(np.load(root / "labels.npy")).long()
+    per = len(labels) // 5
+    for path in sorted(root.glob("*.npy")):
+        if path.name == "labels.npy":
+            continue
+        data = np.load(path, mmap_mode="r")
+        if data.shape[0] != len(labels):
+            raise ValueError(f"{path}: {data.shape[0]} images but labels.npy has {len(labels)}")
+        for severity in SEVERITIES:
+            rows = np.asarray(data[(severity - 1) * per:(severity - 1) * per + min(per, limit)])
+            x = torch.from_numpy(rows).float()
+            x = x.permute(0, 3, 1, 2) if x.dim() == 4 and x.shape[-1] in (1, 3) else x.unsqueeze(1)
+            yield path.stem, severity, x.div(127.5).sub(1), labels[(severity - 1) * per:][:len(x)]
+
+
+def run_corruptions(classifier, ensemble, images, labels, config, partial, progress):
+    items = ([(n, s, None, None) for n in CORRUPTIONS for s in SEVERITIES] if config.corruption_data is None
+             else list(_load_corruption_folder(Path(config.corruption_data), config.limit)))
+    table = {}
+    for name, severity, x, y in tqdm(items, desc="corruptions", disable=not progress):
+        key = f"corruption/{name}/{severity}"
+        result = partial.get(key)
+        if result is None:
+            if x is None:
+                x, y = corrupt(images, name, severity, seed=config.seed), labels
+            result = {"acc": float((_predict(classifier, x).argmax(1) == y).float().mean())}
+            if ensemble is not None:
+                result["de_acc"] = float((ensemble(x).argmax(1) == y).float().mean())
+            partial.put(key, result)
+        table.setdefault(name, {})[str(severity)] = result
+    summary = {"per_corruption": table}
+    for metric in ("acc", "de_acc"):
+        values = [r[metric] for sev in table.values() for r in sev.values() if metric in r]
+        if values:
+            summary[f"mean_{metric}"] = float(np.mean(values))
+            summary[f"{metric}_per_severity"] = [float(np.mean([table[n][str(s)][metric] for n in table]))
+                                                 for s in SEVERITIES]
+    return summary
+
+
+def corruption_error(result: dict, baseline: dict, metric: str = "acc") -> dict:
+    """CE per corruption (sum of errors over severities, relative to the baseline's) and their mean, mCE."""
+    ce = {}
+    for name, per_sev in result["per_corruption"].items():
+        base = baseline["per_corruption"].get(name)
+        if base is None:
+            continue
+        err = sum(1 - per_sev[s][metric] for s in per_sev)
+        base_err = sum(1 - base[s]["acc"] for s in per_sev)
+        ce[name] = err / base_err if base_err > 0 else float("nan")
+    return {"ce": ce, "mce": float(np.mean(list(ce.values()))) if ce else float("nan")}
+
+
+def run_ood(classifier, ensemble, images, config, partial, progress):
+    def scores(x, tag):
+        cached = partial.get(f"ood-scores/{tag}")
+        if cached is not None:
+            return {k: torch.tensor(v) for k, v in cached.items()}
+        logits = _predict(classifier, x)
+        out = {"msp": msp(logits), "energy": energy(logits)}
+        if ensemble is not None:
+            out.update(ensemble_scores(ensemble.logits_per_t(x)))
+        partial.put(f"ood-scores/{tag}", {k: v.tolist() for k, v in out.items()})
+        return out
+
+    inside = scores(images, "in-distribution")
+    results = {}
+    for name in tqdm(config.ood_sets, desc="OOD sets", disable=not progress):
+        x = ood_images(name, n=config.limit, image_size=images.shape[-1], channels=images.shape[1], seed=config.seed)
+        outside = scores(x, name)
+        results[Path(name).name if name not in OOD_SETS else name] = {
+            score: detection_metrics(inside[score], outside[score]) for score in inside}
+    return results
+
+
+def run_certify(classifier, denoiser, images, labels, config, partial, progress):
+    results = {}
+    for sigma in config.sigmas:
+        key = f"certify/{sigma}"
+        result = partial.get(key)
+        if result is None:
+            base = denoised_classifier(classifier, denoiser, sigma)
+            preds, radii = certify(base, images[:config.certify_limit], sigma=sigma,
+                                   num_classes=int(labels.max()) + 1, n0=config.n0, n=config.n, alpha=config.alpha,
+                                   seed=config.seed, progress=progress)
+            y = labels[:config.certify_limit]
+            result = partial.put(key, {"timestep": base.timestep, "abstain": float((preds == -1).float().mean()),
+                                       "certified_acc": {str(r): certified_accuracy(preds, radii, y, r) for r in RADII},
+                                       "max_radius_possible": sigma * float(norm.ppf(config.alpha ** (1 / config.n)))})
+        results[str(sigma)] = result
+    return results
+
+
+def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path | None = None,
+                 baseline: str | Path | None = None, progress: bool = True) -> dict:
+    """Run the suites on a clean-classifier run folder (or exported classifier); write eval.json / .md / plots."""
+    from diffaug_fast.augment import DiffAugEnsemble
+    from diffaug_fast.data import load_dataset
+    from diffaug_fast.train.classifier import load_denoiser, load_run_classifier
+
+    config.validate()
+    base_eval = Path(baseline) / "eval.json" if baseline else None
+    if base_eval is not None and not base_eval.exists():
+        raise FileNotFoundError(f"--baseline {baseline}: no eval.json there; evaluate the baseline first")
+    classifier, train_config = load_run_classifier(run_dir)
+    if train_config.mode != "clean":
+        raise ValueError(f"{run_dir}: `diffaug-fast eval` evaluates clean-image classifiers; this run is a "
+                         f"{train_config.mode} classifier of (x_t, t)")
+    out = Path(out_dir) if out_dir else (Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).with_suffix(""))
+    out.mkdir(parents=True, exist_ok=True)
+    denoiser = load_denoiser(train_config.denoiser)
+    images, labels = load_dataset(train_config.data, "test", limit=max(config.limit, config.certify_limit),
+                                  image_size=train_config.image_size, channels=train_config.channels)
+    ensemble = (DiffAugEnsemble(classifier, denoiser, config.de_timesteps, seed=config.seed, compile=False)
+                if config.de else None)
+    partial = _Partial(out / "eval.partial.json", config)
+    x, y = images[:config.limit], labels[:config.limit]
+    clean_logits = _predict(classifier, x)
+    result = {"run": str(run_dir), "config": asdict(config), "images": len(x),
+              "clean_acc": float((clean_logits.argmax(1) == y).float().mean())}
+    if ensemble is not None:
+        result["clean_de_acc"] = partial.get("clean_de_acc") or partial.put(
+            "clean_de_acc", float((ensemble(x).argmax(1) == y).float().mean()))
+    if "corruptions" in config.suites:
+        result["corruptions"] = run_corruptions(classifier, ensemble, x, y, config, partial, progress)
+        if base_eval is not None:
+            base = json.loads(base_eval.read_text()).get("corruptions")
+            if base:
+                result["corruptions"]["mce"] = corruption_error(result["corruptions"], base)["mce"]
+                if ensemble is not None:
+                    result["corruptions"]["de_mce"] = corruption_error(result["corruptions"], base, "de_acc")["mce"]
+                result["corruptions"]["baseline"] = str(baseline)
+    if "ood" in config.suites:
+        result["ood"] = run_ood(classifier, ensemble, x, config, partial, progress)
+    if "certify" in config.suites:
+        result["certify"] = run_certify(classifier, denoiser, images, labels, config, partial, progress)
+    (out / "eval.json").write_text(json.dumps(result, indent=2))
+    from diffaug_fast.robustness.report import write_eval_report
+
+    write_eval_report(result, out)
+    return result

@@ -1,0 +1,202 @@
+"""The robustness suite: corruptions are deterministic, in range and real; OOD metrics equal scikit-learn's;
+randomized-smoothing certification is pinned on a linear classifier whose radius is known in closed form;
+`diffaug-fast eval` runs every suite on a trained run, resumes, and reads CIFAR-10-C-style folders."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from diffaug_fast.data import load_fashion_mnist
+from diffaug_fast.robustness.certify import (certified_accuracy, certify, clopper_pearson_lower, denoised_classifier,
+                                             timestep_for_sigma)
+from diffaug_fast.robustness.corruptions import CORRUPTIONS, FAMILIES, corrupt
+from diffaug_fast.robustness.ood import detection_metrics, energy, ensemble_scores, msp, ood_images
+
+CLI = [sys.executable, "-m", "diffaug_fast.cli"]
+
+
+@pytest.fixture(scope="module")
+def images():
+    return load_fashion_mnist("test", limit=64)[0]
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_corruptions_are_deterministic_in_range_and_grow_with_severity(images, name):
+    outs = [corrupt(images, name, s, seed=3) for s in range(1, 6)]
+    assert torch.equal(outs[2], corrupt(images, name, 3, seed=3))
+    for out in outs:
+        assert out.shape == images.shape and out.dtype == images.dtype
+        assert out.min() >= -1 and out.max() <= 1 and torch.isfinite(out).all()
+    change = [float((o - images).abs().mean()) for o in outs]
+    assert change[0] > 0.02, change  # every severity really corrupts
+    assert change[4] > change[0], change  # and the strongest corrupts more than the mildest
+    if name.endswith("noise") or name in ("glass_blur", "elastic_transform", "frost", "fog", "snow"):
+        assert not torch.equal(outs[2], corrupt(images, name, 3, seed=4))  # random ones depend on the seed
+
+
+def test_corruption_families_cover_fifteen_and_bad_arguments_are_named(images):
+    assert sorted(sum(FAMILIES.values(), ())) == sorted(CORRUPTIONS) and len(CORRUPTIONS) == 15
+    with pytest.raises(ValueError, match="argument 'name'"):
+        corrupt(images, "rain", 1)
+    with pytest.raises(ValueError, match="argument 'severity'"):
+        corrupt(images, "fog", 6)
+    with pytest.raises(ValueError, match="argument 'images'"):
+        corrupt(images[0], "fog", 1)
+    rgb = corrupt(images.expand(-1, 3, -1, -1), "jpeg_compression", 2)
+    assert rgb.shape == (64, 3, 28, 28)
+
+
+def test_contrast_and_brightness_match_their_formulas(images):
+    x01 = (images + 1) / 2
+    mean = x01.mean((1, 2, 3), keepdim=True)
+    torch.testing.assert_close(corrupt(images, "contrast", 1), ((x01 - mean) * 0.4 + mean).clamp(0, 1) * 2 - 1)
+    torch.testing.assert_close(corrupt(images, "brightness", 3), (x01 + 0.3).clamp(0, 1) * 2 - 1)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_detection_metrics_equal_scikit_learn(ties):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 1.0, 700), rng.normal(0.0, 1.0, 400)
+    if ties:
+        a, b = np.round(a, 1), np.round(b, 1)
+    m = detection_metrics(torch.from_numpy(a), b)
+    y, s = np.r_[np.ones(700), np.zeros(400)], np.r_[a, b]
+    fpr, tpr, _ = roc_curve(y, s)
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert m["aupr"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert m["fpr_at_95_tpr"] == pytest.approx(fpr[np.searchsorted(tpr, 0.95)])
+    perfect = detection_metrics([2.0, 3.0], [0.0, 1.0])
+    assert perfect == {"auroc": 1.0, "aupr": 1.0, "fpr_at_95_tpr": 0.0}
+
+
+def test_ood_scores_and_sets():
+    logits = torch.tensor([[10.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    assert msp(logits)[0] > 0.99 and msp(logits)[1] == pytest.approx(1 / 3)
+    torch.testing.assert_close(energy(logits), torch.logsumexp(logits, -1))
+    per_t = torch.stack([logits, logits.flip(0)])
+    de = ensemble_scores(per_t)
+    torch.testing.assert_close(de["de_energy"], energy(logits).mean().expand(2))
+    digits = ood_images("digits", n=100)
+    assert digits.shape == (100, 1, 28, 28) and digits.min() == -1 and digits.max() <= 1
+    assert torch.equal(ood_images("uniform", n=5, seed=1), ood_images("uniform", n=5, seed=1))
+
+
+def test_clopper_pearson_equals_scipy_exact_interval():
+    for k, n in ((90, 100), (7, 10), (100, 100), (51, 100)):
+        two_sided = scipy.stats.binomtest(k, n).proportion_ci(confidence_level=0.998, method="exact").low
+        assert clopper_pearson_lower(k, n, 0.001) == pytest.approx(two_sided, abs=1e-9)
+    assert clopper_pearson_lower(0, 10, 0.01) == 0.0
+
+
+def test_certify_recovers_the_closed_form_radius_of_a_linear_classifier():
+    """Smoothing f(x) = [w·x + b > 0] with N(0, s²) gives p = Φ((w·x + b) / (s‖w‖)), so the exact certified
+    radius is the distance to the boundary |w·x + b| / ‖w‖ (in the noise's units; reported halved, in [0, 1]
+    pixel units). With many samples the Clopper–Pearson radius lies just below it."""
+    w, b = torch.tensor([3.0, -4.0]), 0.5
+
+    def classify(x):
+        return ((x @ w + b) > 0).long()
+
+    points = torch.tensor([[0.5, 0.0], [0.0, 0.3], [0.2, 0.1], [0.05, 0.0]])
+    distance = (points @ w + b).abs() / w.norm() / 2
+    preds, radii = certify(classify, points, sigma=0.25, num_classes=2, n0=200, n=200_000, alpha=0.001, batch=50_000)
+    assert preds.tolist() == [1, 0, 1, 1]
+    assert (radii <= distance + 1e-6).all() and (radii >= distance - 0.012).all(), (radii, distance)
+    # On the boundary it must abstain.
+    preds, radii = certify(classify, torch.tensor([[0.0, 0.125]]), sigma=0.25, num_classes=2, n=2000)
+    assert preds.tolist() == [-1] and radii.tolist() == [0.0]
+    assert certified_accuracy(torch.tensor([1, 0, -1]), torch.tensor([0.6, 0.3, 0.0]), torch.tensor([1, 1, 0]),
+                              0.5) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="sigma > 0"):
+        certify(classify, points, sigma=0.0, num_classes=2)
+
+
+def test_denoised_classifier_matches_noise_level_and_denoises():
+    from diffaug_fast import pretrained
+
+    den = pretrained("fmnist")
+    t = timestep_for_sigma(den.schedule, 0.25)
+    a, s = den.schedule.coefficients(torch.tensor([t]))
+    assert abs(float(s / a) - 0.5) < 0.01
+    x, y = load_fashion_mnist("test", limit=32)
+    seen = []
+
+    def record(x0_hat):
+        seen.append(x0_hat)
+        return torch.nn.functional.one_hot(y[:len(x0_hat)], 10).float()
+
+    classify = denoised_classifier(record, den, 0.25)
+    noisy = x + 0.5 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(classify(noisy), y)
+    err_noisy, err_denoised = float((noisy - x).pow(2).mean()), float((seen[0] - x).pow(2).mean())
+    assert err_denoised < 0.5 * err_noisy, (err_denoised, err_noisy)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from diffaug_fast.train.classifier import config_from_preset, train_classifier
+
+    run = tmp_path_factory.mktemp("clean-run")
+    config = config_from_preset("quick", diffaug="off", train_limit=1024, batch_size=64, de_timesteps=[],
+                                compile="off", warmup_steps=2, lr=0.1)
+    train_classifier(config, run, progress=False, evaluate_at_end=False)
+    return run
+
+
+def test_eval_command_runs_all_suites_and_resumes(trained_run, tmp_path):
+    args = ["eval", str(trained_run), "--limit", "24", "--certify-limit", "3", "--n", "20", "--de-timesteps", "0,200",
+            "--out", str(tmp_path / "ev")]
+    out = subprocess.run(CLI + args, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    corr = result["corruptions"]
+    assert set(corr["per_corruption"]) == set(CORRUPTIONS) and 0 <= corr["mean_acc"] <= 1 and "mean_de_acc" in corr
+    assert set(result["ood"]) == {"digits", "uniform", "gaussian"}
+    assert set(result["ood"]["digits"]) == {"msp", "energy", "de_msp", "de_energy"}
+    assert set(result["certify"]) == {"0.25", "0.5"}
+    for name in ("eval.md", "acc_vs_severity.png", "certified_accuracy.png"):
+        assert (tmp_path / "ev" / name).exists()
+    # a second run with the same settings takes everything from eval.partial.json (the same numbers);
+    # as the baseline of itself its mCE is exactly 100
+    again = subprocess.run(CLI + args + ["--baseline", str(tmp_path / "ev")], capture_output=True, text=True,
+                           timeout=900)
+    assert again.returncode == 0, again.stderr
+    second = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert second["corruptions"]["per_corruption"] == corr["per_corruption"]
+    assert second["corruptions"]["mce"] == pytest.approx(1.0) and "mCE 100.0" in again.stdout
+
+
+def test_eval_reads_a_cifar10c_style_folder(trained_run, tmp_path):
+    data = tmp_path / "fmnist-c"
+    data.mkdir()
+    x, y = load_fashion_mnist("test", limit=20)
+    pixels = ((x[:, 0] + 1) * 127.5).round().to(torch.uint8).numpy()[..., None]  # [N, 28, 28, 1] like CIFAR-10-C
+    np.save(data / "labels.npy", np.tile(y.numpy(), 5))
+    np.save(data / "identity.npy", np.tile(pixels, (5, 1, 1, 1)))
+    out = subprocess.run(CLI + ["eval", str(trained_run), "--suite", "corruptions", "--de", "off", "--limit", "20",
+                                "--corruption-data", str(data), "--out", str(tmp_path / "ev")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert list(result["corruptions"]["per_corruption"]) == ["identity"]
+    # the "identity corruption" is the clean test set: every severity scores the clean accuracy
+    assert all(r["acc"] == pytest.approx(result["clean_acc"])
+               for r in result["corruptions"]["per_corruption"]["identity"].values())
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--suite", "nope"], "--suite: unknown nope"),
+    (["--limit", "0"], "argument 'limit'"),
+    (["--corruption-data", "/nonexistent"], "--corruption-data /nonexistent"),
+    (["--baseline", "/nonexistent", "--suite", "corruptions", "--limit", "4", "--de", "off"], "no eval.json there"),
+])
+def test_eval_errors_are_one_line(trained_run, tmp_path, args, match):
+    out = subprocess.run(CLI + ["eval", str(trained_run), *args, "--out", str(tmp_path / "ev")], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 2 and match in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -1,0 +1,153 @@
+"""Semi-supervised and positive-unlabeled noisy / DA classifiers on Fashion-MNIST, over several seeds.
+
+Usage: python scripts/ssl_study.py [--seeds 0,1,2] [--runs runs/ssl] [--out docs/results/fmnist_ssl]
+       [--parts ssl,pu,radius] [-- more `diffaug-fast train` options]
+Runs (or reuses finished) `diffaug-fast train --ssl|--pu ...` runs and writes mean ± std tables (Markdown +
+JSON) and the temporal-consistency radius curve (PNG next to the tables).
+
+Budget (the same for every row): 400 steps of 32 labeled (+ 32 unlabeled images at t and t' with the
+consistency term) drawn from the first 12 800 training images, evaluated on 1 000 test images per t-bucket.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+BUDGET = ["--train-limit", "12800", "--batch-size", "32", "--eval-limit", "1000"]
+UPPER_BODY = "0,2,4,6"  # T-shirt/top, Pullover, Coat, Shirt
+RADII = (0, 10, 50, 150, 400)
+
+
+def run(folder: Path, args: list[str], extra: list[str]) -> dict:
+    if not (folder / "metrics.json").exists():
+        cmd = [sys.executable, "-m", "diffaug_fast.cli", "train", *args, *BUDGET, *extra, "--out", str(folder),
+               *(["--resume"] if (folder / "checkpoint.pt").exists() else [])]
+        print(" ".join(cmd), flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder.with_suffix(".log"), "w") as log:  # progress bars and output, beside the run folder
+            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def summary(rows: list[dict], pick) -> dict:
+    values = [pick(r) for r in rows]
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def cell(s: dict, scale: float = 100.0, digits: int = 1) -> str:
+    return f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+
+
+COLUMNS = {
+    "low_t": lambda m: m["acc_per_t_bucket"][0]["acc"],
+    "mean_t": lambda m: m["mean_acc_over_t"],
+    "changed": lambda m: m["tc_disagreement"]["top_class_changed"],
+}
+
+
+def ssl_part(args, seeds, results, lines):
+    lines += ["## Few labels per class (`--ssl`)", "",
+              "Accuracy in % on test images diffused to t (t in 0–99, and the mean over 10 t-buckets); the last "
+              "column is how often the top class changes between x_t and x_t' (same image and ε, |t − t'| ≤ 50).",
+              "", "| labels / class | classifier | training | acc, t 0–99 | acc, mean over t | top class changed t↔t' |",
+              "|---|---|---|---|---|---|"]
+    for k in (10, 100):
+        for mode in ("noisy", "da"):
+            for tc in ("off", "on"):
+                rows = [run(Path(args.runs) / f"ssl-k{k}-{mode}-tc{tc}-s{s}",
+                            ["--mode", mode, "--ssl", "--labels-per-class", str(k), "--consistency", tc, "--seed",
+                             str(s)], args.extra) for s in seeds]
+                stats = {name: summary(rows, f) for name, f in COLUMNS.items()}
+                results["ssl"][f"k{k}-{mode}-tc{tc}"] = stats
+                lines.append(f"| {k} | {mode} | {'labeled CE + temporal consistency' if tc == 'on' else 'labeled CE only'}"
+                             f" | {cell(stats['low_t'])} | {cell(stats['mean_t'])} | {cell(stats['changed'])} |")
+    lines.append("")
+
+
+def pu_part(args, seeds, results, lines):
+    lines += ["## Positive-unlabeled (`--pu --positive 0,2,4,6`: upper-body clothes, prior 0.4 known)", "",
+              "100 labeled images of each positive class, everything else unlabeled. Accuracy in % and F1 of the "
+              "positive class.", "",
+              "| classifier | training | acc, t 0–99 | F1, t 0–99 | acc, mean over t | F1, mean over t |",
+              "|---|---|---|---|---|---|"]
+    for mode in ("noisy", "da"):
+        for tc in ("off", "on"):
+            rows = [run(Path(args.runs) / f"pu-{mode}-tc{tc}-s{s}",
+                        ["--mode", mode, "--pu", "--positive", UPPER_BODY, "--labels-per-class", "100",
+                         "--consistency", tc, "--seed", str(s)], args.extra) for s in seeds]
+            stats = {"low_t": summary(rows, COLUMNS["low_t"]), "f1_low_t": summary(rows, lambda m: m["acc_per_t_bucket"][0]["f1"]),
+                     "mean_t": summary(rows, COLUMNS["mean_t"]), "f1_mean_t": summary(rows, lambda m: m["mean_f1_over_t"])}
+            results["pu"][f"{mode}-tc{tc}"] = stats
+            lines.append(f"| {mode} | {'nnPU + temporal consistency' if tc == 'on' else 'nnPU'} | {cell(stats['low_t'])} "
+                         f"| {cell(stats['f1_low_t'], 1, 3)} | {cell(stats['mean_t'])} | {cell(stats['f1_mean_t'], 1, 3)} |")
+    lines.append("")
+
+
+def radius_part(args, seeds, results, lines, png: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = {}
+    for radius in RADII:
+        rows = [run(Path(args.runs) / (f"radius-{radius}-s{s}" if radius != 50 else f"ssl-k10-noisy-tcon-s{s}"),
+                    ["--mode", "noisy", "--ssl", "--labels-per-class", "10", "--tc-radius", str(radius), "--seed",
+                     str(s)], args.extra) for s in seeds]
+        curve[radius] = {"mean_t": summary(rows, COLUMNS["mean_t"]), "low_t": summary(rows, COLUMNS["low_t"])}
+    baseline = results["ssl"].get("k10-noisy-tcoff")
+    results["radius"] = {str(r): v for r, v in curve.items()}
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for key, label in (("mean_t", "mean over t"), ("low_t", "t in 0–99")):
+        ax.errorbar(RADII, [100 * curve[r][key]["mean"] for r in RADII], yerr=[100 * curve[r][key]["std"] for r in RADII],
+                    marker="o", capsize=3, label=f"+ consistency, {label}")
+        if baseline:
+            ax.axhline(100 * baseline[key]["mean"], ls="--", lw=1, color=ax.lines[-1].get_color(),
+                       label=f"labeled CE only, {label}")
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlabel("consistency radius R (t' = t + U{-R..R})")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("noisy classifier, 10 labels per class")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    lines += ["## Consistency radius (noisy classifier, 10 labels per class)", "",
+              "| radius R | acc, t 0–99 | acc, mean over t |", "|---|---|---|"]
+    lines += [f"| {r} | {cell(curve[r]['low_t'])} | {cell(curve[r]['mean_t'])} |" for r in RADII]
+    lines += ["", f"![radius curve]({png.name})", ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--runs", default="runs/ssl")
+    parser.add_argument("--out", default="docs/results/fmnist_ssl")
+    parser.add_argument("--parts", default="ssl,pu,radius")
+    parser.add_argument("extra", nargs="*", help="more `diffaug-fast train` options, after --")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    parts = args.parts.split(",")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = {"seeds": seeds, "budget": BUDGET, "extra_args": args.extra, "ssl": {}, "pu": {}}
+    lines = [f"# Semi-supervised and positive-unlabeled noisy / DA classifiers (Fashion-MNIST, seeds {args.seeds})", "",
+             "Every run: `diffaug-fast train " + " ".join(BUDGET) + "` (400 steps), mean ± std over seeds.", ""]
+    if "ssl" in parts:
+        ssl_part(args, seeds, results, lines)
+    if "pu" in parts:
+        pu_part(args, seeds, results, lines)
+    if "radius" in parts:
+        radius_part(args, seeds, results, lines, out.parent / f"{out.name}_radius.png")
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
