@@ -198,7 +198,9 @@ def _cmd_train(args) -> None:
                                 positive=None if args.positive is None else _parse_int_list(args.positive, "--positive"),
                                 prior=args.prior, pu_loss=args.pu_loss)
     out = Path(args.out)
-    if (out / "checkpoint.pt").exists() and not args.resume:
+    from diffaug_fast.checkpoint import checkpoint_exists
+
+    if checkpoint_exists(out / "checkpoint.pt") and not args.resume:
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if args.compare and not (Path(args.compare) / "metrics.json").exists():
         raise FileNotFoundError(f"--compare {args.compare}: no metrics.json there (not a finished run)")

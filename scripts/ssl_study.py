@@ -50,40 +50,42 @@ COLUMNS = {
 }
 
 
-def ssl_part(args, seeds, results, lines):
+def ssl_part(args, seeds, results, lines, modes=("noisy", "da")):
     lines += ["## Few labels per class (`--ssl`)", "",
               "Accuracy in % on test images diffused to t (t in 0–99, and the mean over 10 t-buckets); the last "
               "column is how often the top class changes between x_t and x_t' (same image and ε, |t − t'| ≤ 50).",
               "", "| labels / class | classifier | training | acc, t 0–99 | acc, mean over t | top class changed t↔t' |",
               "|---|---|---|---|---|---|"]
     for k in (10, 100):
-        for mode in ("noisy", "da"):
+        for mode in modes:
             for tc in ("off", "on"):
                 rows = [run(Path(args.runs) / f"ssl-k{k}-{mode}-tc{tc}-s{s}",
                             ["--mode", mode, "--ssl", "--labels-per-class", str(k), "--consistency", tc, "--seed",
-                             str(s)], args.extra) for s in seeds]
+                             str(s)], args.extra) for s in seeds[mode]]
                 stats = {name: summary(rows, f) for name, f in COLUMNS.items()}
                 results["ssl"][f"k{k}-{mode}-tc{tc}"] = stats
-                lines.append(f"| {k} | {mode} | {'labeled CE + temporal consistency' if tc == 'on' else 'labeled CE only'}"
+                lines.append(f"| {k} | {mode} ({len(rows)} seeds) | "
+                             f"{'labeled CE + temporal consistency' if tc == 'on' else 'labeled CE only'}"
                              f" | {cell(stats['low_t'])} | {cell(stats['mean_t'])} | {cell(stats['changed'])} |")
     lines.append("")
 
 
-def pu_part(args, seeds, results, lines):
+def pu_part(args, seeds, results, lines, modes=("noisy", "da")):
     lines += ["## Positive-unlabeled (`--pu --positive 0,2,4,6`: upper-body clothes, prior 0.4 known)", "",
               "100 labeled images of each positive class, everything else unlabeled. Accuracy in % and F1 of the "
               "positive class.", "",
               "| classifier | training | acc, t 0–99 | F1, t 0–99 | acc, mean over t | F1, mean over t |",
               "|---|---|---|---|---|---|"]
-    for mode in ("noisy", "da"):
+    for mode in modes:
         for tc in ("off", "on"):
             rows = [run(Path(args.runs) / f"pu-{mode}-tc{tc}-s{s}",
                         ["--mode", mode, "--pu", "--positive", UPPER_BODY, "--labels-per-class", "100",
-                         "--consistency", tc, "--seed", str(s)], args.extra) for s in seeds]
+                         "--consistency", tc, "--seed", str(s)], args.extra) for s in seeds[mode]]
             stats = {"low_t": summary(rows, COLUMNS["low_t"]), "f1_low_t": summary(rows, lambda m: m["acc_per_t_bucket"][0]["f1"]),
                      "mean_t": summary(rows, COLUMNS["mean_t"]), "f1_mean_t": summary(rows, lambda m: m["mean_f1_over_t"])}
             results["pu"][f"{mode}-tc{tc}"] = stats
-            lines.append(f"| {mode} | {'nnPU + temporal consistency' if tc == 'on' else 'nnPU'} | {cell(stats['low_t'])} "
+            lines.append(f"| {mode} ({len(rows)} seeds) | {'nnPU + temporal consistency' if tc == 'on' else 'nnPU'} | "
+                         f"{cell(stats['low_t'])} "
                          f"| {cell(stats['f1_low_t'], 1, 3)} | {cell(stats['mean_t'])} | {cell(stats['f1_mean_t'], 1, 3)} |")
     lines.append("")
 
@@ -98,7 +100,7 @@ def radius_part(args, seeds, results, lines, png: Path):
     for radius in RADII:
         rows = [run(Path(args.runs) / (f"radius-{radius}-s{s}" if radius != 50 else f"ssl-k10-noisy-tcon-s{s}"),
                     ["--mode", "noisy", "--ssl", "--labels-per-class", "10", "--tc-radius", str(radius), "--seed",
-                     str(s)], args.extra) for s in seeds]
+                     str(s)], args.extra) for s in seeds["noisy"]]
         curve[radius] = {"mean_t": summary(rows, COLUMNS["mean_t"]), "low_t": summary(rows, COLUMNS["low_t"])}
     baseline = results["ssl"].get("k10-noisy-tcoff")
     results["radius"] = {str(r): v for r, v in curve.items()}
@@ -126,18 +128,28 @@ def radius_part(args, seeds, results, lines, png: Path):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--da-seeds", default=None, help="seeds of the (slower) DA rows; default --seeds")
     parser.add_argument("--runs", default="runs/ssl")
     parser.add_argument("--out", default="docs/results/fmnist_ssl")
     parser.add_argument("--parts", default="ssl,pu,radius")
     parser.add_argument("extra", nargs="*", help="more `diffaug-fast train` options, after --")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = {"noisy": [int(s) for s in args.seeds.split(",")]}
+    seeds["da"] = [int(s) for s in (args.da_seeds or args.seeds).split(",")]
     parts = args.parts.split(",")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {"seeds": seeds, "budget": BUDGET, "extra_args": args.extra, "ssl": {}, "pu": {}}
-    lines = [f"# Semi-supervised and positive-unlabeled noisy / DA classifiers (Fashion-MNIST, seeds {args.seeds})", "",
+    lines = [f"# Semi-supervised and positive-unlabeled noisy / DA classifiers (Fashion-MNIST, seeds {args.seeds}"
+             f"{'; DA rows ' + args.da_seeds if args.da_seeds else ''})", "",
              "Every run: `diffaug-fast train " + " ".join(BUDGET) + "` (400 steps), mean ± std over seeds.", ""]
+    # the cheap noisy-classifier runs first, so that their rows are complete before the slow DA runs start
+    if "ssl" in parts:
+        ssl_part(args, seeds, {"ssl": {}}, [], modes=("noisy",))
+    if "pu" in parts:
+        pu_part(args, seeds, {"pu": {}}, [], modes=("noisy",))
+    if "radius" in parts:
+        radius_part(args, seeds, dict(results, ssl={}), [], out.parent / f"{out.name}_radius.png")
     if "ssl" in parts:
         ssl_part(args, seeds, results, lines)
     if "pu" in parts:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from diffaug_fast.augment import DE_TIMESTEPS, _FastNet, amp_dtype, autocast, diffuse_and_denoise, sample_timesteps
-from diffaug_fast.checkpoint import load_verified, save_atomic
+from diffaug_fast.checkpoint import checkpoint_exists, load_verified, save_atomic
 from diffaug_fast.classifiers import build_classifier
 from diffaug_fast.ops import diffuse
 from diffaug_fast.train.distributed import world
@@ -305,7 +305,7 @@ class _Job:
             save_atomic(self.state(), self.checkpoint_path)
 
     def resume(self) -> None:
-        if not self.checkpoint_path.exists():
+        if not checkpoint_exists(self.checkpoint_path):
             return
         state = load_verified(self.checkpoint_path)
         saved = {k: v for k, v in state["config"].items() if k not in ("epochs", "checkpoint_every", "log_every")}
@@ -656,7 +656,7 @@ def load_run_classifier(source: str | Path, device="cpu") -> tuple[torch.nn.Modu
         config, weights = TrainConfig(**meta["config"]), load_file(str(source))
     else:
         ckpt, cfg_path = source / "checkpoint.pt", source / "config.json"
-        if not ckpt.exists() or not cfg_path.exists():
+        if not checkpoint_exists(ckpt) or not cfg_path.exists():
             raise FileNotFoundError(f"{source} holds no `diffaug-fast train` run (need config.json and checkpoint.pt)")
         config = TrainConfig(**json.loads(cfg_path.read_text()))
         state = load_verified(ckpt)

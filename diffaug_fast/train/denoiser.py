@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from diffaug_fast.checkpoint import load_verified, save_atomic
+from diffaug_fast.checkpoint import checkpoint_exists, load_verified, save_atomic
 from diffaug_fast.data import load_fashion_mnist, load_image_folder
 from diffaug_fast.diffusion import Schedule, get_schedule, q_sample, ve_geometric
 from diffaug_fast.diffusion.unet import UNetModel
@@ -111,7 +111,7 @@ def train_denoiser(config: DenoiserConfig, out_dir: str | Path, *, data_root=Non
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / config.warmup))
     step, consumed = 0, 0
     ckpt = out_dir / "checkpoint.pt"
-    if ckpt.exists():
+    if checkpoint_exists(ckpt):
         state = load_verified(ckpt)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
