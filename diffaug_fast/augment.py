@@ -71,6 +71,21 @@ class _FastNet:
                             self.denoiser.conditioning(t))
 
 
+def _check_images(denoiser: Denoiser, x0) -> None:
+    """Clean images for the denoiser: a float [N, C, H, W] tensor of its image shape, finite."""
+    from diffaug_fast.pretrained import denoiser_image_shape
+
+    if not torch.is_tensor(x0) or not x0.is_floating_point() or x0.dim() != 4:
+        got = f"a {x0.dim()}-D {x0.dtype} tensor" if torch.is_tensor(x0) else type(x0).__name__
+        raise ValueError(f"argument 'x0' must be a floating-point image batch [N, C, H, W], got {got}")
+    shape = denoiser_image_shape(denoiser)
+    if shape is not None and tuple(x0.shape[1:]) != shape:
+        raise ValueError(f"argument 'x0' has images of shape {list(x0.shape[1:])}; this denoiser works on "
+                         f"{list(shape)}")
+    if len(x0) and not bool(torch.isfinite(x0).all()):
+        raise ValueError("argument 'x0' contains NaN or Inf")
+
+
 def diffuse_and_denoise(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, *, seed: int, offset: int = 0,
                         net=None, max_batch: int | None = None, return_noisy: bool = False):
     """x0_hat(x_t, t) for ``x_t ~ q(x_t | x0)`` at per-example grid indices ``t``; a normal (grad-able) tensor.
@@ -79,6 +94,7 @@ def diffuse_and_denoise(denoiser: Denoiser, x0: torch.Tensor, t: torch.Tensor, *
     ``max_batch`` bounds how many images go through the network at once; ``return_noisy`` also returns
     x_t (as ``(x_t, x0_hat)``), which denoising-assisted classifiers see.
     """
+    _check_images(denoiser, x0)
     if t.shape != (x0.shape[0],):
         raise ValueError(f"argument 't' must have shape [{x0.shape[0]}] (one timestep per image), "
                          f"got {list(t.shape)}")

@@ -147,6 +147,16 @@ def space_timesteps(num_steps: int, spec: str | int | list[int]) -> list[int]:
     ``"K"`` or ``K``: K steps spread evenly over the whole chain (first and last kept).
     ``"K1,K2,..."``: the chain split into equal sections with K_i evenly spread steps each.
     """
+    try:
+        return _space_timesteps(num_steps, spec)
+    except ValueError as err:
+        if "invalid literal" not in str(err):
+            raise
+        raise ValueError(f"argument 'steps' is {spec!r}; expected 'ddimN' (N evenly strided steps), an integer N, "
+                         "or comma-separated step counts per section such as '10,10,5'") from None
+
+
+def _space_timesteps(num_steps: int, spec) -> list[int]:
     if isinstance(spec, str) and spec.startswith("ddim"):
         want = int(spec[len("ddim"):])
         for stride in range(1, num_steps):

@@ -1,0 +1,128 @@
+"""The bad-input table of docs/errors.md: every row is a case run here (Python API: the exception and its
+message; CLI: exit code 2 and one line naming the option), and the doc is checked to list exactly these rows.
+More op-level cases (dtypes, strides, devices, backends) are in test_errors.py and test_fuzz_ops.py.
+
+Regenerate the doc after adding a case:  python python_tests/test_error_table.py > docs/errors.md
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+CLI = [sys.executable, "-m", "diffaug_fast.cli"]
+
+
+def _den():
+    from diffaug_fast import pretrained
+
+    return pretrained("fmnist")
+
+
+def _x(*shape):
+    return torch.randn(*shape) if shape else torch.randn(2, 1, 28, 28)
+
+
+def _api_cases():
+    from diffaug_fast import diffuse
+    from diffaug_fast.augment import DiffAug, DiffAugEnsemble
+    from diffaug_fast.checkpoint import load_verified
+    from diffaug_fast.data import load_image_folder
+    from diffaug_fast.diffusion import linear_vp, q_sample, step_coefficients, ve_geometric
+    from diffaug_fast.ops import guided_step
+    from diffaug_fast.pretrained import pretrained
+    from diffaug_fast.robustness.corruptions import corrupt
+    from diffaug_fast.sample import sample
+    from diffaug_fast.train.classifier import config_from_preset
+
+    s = linear_vp()
+    return [
+        ("images of the wrong rank", lambda: DiffAug(_den(), seed=0)(_x(3, 28, 28)), "argument 'x0' must be a floating-point image batch"),
+        ("images of another shape than the denoiser's", lambda: DiffAug(_den(), seed=0)(_x(2, 3, 28, 28)), "this denoiser works on [1, 28, 28]"),
+        ("NaN / Inf images", lambda: DiffAug(_den(), seed=0)(_x() * float("nan")), "argument 'x0' contains NaN or Inf"),
+        ("integer images", lambda: diffuse(_x().int(), 1.0, 1.0, seed=0), "'x0' has dtype torch.int32"),
+        ("mismatched batch sizes", lambda: q_sample(s, _x(), torch.zeros(3, dtype=torch.long), seed=0), "argument 'a' must have shape [2]"),
+        ("model output of another shape", lambda: guided_step(_x(), _x(3, 1, 28, 28), step_coefficients(s, torch.zeros(2, dtype=torch.long)), mode="ddim", seed=0), "argument 'model_out' must have shape [2, 1, 28, 28]"),
+        ("t out of range", lambda: q_sample(s, _x(), torch.full((2,), 1000), seed=0), "argument 't' must lie in [0, 999]"),
+        ("DiffAug-Ensemble t out of range", lambda: DiffAugEnsemble(torch.nn.Identity(), _den(), [0, 1000]), "argument 'timesteps' must be a non-empty list in [0, 999]"),
+        ("σ range of a VE schedule", lambda: ve_geometric(1000, 0.0, 50.0), "need 0 < sigma_min < sigma_max"),
+        ("sampler step spec", lambda: sample(lambda a, b: a, (2, 1, 28, 28), s, steps="ddimX", progress=False), "argument 'steps' is 'ddimX'"),
+        ("sampler mode", lambda: sample(lambda a, b: a, (2, 1, 28, 28), s, steps="ddim5", mode="euler", progress=False), "argument 'mode' is 'euler'"),
+        ("unknown embedded model", lambda: pretrained("cifar"), "unknown pretrained model 'cifar'"),
+        ("unknown training option value", lambda: config_from_preset("quick", mode="fuzzy"), "argument 'mode' is 'fuzzy'"),
+        ("semi-supervised training of a clean classifier", lambda: config_from_preset("quick", ssl=True), "add --mode noisy or --mode da"),
+        ("missing image folder", lambda: load_image_folder("/nonexistent/images"), "argument 'data': /nonexistent/images is not a folder"),
+        ("unknown corruption", lambda: corrupt(_x(), "rain", 1), "argument 'name' is 'rain'"),
+        ("corrupted checkpoint", lambda: load_verified(_garbage_checkpoint()), "cannot be read"),
+    ]
+
+
+def _garbage_checkpoint():
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "checkpoint.pt"
+    path.write_bytes(b"\x80\x04not a checkpoint")
+    return path
+
+
+CLI_CASES = [
+    ("unwritable output folder", ["diffuse", "--limit", "10", "--out", "/proc/version/out"], "/proc/version"),
+    ("missing training image folder", ["train", "--mode", "noisy", "--data", "/nonexistent/images"], "argument 'data' is '/nonexistent/images'"),
+    ("existing run without --resume", ["train", "--out", "{existing}"], "already holds a run; pass --resume"),
+    ("--class without a guidance classifier", ["sample", "--class", "3", "--num", "1"], "--class needs --classifier"),
+    ("clean classifier given to `gradients`", ["gradients", "--classifier", "{existing}"], "is a clean-image classifier"),
+    ("unknown evaluation suite", ["eval", "{existing}", "--suite", "speed"], "--suite: unknown speed"),
+    ("samples file missing", ["fidelity", "--samples", "/nonexistent.npz"], "--samples /nonexistent.npz does not exist"),
+    ("PU without positive classes", ["train", "--mode", "noisy", "--pu"], "--pu needs --positive"),
+]
+
+
+def markdown() -> str:
+    lines = ["# Bad input: what each case says", "",
+             "Every row is run by `python_tests/test_error_table.py` (CLI rows: exit code 2, one line on stderr, "
+             "no traceback; `--debug` shows it). Op-level cases — dtypes, strides, devices, backends, NaN "
+             "coefficients — are in `python_tests/test_errors.py`; checkpoint faults (SIGKILL, corruption, full "
+             "disk) in `python_tests/test_faults.py`.", "",
+             "| where | case | the error says |", "|---|---|---|"]
+    lines += [f"| Python | {case} | `{match}` |" for case, _, match in _api_cases()]
+    lines += [f"| CLI `{args[0]}` | {case} | `{match}` |" for case, args, match in CLI_CASES]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("index", range(17))
+def test_python_case(index):
+    cases = _api_cases()
+    assert len(cases) == 17
+    case, call, match = cases[index]
+    with pytest.raises((ValueError, TypeError, FileNotFoundError)) as info:
+        call()
+    assert match in str(info.value), (case, str(info.value))
+
+
+@pytest.fixture(scope="module")
+def existing_run(tmp_path_factory):
+    from diffaug_fast.train.classifier import config_from_preset, train_classifier
+
+    run = tmp_path_factory.mktemp("run")
+    train_classifier(config_from_preset("quick", diffaug="off", train_limit=64, batch_size=32, de_timesteps=[],
+                                        compile="off"), run, progress=False, evaluate_at_end=False)
+    return run
+
+
+@pytest.mark.parametrize("case, args, match", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_cli_case(case, args, match, existing_run):
+    args = [a.replace("{existing}", str(existing_run)) for a in args]
+    out = subprocess.run(CLI + args, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2, (case, out.stdout, out.stderr)
+    assert match in out.stderr, (case, out.stderr)
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_doc_lists_exactly_these_cases():
+    assert DOC.read_text() == markdown(), f"regenerate {DOC}: python python_tests/test_error_table.py > docs/errors.md"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown())
