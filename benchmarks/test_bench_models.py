@@ -256,3 +256,33 @@ def test_guided_ddim50_sampling(benchmark, impl, classifier):
                       guidance=guidance, scale=2.0, progress=False, backend=backend)
     _run(benchmark, fn, rounds=2, images=n, group=f"guided DDIM-50 ({classifier} classifier), {n} images", impl=impl,
          baseline=impl == "eager_reference")
+
+
+@pytest.mark.parametrize("impl", ["tc_loss_only", "whole_ssl_step"])
+def test_temporal_consistency_share_of_a_step(benchmark, impl, tmp_path):
+    """Is a fused KL kernel worth it? The temporal-consistency loss (forward + backward on [B, 10] logits) next to
+    a whole semi-supervised DA training step (labeled + two unlabeled diffuse/denoise passes, forward, backward)."""
+    from diffaug_fast.train.classifier import _Job, config_from_preset
+    from diffaug_fast.train.ssl import temporal_consistency
+
+    b = 64
+    if impl == "tc_loss_only":
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randn(b, 10, generator=gen).to(DEVICE).requires_grad_(True)
+        c = torch.randn(b, 10, generator=gen).to(DEVICE).requires_grad_(True)
+        ta, tc = torch.randint(0, 1000, (b,), generator=gen), torch.randint(0, 1000, (b,), generator=gen)
+
+        def fn():
+            loss, _ = temporal_consistency(a, c, ta, tc)
+            loss.backward()
+    else:
+        config = config_from_preset("quick", mode="da", ssl=True, labels_per_class=10, batch_size=b, compile="off",
+                                    eval_limit=10, train_limit=1280)
+        images, labels = _images(1280).cpu(), load_fashion_mnist("train", limit=1280)[1]
+        job = _Job(config, tmp_path, (images, labels), (images[:10], labels[:10]), progress=False)
+        job._setup_semi_supervised(10)
+
+        def fn():
+            job.semi_supervised_step(job.semi_supervised_batch(0))
+    _run(benchmark, fn, rounds=5, images=b, group="temporal consistency vs a semi-supervised DA step, batch 64",
+         impl=impl, baseline=impl == "whole_ssl_step")

@@ -163,7 +163,9 @@ def _cmd_sample(args) -> None:
     images = sample(model, (args.num, *shape), chain, steps=args.steps, mode=args.mode, eta=args.eta,
                     seed=args.seed, guidance=guidance, scale=args.scale, progress=True)
     seconds = time.perf_counter() - start
-    save_image(images.add(1).div(2).clamp(0, 1), out / "samples.png", nrow=int(args.num**0.5 + 0.5), padding=1)
+    # --class all: one column per class; otherwise a square grid
+    nrow = int(labels.max()) + 1 if args.class_ == "all" else int(args.num**0.5 + 0.5)
+    save_image(images.add(1).div(2).clamp(0, 1), out / "samples.png", nrow=nrow, padding=1)
     extra = {"labels": labels.numpy()} if labels is not None else {}
     np.savez_compressed(out / "samples.npz",
                         images=((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy(), **extra)
