@@ -40,7 +40,8 @@ def summary(rows: list[dict], pick) -> dict:
 
 
 def cell(s: dict, scale: float = 100.0, digits: int = 1) -> str:
-    return f"{scale * s['mean']:.{digits}f} ± {scale * s['std']:.{digits}f}"
+    spread = f" ± {scale * s['std']:.{digits}f}" if len(s["values"]) > 1 else ""
+    return f"{scale * s['mean']:.{digits}f}{spread}"
 
 
 COLUMNS = {
@@ -64,7 +65,7 @@ def ssl_part(args, seeds, results, lines, modes=("noisy", "da")):
                              str(s)], args.extra) for s in seeds[mode]]
                 stats = {name: summary(rows, f) for name, f in COLUMNS.items()}
                 results["ssl"][f"k{k}-{mode}-tc{tc}"] = stats
-                lines.append(f"| {k} | {mode} ({len(rows)} seeds) | "
+                lines.append(f"| {k} | {mode} ({len(rows)} seed{'s' if len(rows) > 1 else ''}) | "
                              f"{'labeled CE + temporal consistency' if tc == 'on' else 'labeled CE only'}"
                              f" | {cell(stats['low_t'])} | {cell(stats['mean_t'])} | {cell(stats['changed'])} |")
     lines.append("")
@@ -84,7 +85,7 @@ def pu_part(args, seeds, results, lines, modes=("noisy", "da")):
             stats = {"low_t": summary(rows, COLUMNS["low_t"]), "f1_low_t": summary(rows, lambda m: m["acc_per_t_bucket"][0]["f1"]),
                      "mean_t": summary(rows, COLUMNS["mean_t"]), "f1_mean_t": summary(rows, lambda m: m["mean_f1_over_t"])}
             results["pu"][f"{mode}-tc{tc}"] = stats
-            lines.append(f"| {mode} ({len(rows)} seeds) | {'nnPU + temporal consistency' if tc == 'on' else 'nnPU'} | "
+            lines.append(f"| {mode} ({len(rows)} seed{'s' if len(rows) > 1 else ''}) | {'nnPU + temporal consistency' if tc == 'on' else 'nnPU'} | "
                          f"{cell(stats['low_t'])} "
                          f"| {cell(stats['f1_low_t'], 1, 3)} | {cell(stats['mean_t'])} | {cell(stats['f1_mean_t'], 1, 3)} |")
     lines.append("")
@@ -112,6 +113,7 @@ def radius_part(args, seeds, results, lines, png: Path):
             ax.axhline(100 * baseline[key]["mean"], ls="--", lw=1, color=ax.lines[-1].get_color(),
                        label=f"labeled CE only, {label}")
     ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(-1, max(RADII) * 1.3)
     ax.set_xlabel("consistency radius R (t' = t + U{-R..R})")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("noisy classifier, 10 labels per class")
