@@ -9,6 +9,13 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from diffaug_fast.ops import available_backends  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Fuzzing budget: 150 examples per property in CI; HYPOTHESIS_PROFILE=long (DIFFAUG_FAST_FUZZ_EXAMPLES, default
+# 3000) for a longer session, e.g. under the sanitizers: HYPOTHESIS_PROFILE=long bash scripts/sanitize.sh -k fuzz
+settings.register_profile("ci", max_examples=150)
+settings.register_profile("long", max_examples=int(os.environ.get("DIFFAUG_FAST_FUZZ_EXAMPLES", "3000")))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def _devices_and_backends():

@@ -26,7 +26,7 @@ def batches(draw):
     return x
 
 
-@settings(max_examples=150, deadline=None)
+@settings(deadline=None)  # example count: the hypothesis profile (conftest.py)
 @given(x=batches(), seed=st.integers(0, 2**63 - 1), offset=st.integers(0, 2**40),
        scale=st.floats(0.0, 2.0, allow_nan=False))
 def test_diffuse_matches_reference(x, seed, offset, scale):
@@ -38,7 +38,7 @@ def test_diffuse_matches_reference(x, seed, offset, scale):
         torch.testing.assert_close(g, r, **tolerance(x.dtype))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(deadline=None)  # example count: the hypothesis profile (conftest.py)
 @given(x=batches(), param=st.sampled_from(["eps", "v", "x0", "score"]),
        clip=st.one_of(st.none(), st.floats(0.1, 3.0)), out_dtype=DTYPES)
 def test_epilogue_matches_reference(x, param, clip, out_dtype):
@@ -47,4 +47,39 @@ def test_epilogue_matches_reference(x, param, clip, out_dtype):
     s = torch.linspace(0.9, 0.01, x.shape[0])
     got = denoise_epilogue(x, out, a, s, parametrization=param, clip=clip, backend="cpu")
     ref = denoise_epilogue(x, out, a, s, parametrization=param, clip=clip, backend="reference")
+    torch.testing.assert_close(got, ref, **tolerance(x.dtype))
+
+
+@settings(deadline=None)  # example count: the hypothesis profile (conftest.py)
+@given(x=batches(), mode=st.sampled_from(["ddpm", "ddim"]), t=st.integers(0, 999), guided=st.booleans(),
+       scale=st.floats(-4.0, 4.0, allow_nan=False), clip=st.one_of(st.none(), st.floats(0.5, 2.0)),
+       seed=st.integers(0, 2**63 - 1), offset=st.integers(0, 2**40))
+def test_guided_step_matches_reference(x, mode, t, guided, scale, clip, seed, offset):
+    from diffaug_fast.diffusion import linear_vp, step_coefficients
+    from diffaug_fast.ops import guided_step
+
+    if x.dim() < 2:
+        x = x.unsqueeze(-1)
+    out = torch.randn(x.shape).to(x.dtype)
+    grad = torch.randn(x.shape).to(x.dtype) if guided else None
+    coef = step_coefficients(linear_vp(), torch.full((x.shape[0],), t), mode=mode)
+    kw = dict(mode=mode, grad=grad, scale=scale, clip=clip, seed=seed, offset=offset)
+    got = guided_step(x, out, coef, backend="cpu", **kw)
+    ref = guided_step(x, out, coef, backend="reference", **kw)
+    torch.testing.assert_close(got, ref, **tolerance(x.dtype))
+
+
+@settings(deadline=None)  # example count: the hypothesis profile (conftest.py)
+@given(x=batches(), concat=st.booleans(), per=st.sampled_from(["scalar", "batch", "channel"]))
+def test_dual_fusion_matches_reference(x, concat, per):
+    from diffaug_fast.ops import dual_fusion
+
+    if x.dim() < 2:
+        x = x.unsqueeze(-1)
+    x0 = torch.randn(x.shape).to(x.dtype)
+    b, c = x.shape[:2]
+    w_t = {"scalar": 0.7, "batch": torch.linspace(0.1, 1.0, b), "channel": torch.rand(b, c)}[per]
+    w_0 = {"scalar": -0.3, "batch": torch.linspace(1.0, 0.2, b), "channel": torch.rand(b, c)}[per]
+    got = dual_fusion(x, x0, w_t, w_0, concat=concat, backend="cpu")
+    ref = dual_fusion(x, x0, w_t, w_0, concat=concat, backend="reference")
     torch.testing.assert_close(got, ref, **tolerance(x.dtype))
