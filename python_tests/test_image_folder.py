@@ -135,3 +135,30 @@ def test_exported_classifier_equals_its_run(tmp_path):
     assert classifier_classes(path, 10) == list(FASHION_MNIST_CLASSES)
     with pytest.raises(ValueError, match="must end in .safetensors"):
         export_classifier(run, tmp_path / "clf.pt")
+
+
+def test_train_denoiser_on_an_rgb_folder_exports_a_denoiser_of_that_shape(tmp_path):
+    """`train-denoiser --data DIR --image-size 16 --channels 3`: the exported model is a denoiser of 3×16×16 images
+    that `sample --model` and `train --denoiser` accept."""
+    from diffaug_fast.pretrained import denoiser_image_shape, load_exported
+
+    root = tmp_path / "rgb"
+    gen = np.random.default_rng(0)
+    for c in ("red", "blue"):
+        (root / c).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(gen.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    out = subprocess.run(CLI + ["train-denoiser", "--data", str(root), "--image-size", "16", "--channels", "3",
+                                "--steps", "2", "--batch-size", "8", "--out", str(tmp_path / "den")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    den = load_exported(tmp_path / "den" / "ema.safetensors")
+    assert denoiser_image_shape(den) == (3, 16, 16)
+    res = subprocess.run(CLI + ["sample", "--model", str(tmp_path / "den" / "ema.safetensors"), "--num", "2",
+                                "--steps", "ddim3", "--out", str(tmp_path / "s")], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert np.load(tmp_path / "s" / "samples.npz")["images"].shape == (2, 3, 16, 16)
+    bad = subprocess.run(CLI + ["train-denoiser", "--data", str(root), "--image-size", "18", "--out",
+                                str(tmp_path / "bad")], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "multiple of 4" in bad.stderr
