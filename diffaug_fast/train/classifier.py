@@ -637,15 +637,19 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in lines))
 
 
+def _classifier_path(source: str | Path) -> Path:
+    """A shipped classifier's name resolved to its weights file; any other source as a path."""
+    from diffaug_fast.pretrained import CLASSIFIERS, WEIGHTS_DIR
+
+    name = str(source)
+    return WEIGHTS_DIR / f"{CLASSIFIERS[name]}.safetensors" if name in CLASSIFIERS else Path(source)
+
+
 def load_run_classifier(source: str | Path, device="cpu") -> tuple[torch.nn.Module, TrainConfig]:
     """A trained classifier in eval mode, with its training config. ``source`` is a ``diffaug-fast train`` run
     folder (EMA weights when it kept them), an ``export-classifier`` ``.safetensors`` file, or the name of a
     classifier shipped with the package (``fmnist-classifier``)."""
-    from diffaug_fast.pretrained import CLASSIFIERS, WEIGHTS_DIR
-
-    if str(source) in CLASSIFIERS:
-        source = WEIGHTS_DIR / f"{CLASSIFIERS[str(source)]}.safetensors"
-    source = Path(source)
+    source = _classifier_path(source)
     if source.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -671,9 +675,7 @@ def load_run_classifier(source: str | Path, device="cpu") -> tuple[torch.nn.Modu
 
 def classifier_classes(source: str | Path, num_classes: int) -> list[str]:
     """Class names saved with a run folder or export (``classes.json`` / the export's json); else ``0 … n-1``."""
-    from diffaug_fast.pretrained import CLASSIFIERS, WEIGHTS_DIR
-
-    source = WEIGHTS_DIR / f"{CLASSIFIERS[str(source)]}.safetensors" if str(source) in CLASSIFIERS else Path(source)
+    source = _classifier_path(source)
     if source.suffix == ".safetensors":
         names = json.loads(source.with_suffix(".json").read_text()).get("classes")
     else:
