@@ -15,11 +15,11 @@ import torch
 
 from diffaug_fast import pretrained
 from diffaug_fast.augment import DiffAugEnsemble, _FastNet, diffuse_and_denoise
-from diffaug_fast.classifiers import build_classifier
+from diffaug_fast.models.classifiers import build_classifier
 from diffaug_fast.data import load_fashion_mnist
 from diffaug_fast.diffusion import step_coefficients
 from diffaug_fast.ops import guided_step, reference
-from diffaug_fast.sample import sample
+from diffaug_fast.diffusion.sampling import sample
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 AUG_BATCH = 128
@@ -232,7 +232,7 @@ def test_ddim50_sampling(benchmark, impl):
 @functools.lru_cache(maxsize=None)
 def _guide(kind):
     """An (untrained: speed does not depend on the weights) noisy or DA classifier of the embedded denoiser."""
-    from diffaug_fast.diffusion_classifiers import build_noisy_classifier
+    from diffaug_fast.models.noisy import build_noisy_classifier
 
     torch.manual_seed(0)
     return build_noisy_classifier(kind, _denoiser()).to(DEVICE).eval()
@@ -242,7 +242,7 @@ def _guide(kind):
 @pytest.mark.parametrize("impl", ["eager_reference", "fused", "fused_compiled"])
 def test_guided_ddim50_sampling(benchmark, impl, classifier):
     """Classifier-guided DDIM-50: the PyTorch reference ops vs the fused guided step (+ compiled UNet)."""
-    from diffaug_fast.sample import classifier_guidance
+    from diffaug_fast.diffusion.sampling import classifier_guidance
 
     den, clf, n = _denoiser(), _guide(classifier), 32
     net = torch.compile(den.net) if impl == "fused_compiled" else den.net

@@ -73,12 +73,10 @@ class _FastNet:
 
 def _check_images(denoiser: Denoiser, x0) -> None:
     """Clean images for the denoiser: a float [N, C, H, W] tensor of its image shape, finite."""
-    from diffaug_fast.pretrained import denoiser_image_shape
-
     if not torch.is_tensor(x0) or not x0.is_floating_point() or x0.dim() != 4:
         got = f"a {x0.dim()}-D {x0.dtype} tensor" if torch.is_tensor(x0) else type(x0).__name__
         raise ValueError(f"argument 'x0' must be a floating-point image batch [N, C, H, W], got {got}")
-    shape = denoiser_image_shape(denoiser)
+    shape = denoiser.image_shape
     if shape is not None and tuple(x0.shape[1:]) != shape:
         raise ValueError(f"argument 'x0' has images of shape {list(x0.shape[1:])}; this denoiser works on "
                          f"{list(shape)}")

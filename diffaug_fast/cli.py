@@ -96,8 +96,8 @@ def _cmd_train_denoiser(args) -> None:
 
 def _cmd_denoiser_report(args) -> None:
     """x0 MSE per t-bucket, DDIM-50 samples and DiffAug examples of a denoiser."""
-    from diffaug_fast.denoiser_report import write_report
-    from diffaug_fast.pretrained import pretrained
+    from diffaug_fast.eval.denoiser_report import write_report
+    from diffaug_fast.runs.weights import pretrained
 
     report = write_report(pretrained(args.model), args.out, limit=args.limit, seed=args.seed)
     for row in report["x0_mse_per_t"]:
@@ -126,20 +126,19 @@ def _cmd_sample(args) -> None:
     import numpy as np
     from torchvision.utils import save_image
 
-    from diffaug_fast.pretrained import denoiser_image_shape
-    from diffaug_fast.sample import eps_model, sample
+    from diffaug_fast.diffusion.sampling import eps_model, sample
     from diffaug_fast.train.classifier import load_denoiser
 
     if args.num < 1:
         raise ValueError(f"--num must be a positive integer, got {args.num}")
     denoiser = load_denoiser(args.model)
-    shape = denoiser_image_shape(denoiser) or (1, 28, 28)
+    shape = denoiser.image_shape or (1, 28, 28)
     if args.compile:
         denoiser.net = torch.compile(denoiser.net)
     model, chain = eps_model(denoiser)
     guidance, labels = None, None
     if args.classifier:
-        from diffaug_fast.sample import classifier_guidance
+        from diffaug_fast.diffusion.sampling import classifier_guidance
         from diffaug_fast.train.classifier import classifier_classes, load_run_classifier
 
         classifier, cfg = load_run_classifier(args.classifier)
@@ -200,7 +199,7 @@ def _cmd_train(args) -> None:
                                 positive=None if args.positive is None else _parse_int_list(args.positive, "--positive"),
                                 prior=args.prior, pu_loss=args.pu_loss)
     out = Path(args.out)
-    from diffaug_fast.checkpoint import checkpoint_exists
+    from diffaug_fast.runs.checkpoint import checkpoint_exists
 
     if checkpoint_exists(out / "checkpoint.pt") and not args.resume:
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -245,7 +244,7 @@ def _cmd_fidelity(args) -> None:
     import numpy as np
 
     from diffaug_fast.data import load_dataset
-    from diffaug_fast.fidelity import fidelity_metrics
+    from diffaug_fast.eval.fidelity import fidelity_metrics
     from diffaug_fast.train.classifier import accuracy, load_run_classifier
 
     path = Path(args.samples)
@@ -276,7 +275,7 @@ def _cmd_fidelity(args) -> None:
 
 def _cmd_eval(args) -> None:
     """Robustness suites on a trained clean classifier: corruptions, OOD detection, certified accuracy."""
-    from diffaug_fast.robustness.suite import SUITES, EvalConfig, evaluate_run
+    from diffaug_fast.eval.robustness.suite import SUITES, EvalConfig, evaluate_run
 
     suites = list(SUITES) if args.suite == "all" else [s.strip() for s in args.suite.split(",") if s.strip()]
     de_ts = _parse_int_list(args.de_timesteps, "--de-timesteps")
@@ -316,7 +315,7 @@ def _cmd_export_classifier(args) -> None:
 def _cmd_gradients(args) -> None:
     """Class gradients of noisy / DA classifiers on test images at several t: a PNG grid and cosines."""
     from diffaug_fast.data import load_fashion_mnist
-    from diffaug_fast.gradients import gradient_study, save_gradient_grid
+    from diffaug_fast.eval.gradients import gradient_study, save_gradient_grid
     from diffaug_fast.train.classifier import load_denoiser, load_run_classifier
 
     ts = _parse_int_list(args.t)

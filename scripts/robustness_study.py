@@ -71,7 +71,7 @@ def main() -> None:
         run = Path(args.runs) / f"diffaug-on-seed{seed}"
         ensure_run(run, "on", seed)
         evals["on"].append(ensure_eval(run, run / "robustness", args.extra, base / "robustness"))
-    from diffaug_fast.robustness.suite import corruption_error
+    from diffaug_fast.eval.robustness.suite import corruption_error
 
     for mode in evals:
         for e, base in zip(evals[mode], evals["off"]):

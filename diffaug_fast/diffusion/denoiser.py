@@ -32,6 +32,15 @@ class Denoiser(nn.Module):
         self.condition = condition
         self.clip = clip
 
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """(channels, height, width) of the images the network was built for, when it records them
+        (our UNets do; a VE score network wraps one); None for networks that take any size."""
+        net = self.net
+        net = getattr(net, "net", net) if not hasattr(net, "image_size") else net
+        size, channels = getattr(net, "image_size", None), getattr(net, "in_channels", None)
+        return (channels, size, size) if isinstance(size, int) and isinstance(channels, int) else None
+
     def conditioning(self, t: torch.Tensor) -> torch.Tensor:
         """What the network is called with for grid indices t."""
         if self.condition == "sigma":

@@ -66,7 +66,7 @@ def canonical_input(t: torch.Tensor) -> torch.Tensor:
 
 def register_fake_and_autograd(op_names, fake, backward, setup_context) -> None:
     """Give each backend's op of one family the same fake impl and autograd formula."""
-    from diffaug_fast import _build
+    from diffaug_fast.ops import extension as _build
 
     for name in op_names:
         if name.endswith("_triton") or _build.has_extension():

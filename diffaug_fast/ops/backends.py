@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
-from diffaug_fast import _build
+from diffaug_fast.ops import extension as _build
 from diffaug_fast.ops import reference
 
 BACKENDS = ("reference", "cpu", "cuda", "triton")
@@ -22,7 +23,7 @@ def _status(name: str, device_type: str | None) -> tuple[bool, str]:
         return True, ""
     if name in ("cpu", "cuda"):
         if not _build.has_extension():
-            return False, f"diffaug_fast._C is not loaded ({_build._EXT_ERROR}); {_build.REBUILD_HINT}"
+            return False, f"diffaug_fast._C is not loaded ({_build.extension_error()}); {_build.REBUILD_HINT}"
         if name == "cuda":
             if not _build.extension_has_cuda():
                 return False, "diffaug_fast._C was built without CUDA kernels (torch without CUDA, nvcc not found, " \
@@ -78,3 +79,37 @@ def run_op(op: str, backend: str | None, device: torch.device, *args):
     if name == "reference":
         return getattr(reference, op)(*args)
     return getattr(torch.ops.diffaug_fast, f"{op}_triton" if name == "triton" else op)(*args)
+
+
+def build_info() -> dict:
+    """Versions, and which backends are compiled and usable on this machine."""
+    info = {
+        "diffaug_fast": _build.package_version(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_threads": torch.get_num_threads(),
+        "extension": {"loaded": _build.has_extension(), "error": _build.extension_error()},
+        "backends": {name: {"usable": ok, "why": why} for name, (ok, why) in backend_status().items()},
+    }
+    if _build.has_extension():
+        ext = _build.extension()
+        info["extension"].update({
+            "path": ext.__file__,
+            "with_cuda": bool(ext.with_cuda),
+            "cuda_archs": ext.cuda_archs.split(",") if ext.cuda_archs else [],
+            "cxx_compiler": ext.cxx_compiler,
+            "cuda_compiler": ext.cuda_compiler.strip() or None,
+        })
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except Exception:
+        info["triton"] = None
+    return info
+
+

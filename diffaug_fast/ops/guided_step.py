@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from diffaug_fast import _build, _checks
+from diffaug_fast.ops import checks as _checks, extension as _build
 from diffaug_fast.ops._layout import BatchLayout, canonical_input
 from diffaug_fast.ops.backends import run_op
 from diffaug_fast.ops.reference import STEP_MODES

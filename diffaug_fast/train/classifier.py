@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from diffaug_fast.augment import DE_TIMESTEPS, _FastNet, amp_dtype, autocast, diffuse_and_denoise, sample_timesteps
-from diffaug_fast.checkpoint import checkpoint_exists, load_verified, save_atomic
-from diffaug_fast.classifiers import build_classifier
+from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified, save_atomic
+from diffaug_fast.models.classifiers import build_classifier
 from diffaug_fast.ops import diffuse
 from diffaug_fast.train.distributed import world
 from diffaug_fast.train.transforms import augmix, crop_flip, crop_flip_params
@@ -197,7 +197,7 @@ def _lr_lambda(config: TrainConfig, total: int):
 
 def load_denoiser(name: str, device="cpu"):
     """An embedded denoiser by name (``fmnist``, ``fmnist-ve``) or an exported ``ema.safetensors`` path."""
-    from diffaug_fast.pretrained import MODELS, load_exported, pretrained
+    from diffaug_fast.runs.weights import MODELS, load_exported, pretrained
 
     return pretrained(name, device) if name in MODELS else load_exported(name, device)
 
@@ -208,7 +208,7 @@ def build_model(config: TrainConfig, denoiser, *, num_classes: int = 10, in_chan
     if config.mode == "clean":
         return build_classifier(config.model, num_classes=num_classes, in_channels=in_channels,
                                 image_size=image_size, norm=config.norm)
-    from diffaug_fast.diffusion_classifiers import build_noisy_classifier
+    from diffaug_fast.models.noisy import build_noisy_classifier
 
     return build_noisy_classifier(config.mode, denoiser, num_classes=num_classes, in_channels=in_channels,
                                   fusion=config.fusion, widths=TIME_WIDTHS[config.model])
@@ -239,9 +239,7 @@ class _Job:
         self.denoiser = (load_denoiser(config.denoiser, self.device)
                          if config.mode != "clean" or config.diffaug != "off" or config.de_timesteps else None)
         if self.denoiser is not None:
-            from diffaug_fast.pretrained import denoiser_image_shape
-
-            shape = denoiser_image_shape(self.denoiser)
+            shape = self.denoiser.image_shape
             if shape is not None and tuple(self.images.shape[1:]) != shape:
                 raise ValueError(f"the denoiser {config.denoiser!r} works on {'x'.join(map(str, shape))} images but "
                                  f"the data are {'x'.join(map(str, self.images.shape[1:]))}; pass a denoiser of "
@@ -639,7 +637,7 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def _classifier_path(source: str | Path) -> Path:
     """A shipped classifier's name resolved to its weights file; any other source as a path."""
-    from diffaug_fast.pretrained import CLASSIFIERS, WEIGHTS_DIR
+    from diffaug_fast.runs.weights import CLASSIFIERS, WEIGHTS_DIR
 
     name = str(source)
     return WEIGHTS_DIR / f"{CLASSIFIERS[name]}.safetensors" if name in CLASSIFIERS else Path(source)

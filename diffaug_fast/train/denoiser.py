@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from diffaug_fast.checkpoint import checkpoint_exists, load_verified, save_atomic
+from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified, save_atomic
 from diffaug_fast.data import load_fashion_mnist, load_image_folder
 from diffaug_fast.diffusion import Schedule, get_schedule, q_sample, ve_geometric
 from diffaug_fast.diffusion.unet import UNetModel
@@ -174,7 +174,7 @@ def export_ema(checkpoint: str | Path, config: DenoiserConfig, weights_out: str 
 
 
 def export_config(config: DenoiserConfig) -> dict:
-    """What :func:`diffaug_fast.pretrained.denoiser_from_config` needs to rebuild the model."""
+    """What :func:`diffaug_fast.runs.weights.denoiser_from_config` needs to rebuild the model."""
     if config.kind == "ve":
         return {"kind": "ve", "schedule": "ve", "sigma_min": config.sigma_min, "sigma_max": config.sigma_max,
                 "sigma_data": config.sigma_data, "parametrization": "score", "condition": "sigma", "unet": config.unet}

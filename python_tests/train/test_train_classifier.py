@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from diffaug_fast.checkpoint import load_verified
+from diffaug_fast.runs.checkpoint import load_verified
 from diffaug_fast.cli import _train_worker
 from diffaug_fast.train.classifier import config_from_preset, train_classifier
 from diffaug_fast.train.distributed import launch

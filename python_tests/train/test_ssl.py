@@ -131,7 +131,7 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from diffaug_fast.checkpoint import load_verified  # noqa: E402
+from diffaug_fast.runs.checkpoint import load_verified  # noqa: E402
 from diffaug_fast.train.classifier import config_from_preset, train_classifier  # noqa: E402
 
 CLI = [sys.executable, "-m", "diffaug_fast.cli"]

@@ -12,10 +12,10 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from diffaug_fast.data import load_fashion_mnist
-from diffaug_fast.robustness.certify import (certified_accuracy, certify, clopper_pearson_lower, denoised_classifier,
+from diffaug_fast.eval.robustness.certify import (certified_accuracy, certify, clopper_pearson_lower, denoised_classifier,
                                              timestep_for_sigma)
-from diffaug_fast.robustness.corruptions import CORRUPTIONS, FAMILIES, corrupt
-from diffaug_fast.robustness.ood import detection_metrics, energy, ensemble_scores, msp, ood_images
+from diffaug_fast.eval.robustness.corruptions import CORRUPTIONS, FAMILIES, corrupt
+from diffaug_fast.eval.robustness.ood import detection_metrics, energy, ensemble_scores, msp, ood_images
 
 CLI = [sys.executable, "-m", "diffaug_fast.cli"]
 

@@ -3,7 +3,7 @@ import json
 
 import torch
 
-from diffaug_fast.checkpoint import load_verified
+from diffaug_fast.runs.checkpoint import load_verified
 from diffaug_fast.train.denoiser import DenoiserConfig, export_ema, train_denoiser
 
 TINY = dict(image_size=28, in_channels=1, num_channels=32, num_res_blocks=1, attention_resolutions="",

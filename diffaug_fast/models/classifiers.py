@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+def norm_layer(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "group":
@@ -21,8 +21,8 @@ def _norm(kind: str, channels: int) -> nn.Module:
 class PreActBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, norm: str, dropout: float = 0.0):
         super().__init__()
-        self.norm1, self.conv1 = _norm(norm, cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.norm2, self.conv2 = _norm(norm, cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.norm1, self.conv1 = norm_layer(norm, cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.norm2, self.conv2 = norm_layer(norm, cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.shortcut = (nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else None)
 
@@ -47,7 +47,7 @@ class PreActResNet(nn.Module):
                 layers.append(PreActBlock(cin, width, 2 if stage > 0 and b == 0 else 1, norm, dropout))
                 cin = width
         self.blocks = nn.Sequential(*layers)
-        self.head_norm = _norm(norm, cin)
+        self.head_norm = norm_layer(norm, cin)
         self.fc = nn.Linear(cin, num_classes)
 
     def features(self, x):

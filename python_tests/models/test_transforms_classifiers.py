@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from diffaug_fast.classifiers import CLASSIFIERS, build_classifier
+from diffaug_fast.models.classifiers import CLASSIFIERS, build_classifier
 from diffaug_fast.train.transforms import augmix, crop_flip, crop_flip_params
 
 

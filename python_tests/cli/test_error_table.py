@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 CLI = [sys.executable, "-m", "diffaug_fast.cli"]
 
 
@@ -28,13 +28,13 @@ def _x(*shape):
 def _api_cases():
     from diffaug_fast import diffuse
     from diffaug_fast.augment import DiffAug, DiffAugEnsemble
-    from diffaug_fast.checkpoint import load_verified
+    from diffaug_fast.runs.checkpoint import load_verified
     from diffaug_fast.data import load_image_folder
     from diffaug_fast.diffusion import linear_vp, q_sample, step_coefficients, ve_geometric
     from diffaug_fast.ops import guided_step
-    from diffaug_fast.pretrained import pretrained
-    from diffaug_fast.robustness.corruptions import corrupt
-    from diffaug_fast.sample import sample
+    from diffaug_fast.runs.weights import pretrained
+    from diffaug_fast.eval.robustness.corruptions import corrupt
+    from diffaug_fast.diffusion.sampling import sample
     from diffaug_fast.train.classifier import config_from_preset
 
     s = linear_vp()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from diffaug_fast.diffusion import linear_vp
-from diffaug_fast.sample import classifier_guidance, sample
+from diffaug_fast.diffusion.sampling import classifier_guidance, sample
 
 
 def gaussian_eps_model(schedule, mean, std):

@@ -2,7 +2,7 @@
 import torch
 
 import diffaug_fast
-from diffaug_fast.gradients import class_gradient, cosine, gradient_study, save_gradient_grid
+from diffaug_fast.eval.gradients import class_gradient, cosine, gradient_study, save_gradient_grid
 
 
 class Linear(torch.nn.Module):
@@ -28,7 +28,7 @@ def test_class_gradient_matches_closed_form():
 
 def test_alignment_is_one_for_a_gradient_pointing_home(tmp_path):
     """A 'classifier' whose log-prob is -|x - x0|^2/2 has gradient x0 - x_t: cosine exactly 1."""
-    den = diffaug_fast.pretrained("fmnist")
+    den = diffaug_fast.runs.weights("fmnist")
     images = diffaug_fast.data.load_fashion_mnist("test", limit=3)[0]
 
     class Home(torch.nn.Module):

@@ -5,8 +5,8 @@ import torch
 from diffaug_fast.diffusion import Denoiser, ve_geometric
 from diffaug_fast.diffusion.unet import UNetModel
 from diffaug_fast.diffusion.ve import VEScoreNet, vp_equivalent
-from diffaug_fast.pretrained import load_exported
-from diffaug_fast.sample import eps_model, sample
+from diffaug_fast.runs.weights import load_exported
+from diffaug_fast.diffusion.sampling import eps_model, sample
 from diffaug_fast.train.denoiser import DenoiserConfig, export_ema, train_denoiser
 
 TINY = dict(image_size=8, in_channels=1, num_channels=32, num_res_blocks=1, attention_resolutions="",

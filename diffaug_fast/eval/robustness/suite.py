@@ -14,9 +14,9 @@ import torch
 from scipy.stats import norm
 from tqdm.auto import tqdm
 
-from diffaug_fast.robustness.certify import RADII, certified_accuracy, certify, denoised_classifier
-from diffaug_fast.robustness.corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from diffaug_fast.robustness.ood import OOD_SETS, detection_metrics, energy, ensemble_scores, msp, ood_images
+from diffaug_fast.eval.robustness.certify import RADII, certified_accuracy, certify, denoised_classifier
+from diffaug_fast.eval.robustness.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from diffaug_fast.eval.robustness.ood import OOD_SETS, detection_metrics, energy, ensemble_scores, msp, ood_images
 
 SUITES = ("corruptions", "ood", "certify")
 
@@ -210,7 +210,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
     if "certify" in config.suites:
         result["certify"] = run_certify(classifier, denoiser, images, labels, config, partial, progress)
     (out / "eval.json").write_text(json.dumps(result, indent=2))
-    from diffaug_fast.robustness.report import write_eval_report
+    from diffaug_fast.eval.robustness.report import write_eval_report
 
     write_eval_report(result, out)
     return result

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffaug_fast.robustness.certify import RADII
-from diffaug_fast.robustness.corruptions import SEVERITIES
+from diffaug_fast.eval.robustness.certify import RADII
+from diffaug_fast.eval.robustness.corruptions import SEVERITIES
 
 
 def _pct(v) -> str:

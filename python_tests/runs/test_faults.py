@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from diffaug_fast.checkpoint import MAGIC, load_verified, previous_path, save_atomic
+from diffaug_fast.runs.checkpoint import MAGIC, load_verified, previous_path, save_atomic
 from diffaug_fast.train.classifier import config_from_preset, train_classifier
 
 CLI = [sys.executable, "-m", "diffaug_fast.cli"]
@@ -112,7 +112,7 @@ def test_disk_full_is_reported_in_one_line_and_the_good_checkpoint_kept(tmp_path
     big = {"w": torch.zeros(100_000)}
     code = ("import sys, torch, signal, resource; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
             "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)); "
-            "from diffaug_fast.checkpoint import save_atomic; save_atomic({'w': torch.zeros(100_000)}, sys.argv[1])")
+            "from diffaug_fast.runs.checkpoint import save_atomic; save_atomic({'w': torch.zeros(100_000)}, sys.argv[1])")
     res = subprocess.run([sys.executable, "-c", code, str(out / "checkpoint.pt")], capture_output=True, text=True)
     assert res.returncode != 0 and "the previous checkpoint is kept" in res.stderr
     assert (out / "checkpoint.pt").read_bytes() == before and len(big["w"]) == 100_000

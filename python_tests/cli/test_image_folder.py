@@ -140,7 +140,7 @@ def test_exported_classifier_equals_its_run(tmp_path):
 def test_train_denoiser_on_an_rgb_folder_exports_a_denoiser_of_that_shape(tmp_path):
     """`train-denoiser --data DIR --image-size 16 --channels 3`: the exported model is a denoiser of 3×16×16 images
     that `sample --model` and `train --denoiser` accept."""
-    from diffaug_fast.pretrained import denoiser_image_shape, load_exported
+    from diffaug_fast.runs.weights import load_exported
 
     root = tmp_path / "rgb"
     gen = np.random.default_rng(0)
@@ -153,7 +153,7 @@ def test_train_denoiser_on_an_rgb_folder_exports_a_denoiser_of_that_shape(tmp_pa
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     den = load_exported(tmp_path / "den" / "ema.safetensors")
-    assert denoiser_image_shape(den) == (3, 16, 16)
+    assert den.image_shape == (3, 16, 16)
     res = subprocess.run(CLI + ["sample", "--model", str(tmp_path / "den" / "ema.safetensors"), "--num", "2",
                                 "--steps", "ddim3", "--out", str(tmp_path / "s")], capture_output=True, text=True,
                          timeout=600)

@@ -9,7 +9,7 @@ from torchvision.utils import save_image
 
 from diffaug_fast.data import load_fashion_mnist
 from diffaug_fast.diffusion import Denoiser, q_sample
-from diffaug_fast.sample import eps_model, sample
+from diffaug_fast.diffusion.sampling import eps_model, sample
 
 
 @torch.inference_mode()

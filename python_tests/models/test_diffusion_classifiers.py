@@ -3,13 +3,13 @@ import pytest
 import torch
 
 import diffaug_fast
-from diffaug_fast.diffusion_classifiers import (DAClassifier, NoisyClassifier, TimeResNet, build_noisy_classifier,
+from diffaug_fast.models.noisy import (DAClassifier, NoisyClassifier, TimeResNet, build_noisy_classifier,
                                                 timestep_embedding)
 
 
 @pytest.fixture(scope="module")
 def denoiser():
-    return diffaug_fast.pretrained("fmnist")
+    return diffaug_fast.runs.weights("fmnist")
 
 
 def _batch(n=3):

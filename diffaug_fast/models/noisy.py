@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from diffaug_fast.classifiers import PreActBlock, _norm
+from diffaug_fast.models.classifiers import PreActBlock, norm_layer
 from diffaug_fast.diffusion.denoiser import Denoiser
 from diffaug_fast.ops import concat_inputs, gated_fusion
 
@@ -56,7 +56,7 @@ class TimeResNet(nn.Module):
                 self.blocks.append(PreActBlock(cin, width, 2 if stage > 0 and b == 0 else 1, norm))
                 self.shifts.append(nn.Linear(time_dim, cin))
                 cin = width
-        self.head_norm = _norm(norm, cin)
+        self.head_norm = norm_layer(norm, cin)
         self.fc = nn.Linear(cin, num_classes)
         self.num_features = cin
 

@@ -6,7 +6,7 @@ import scipy.linalg
 import torch
 
 from diffaug_fast.data import load_fashion_mnist
-from diffaug_fast.fidelity import features, fidelity_metrics, frechet_distance
+from diffaug_fast.eval.fidelity import features, fidelity_metrics, frechet_distance
 from diffaug_fast.train.classifier import config_from_preset, train_classifier
 
 

@@ -4,14 +4,14 @@ import torch
 
 import diffaug_fast
 from diffaug_fast.augment import DiffAug, DiffAugEnsemble, diffuse_and_denoise
-from diffaug_fast.classifiers import build_classifier
+from diffaug_fast.models.classifiers import build_classifier
 from diffaug_fast.data import load_fashion_mnist
 from diffaug_fast.ops import denoise_epilogue, diffuse
 
 
 @pytest.fixture(scope="module")
 def denoiser():
-    return diffaug_fast.pretrained("fmnist")
+    return diffaug_fast.runs.weights("fmnist")
 
 
 @pytest.fixture(scope="module")

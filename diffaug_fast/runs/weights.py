@@ -51,11 +51,3 @@ def pretrained(name: str = "fmnist", device="cpu") -> Denoiser:
         raise FileNotFoundError(f"the embedded weights {weights.name} are not in this install; train them with "
                                 "`diffaug-fast train-denoiser` and pass the exported file instead")
     return load_exported(weights, device)
-
-
-def denoiser_image_shape(denoiser: Denoiser) -> tuple[int, int, int] | None:
-    """(channels, height, width) of the images a denoiser's network was built for, when it records them."""
-    net = denoiser.net
-    net = getattr(net, "net", net) if not hasattr(net, "image_size") else net  # VEScoreNet wraps the UNet
-    size, channels = getattr(net, "image_size", None), getattr(net, "in_channels", None)
-    return (channels, size, size) if isinstance(size, int) and isinstance(channels, int) else None

@@ -1,11 +1,8 @@
-"""Loading the compiled extension, and what this install can do (``build_info``)."""
+"""Loading the compiled extension (diffaug_fast._C); what a backend needs to know about it and about Triton."""
 from __future__ import annotations
 
 import os
-import platform
 from types import ModuleType
-
-import torch
 
 REBUILD_HINT = "rebuild it with `pip install --no-build-isolation -e .` from the source tree (see README)"
 
@@ -29,6 +26,11 @@ def extension() -> ModuleType:
     return _ext
 
 
+def extension_error() -> str | None:
+    """Why the compiled kernels did not load (None when they did)."""
+    return _EXT_ERROR
+
+
 def has_extension() -> bool:
     return _ext is not None
 
@@ -49,40 +51,7 @@ def triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def build_info() -> dict:
-    """Versions, and which backends are compiled and usable on this machine."""
-    from diffaug_fast.ops.backends import backend_status
-
-    info = {
-        "diffaug_fast": _package_version(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda,
-        "cuda_available": torch.cuda.is_available(),
-        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_threads": torch.get_num_threads(),
-        "extension": {"loaded": _ext is not None, "error": _EXT_ERROR},
-        "backends": {name: {"usable": ok, "why": why} for name, (ok, why) in backend_status().items()},
-    }
-    if _ext is not None:
-        info["extension"].update({
-            "path": _ext.__file__,
-            "with_cuda": bool(_ext.with_cuda),
-            "cuda_archs": _ext.cuda_archs.split(",") if _ext.cuda_archs else [],
-            "cxx_compiler": _ext.cxx_compiler,
-            "cuda_compiler": _ext.cuda_compiler.strip() or None,
-        })
-    try:
-        import triton
-
-        info["triton"] = triton.__version__
-    except Exception:
-        info["triton"] = None
-    return info
-
-
-def _package_version() -> str:
+def package_version() -> str:
     try:
         from importlib.metadata import version
 
