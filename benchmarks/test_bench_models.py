@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from diffaug_fast import pretrained
-from diffaug_fast.augment import DiffAugEnsemble, _FastNet, diffuse_and_denoise
+from diffaug_fast.augment import DiffAugEnsemble, FastNet, diffuse_and_denoise
 from diffaug_fast.models.classifiers import build_classifier
 from diffaug_fast.data import load_fashion_mnist
 from diffaug_fast.diffusion import step_coefficients
@@ -100,7 +100,7 @@ def test_diffaug_augmentation(benchmark, impl):
         official = OfficialDiffusion(den.schedule)
         fn = functools.partial(official.diffaug, den.net, x0, t)
     else:
-        net = _FastNet(den, compile=impl == "ours_compiled", amp="auto", device=DEVICE)
+        net = FastNet(den, compile=impl == "ours_compiled", amp="auto", device=DEVICE)
         fn = functools.partial(diffuse_and_denoise, den, x0, t, seed=0, net=net)
     _run(benchmark, fn, rounds=5, images=AUG_BATCH, group="DiffAug augmentation, batch 128", impl=impl,
          baseline=impl.startswith("official"))
@@ -151,7 +151,7 @@ def _train_step_fn(impl):
             return official.diffaug(den.net, x0, t)
         forward = clf
     else:
-        net = _FastNet(den, compile=True, amp="auto", device=DEVICE)
+        net = FastNet(den, compile=True, amp="auto", device=DEVICE)
         clf = clf.to(memory_format=torch.channels_last)
 
         def augment():
@@ -262,7 +262,8 @@ def test_guided_ddim50_sampling(benchmark, impl, classifier):
 def test_temporal_consistency_share_of_a_step(benchmark, impl, tmp_path):
     """Is a fused KL kernel worth it? The temporal-consistency loss (forward + backward on [B, 10] logits) next to
     a whole semi-supervised DA training step (labeled + two unlabeled diffuse/denoise passes, forward, backward)."""
-    from diffaug_fast.train.classifier import _Job, config_from_preset
+    from diffaug_fast.config import train_config
+    from diffaug_fast.train.classifier import ClassifierTrainer
     from diffaug_fast.train.ssl import temporal_consistency
 
     b = 64
@@ -276,13 +277,12 @@ def test_temporal_consistency_share_of_a_step(benchmark, impl, tmp_path):
             loss, _ = temporal_consistency(a, c, ta, tc)
             loss.backward()
     else:
-        config = config_from_preset("quick", mode="da", ssl=True, labels_per_class=10, batch_size=b, compile="off",
-                                    eval_limit=10, train_limit=1280)
+        config = train_config("quick", mode="da", ssl=True, labels_per_class=10, batch_size=b, compile="off",
+                              eval_limit=10, train_limit=1280)
         images, labels = _images(1280).cpu(), load_fashion_mnist("train", limit=1280)[1]
-        job = _Job(config, tmp_path, (images, labels), (images[:10], labels[:10]), progress=False)
-        job._setup_semi_supervised(10)
+        job = ClassifierTrainer(config, images, labels)
 
         def fn():
-            job.semi_supervised_step(job.semi_supervised_batch(0))
+            job.train_step()
     _run(benchmark, fn, rounds=5, images=b, group="temporal consistency vs a semi-supervised DA step, batch 64",
          impl=impl, baseline=impl == "whole_ssl_step")

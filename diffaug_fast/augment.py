@@ -17,6 +17,7 @@ import contextlib
 import torch
 from torch import nn
 
+from diffaug_fast import streams
 from diffaug_fast.diffusion import Denoiser
 from diffaug_fast.ops import denoise_epilogue, diffuse
 
@@ -47,11 +48,19 @@ def sample_timesteps(n: int, t_min: int, t_max: int, generator: torch.Generator)
     return torch.randint(t_min, t_max + 1, (n,), generator=generator)
 
 
+def partner_timesteps(t: torch.Tensor, radius: int, t_max: int, gen: torch.Generator) -> torch.Tensor:
+    """Partner times for temporal consistency: t' = t + Δ, Δ uniform on {-radius, …, radius}, kept in [0, t_max]."""
+    if radius < 0:
+        raise ValueError(f"argument 'tc_radius' must be >= 0, got {radius}")
+    delta = torch.randint(-radius, radius + 1, t.shape, generator=gen)
+    return (t + delta.to(t.device)).clamp_(0, t_max)
+
+
 def _device_of(module: nn.Module) -> torch.device:
     return next(module.parameters(), torch.empty(0)).device
 
 
-class _FastNet:
+class FastNet:
     """The denoiser's network as DiffAug calls it: compiled on request, channels_last, autocast.
 
     Compiled with inductor's ``freezing`` (weights become constants, convolution weights are prepacked):
@@ -135,7 +144,7 @@ class DiffAug(nn.Module):
         self.denoiser = denoiser.eval().requires_grad_(False)
         self.t_min, self.t_max, self.seed, self.max_batch = t_min, t_max, int(seed), max_batch
         device = _device_of(denoiser)
-        self.fast_net = _FastNet(denoiser, compile=compile, amp=amp, device=device)
+        self.fast_net = FastNet(denoiser, compile=compile, amp=amp, device=device)
         self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
         self.register_buffer("offset", torch.zeros((), dtype=torch.int64))
 
@@ -146,7 +155,7 @@ class DiffAug(nn.Module):
 
     def forward(self, x0: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         if t is None:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.calls))
+            gen = streams.generator(self.seed, "train_step", int(self.calls))
             t = sample_timesteps(len(x0), self.t_min, self.t_max, gen)
         out = diffuse_and_denoise(self.denoiser, x0, t, seed=self.seed, offset=int(self.offset), net=self.fast_net,
                                   max_batch=self.max_batch)
@@ -172,7 +181,7 @@ class DiffAugEnsemble(nn.Module):
         self.classifier, self.denoiser = classifier, denoiser.eval().requires_grad_(False)
         self.timesteps, self.seed, self.max_batch = timesteps, int(seed), int(max_batch)
         device = _device_of(denoiser)
-        self.fast_net = _FastNet(denoiser, compile=compile, amp=amp, device=device)
+        self.fast_net = FastNet(denoiser, compile=compile, amp=amp, device=device)
         self.amp = amp_dtype(amp, device)
 
     @torch.inference_mode()

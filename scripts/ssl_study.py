@@ -61,7 +61,7 @@ def ssl_part(args, seeds, results, lines, modes=("noisy", "da")):
         for mode in modes:
             for tc in ("off", "on"):
                 rows = [run(Path(args.runs) / f"ssl-k{k}-{mode}-tc{tc}-s{s}",
-                            ["--mode", mode, "--ssl", "--labels-per-class", str(k), "--consistency", tc, "--seed",
+                            ["--mode", mode, "--ssl", "--labels-per-class", str(k), "--consistency" if tc == "on" else "--no-consistency", "--seed",
                              str(s)], args.extra) for s in seeds[mode]]
                 stats = {name: summary(rows, f) for name, f in COLUMNS.items()}
                 results["ssl"][f"k{k}-{mode}-tc{tc}"] = stats
@@ -81,7 +81,7 @@ def pu_part(args, seeds, results, lines, modes=("noisy", "da")):
         for tc in ("off", "on"):
             rows = [run(Path(args.runs) / f"pu-{mode}-tc{tc}-s{s}",
                         ["--mode", mode, "--pu", "--positive", UPPER_BODY, "--labels-per-class", "100",
-                         "--consistency", tc, "--seed", str(s)], args.extra) for s in seeds[mode]]
+                         "--consistency" if tc == "on" else "--no-consistency", "--seed", str(s)], args.extra) for s in seeds[mode]]
             stats = {"low_t": summary(rows, COLUMNS["low_t"]), "f1_low_t": summary(rows, lambda m: m["acc_per_t_bucket"][0]["f1"]),
                      "mean_t": summary(rows, COLUMNS["mean_t"]), "f1_mean_t": summary(rows, lambda m: m["mean_f1_over_t"])}
             results["pu"][f"{mode}-tc{tc}"] = stats

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from diffaug_fast.diffusion.unet import EncoderUNetModel, UNetModel
+from diffaug_fast.errors import DiffAugError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DiffAugError, ValueError):
     """A checkpoint that cannot be read, is unsafe, or does not fit the network its flags describe."""
 
 
@@ -30,7 +31,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as err:  # truncated or not a safetensors file (SafetensorError, OSError, ...)
+            raise CheckpointError(f"{path} could not be read as a .safetensors file: {err}") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 import torch
+
+from diffaug_fast import streams
 from torchvision.utils import save_image
 
 from diffaug_fast.data import load_fashion_mnist
@@ -18,14 +20,14 @@ def x0_mse_per_bucket(denoiser: Denoiser, images: torch.Tensor, buckets: int = 1
     """Mean squared error of x0_hat against x0 (pixels in [-1, 1]) for t drawn uniformly in each bucket."""
     steps = len(denoiser.schedule)
     edges = torch.linspace(0, steps, buckets + 1).long()
-    gen = torch.Generator().manual_seed(seed)
+    gen = streams.generator(seed, "report_timesteps")
     rows = []
     for k in range(buckets):
         total, count = 0.0, 0
         for start in range(0, len(images), batch):
             x0 = images[start:start + batch]
             t = torch.randint(int(edges[k]), int(edges[k + 1]), (len(x0),), generator=gen)
-            xt = q_sample(denoiser.schedule, x0, t, seed=seed + k, offset=start * x0[0].numel())
+            xt = q_sample(denoiser.schedule, x0, t, seed=streams.philox_seed(seed, "report_eps", k), offset=start * x0[0].numel())
             total += float((denoiser(xt, t) - x0).square().mean()) * len(x0)
             count += len(x0)
         rows.append({"t_from": int(edges[k]), "t_to": int(edges[k + 1]) - 1, "x0_mse": total / count})

@@ -29,13 +29,13 @@ def _extractor_class():
             if feature_extractor_weights_path is None:
                 raise ValueError(f"the {EXTRACTOR} feature extractor needs feature_extractor_weights_path: "
                                  "'fmnist-classifier', a `diffaug-fast train` run folder or an exported classifier")
-            from diffaug_fast.train.classifier import load_run_classifier
+            from diffaug_fast.runs.classifiers import load_classifier
 
             path = Path(feature_extractor_weights_path)
-            model, config = load_run_classifier(path.parent if path.name == "checkpoint.pt" else path)
-            if config.mode != "clean" or not hasattr(model, "features"):
+            model, config = load_classifier(path.parent if path.name == "checkpoint.pt" else path)
+            if config.model.mode != "clean" or not hasattr(model, "features"):
                 raise ValueError(f"{path}: the feature extractor must be a clean-image ResNet classifier "
-                                 f"(mode {config.mode}, model {config.model})")
+                                 f"(mode {config.model.mode}, model {config.model.arch})")
             self.model = model
 
         @staticmethod
@@ -119,11 +119,37 @@ def features(images: torch.Tensor, extractor_run: str | Path, batch: int = 500) 
     return torch.cat([extractor(data[i:i + batch])[0] for i in range(0, len(data), batch)]).double().numpy()
 
 
-def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
-    """|mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2)), the square root via the eigenvalues of
-    sqrt(C1) C2 sqrt(C1) (symmetric, so no complex round-off as with a general matrix square root)."""
-    w1, v1 = np.linalg.eigh(cov1)
-    root1 = (v1 * np.sqrt(np.clip(w1, 0, None))) @ v1.T
-    middle = np.linalg.eigvalsh(root1 @ cov2 @ root1)
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * np.sum(np.sqrt(np.clip(middle, 0,
-                                                                                                         None))))
+def fidelity_command(o) -> dict:
+    """``diffaug-fast fidelity``: FID / IS / KID of a samples.npz against real test images, and with labels in
+    it the judge classifier's accuracy on the requested classes."""
+    import json
+    from pathlib import Path
+
+    from diffaug_fast.data import load_dataset
+    from diffaug_fast.eval.metrics import accuracy
+    from diffaug_fast.runs.classifiers import load_classifier
+
+    path = Path(o.samples)
+    if not path.exists():
+        raise FileNotFoundError(f"argument --samples: {path} does not exist (write one with `diffaug-fast sample`)")
+    data = np.load(path)
+    if "images" not in data:
+        raise ValueError(f"argument --samples: {path} has no 'images' array")
+    generated = torch.from_numpy(data["images"])
+    if o.reference != "fmnist" and not Path(o.reference).is_dir():
+        raise FileNotFoundError(f"argument --reference {o.reference}: expected 'fmnist' or an image folder")
+    _, channels, size, _ = generated.shape
+    reference, _ = load_dataset(o.reference, "test", limit=o.reference_limit, image_size=size, channels=channels)
+    result = fidelity_metrics(generated, reference, o.extractor)
+    line = (f"{len(generated)} samples vs {len(reference)} test images, features of {o.extractor}: "
+            f"FID {result['frechet_inception_distance']:.3f}, IS {result['inception_score_mean']:.3f} ± "
+            f"{result['inception_score_std']:.3f}, KID {result['kernel_inception_distance_mean']:.5f}")
+    if "labels" in data:
+        judge, _ = load_classifier(o.judge or o.extractor)
+        acc = accuracy(judge, generated.float().div(127.5).sub(1.0), torch.from_numpy(data["labels"]))
+        result["judge_accuracy"] = acc
+        line += f"; judge accuracy on the requested class {100 * acc:.1f}%"
+    print(line)
+    if o.json:
+        Path(o.json).write_text(json.dumps({k: float(v) for k, v in result.items()}, indent=2))
+    return result

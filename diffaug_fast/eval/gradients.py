@@ -62,3 +62,40 @@ def save_gradient_grid(study: dict, images: torch.Tensor, path: str | Path) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, path, nrow=len(columns), padding=1, pad_value=1.0)
     return path
+
+
+def gradients_command(o, out: Path) -> dict:
+    """``diffaug-fast gradients``: each run's class gradients at ``o.t`` on Fashion-MNIST test images, as a
+    picture and mean cosines with x0 - x_t (gradient_alignment.json)."""
+    import json
+
+    from diffaug_fast.data import load_fashion_mnist
+    from diffaug_fast.errors import DiffAugError
+    from diffaug_fast.runs.classifiers import load_classifier
+    from diffaug_fast.runs.weights import load_denoiser
+
+    classifiers, denoisers = {}, set()
+    for run in o.classifier:
+        clf, cfg = load_classifier(run)
+        if cfg.model.mode == "clean":
+            raise DiffAugError(f"argument --classifier {run} is a clean-image classifier; gradients at x_t need a "
+                               "`train --mode noisy|da` run")
+        classifiers[f"{Path(run).name} ({cfg.model.mode})"] = clf
+        denoisers.add(cfg.diffaug.denoiser)
+    if len(denoisers) != 1:
+        raise DiffAugError(f"argument --classifier: the runs use different diffusion models "
+                           f"({', '.join(sorted(denoisers))})")
+    denoiser = load_denoiser(denoisers.pop())
+    shape = denoiser.image_shape
+    if shape is not None and shape != (1, 28, 28):
+        raise DiffAugError(f"argument --classifier: the gradients picture uses Fashion-MNIST test images (1x28x28); "
+                           f"these classifiers work on {'x'.join(map(str, shape))} images")
+    images, labels = load_fashion_mnist("test", limit=o.images)
+    study = gradient_study(classifiers, denoiser, images, labels, o.t, seed=o.seed)
+    path = save_gradient_grid(study, images, out / "gradients.png")
+    summary = {name: {t: float(c.mean()) for t, c in per_t.items()} for name, per_t in study["cosine"].items()}
+    (out / "gradient_alignment.json").write_text(json.dumps(summary, indent=2))
+    for name, per_t in summary.items():
+        print(f"{name}: mean cos(grad, x0 - x_t) " + ", ".join(f"t={t}: {v:+.3f}" for t, v in per_t.items()))
+    print(f"picture: {path} (rows: test images; columns: x0, then per t: x_t and each classifier's gradient)")
+    return summary

@@ -9,7 +9,7 @@ from diffaug_fast.diffusion.checkpoints import load_into, load_state_dict
 from diffaug_fast.diffusion.unet import UNetModel
 from diffaug_fast.diffusion.ve import VEScoreNet
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # diffaug_fast/weights: package data
 MODELS = {"fmnist": "fmnist_vp", "fmnist-vp": "fmnist_vp", "fmnist-ve": "fmnist_ve"}
 # A clean Fashion-MNIST classifier: FID/IS/KID feature extractor and judge of generated samples.
 CLASSIFIERS = {"fmnist-classifier": "fmnist_classifier"}
@@ -51,3 +51,9 @@ def pretrained(name: str = "fmnist", device="cpu") -> Denoiser:
         raise FileNotFoundError(f"the embedded weights {weights.name} are not in this install; train them with "
                                 "`diffaug-fast train-denoiser` and pass the exported file instead")
     return load_exported(weights, device)
+
+
+def load_denoiser(source: str | Path, device="cpu") -> Denoiser:
+    """A denoiser by the name of a shipped one (``fmnist``, ``fmnist-ve``) or the path of an exported
+    ``ema.safetensors`` (``train-denoiser``), in eval mode with frozen weights."""
+    return pretrained(str(source), device) if str(source) in MODELS else load_exported(source, device)

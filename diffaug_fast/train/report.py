@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
+
+from diffaug_fast.config import flat_options
+from diffaug_fast.eval.plots import figure, finish_figure
 
 
 def _read_run(run_dir: Path) -> dict:
@@ -15,7 +17,7 @@ def _read_run(run_dir: Path) -> dict:
         raise FileNotFoundError(f"{metrics_path} not found: is {run_dir} a finished `diffaug-fast train` run?")
     log = run_dir / "metrics.jsonl"
     curve = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()] if log.exists() else []
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+    config = flat_options(json.loads((run_dir / "config.json").read_text())) if (run_dir / "config.json").exists() else {}
     return {"dir": run_dir, "metrics": json.loads(metrics_path.read_text()), "curve": curve, "config": config}
 
 
@@ -34,30 +36,6 @@ def _smooth(values: list[float], k: int = 5) -> list[float]:
     return out
 
 
-def _finish_figure(fig, path: Path, legend_axes, fontsize: int = 8) -> None:
-    import matplotlib.pyplot as plt
-
-    legend_axes.legend(fontsize=fontsize)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-@contextmanager
-def figure(path: Path, figsize=(6, 3.8), fontsize: int = 8):
-    """One-axes figure: draw on the yielded axes; it is saved (with a legend) to ``path`` and closed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=figsize)
-    try:
-        yield ax
-    finally:
-        _finish_figure(fig, path, ax, fontsize)
-
-
 def _plots(runs: list[dict], out_dir: Path) -> list[str]:
     import matplotlib
 
@@ -71,7 +49,7 @@ def _plots(runs: list[dict], out_dir: Path) -> list[str]:
         ax_acc.plot(steps, _smooth([r["acc"] for r in run["curve"]]), label=_label(run))
     ax_loss.set(xlabel="step", ylabel="training loss (smoothed)", title="loss")
     ax_acc.set(xlabel="step", ylabel="training-batch accuracy (smoothed)", title="accuracy")
-    _finish_figure(fig, out_dir / "curves.png", ax_acc)
+    finish_figure(fig, out_dir / "curves.png", ax_acc)
 
     if any("acc_per_t_bucket" in r["metrics"] for r in runs):
         with figure(out_dir / "acc_per_t_bucket.png") as ax:

@@ -15,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from diffaug_fast import streams
+
 TC_TARGETS = ("lower", "higher", "both")  # which prediction is the (detached) target
 TC_NOISE = ("same", "fresh")  # x_t and x_t' share ε, or draw their own
 
@@ -27,7 +29,7 @@ def labeled_subset(labels: torch.Tensor, per_class: int, seed: int, classes=None
     """Indices of ``per_class`` examples of each class (of ``classes``, default all), drawn with ``seed``."""
     if not isinstance(per_class, int) or per_class < 1:
         raise ValueError(f"argument 'labels_per_class' must be a positive integer, got {per_class!r}")
-    gen = torch.Generator().manual_seed(seed * 7919 + 17)
+    gen = streams.generator(seed, "labeled_subset")
     classes = sorted(set(labels.tolist())) if classes is None else list(classes)
     chosen = []
     for c in classes:
@@ -37,14 +39,6 @@ def labeled_subset(labels: torch.Tensor, per_class: int, seed: int, classes=None
                              "training images")
         chosen.append(pool[torch.randperm(len(pool), generator=gen)[:per_class]])
     return torch.cat(chosen).sort().values
-
-
-def partner_timesteps(t: torch.Tensor, radius: int, t_max: int, gen: torch.Generator) -> torch.Tensor:
-    """t' = t + Δ with Δ uniform on {-radius, …, radius}, kept inside [0, t_max]."""
-    if radius < 0:
-        raise ValueError(f"argument 'tc_radius' must be >= 0, got {radius}")
-    delta = torch.randint(-radius, radius + 1, t.shape, generator=gen)
-    return (t + delta.to(t.device)).clamp_(0, t_max)
 
 
 def temporal_consistency(logits_a: torch.Tensor, logits_b: torch.Tensor, t_a: torch.Tensor, t_b: torch.Tensor,
@@ -122,35 +116,25 @@ def nnpu_risk(score_positive: torch.Tensor, score_unlabeled: torch.Tensor, prior
     return objective, risk.detach()
 
 
-def f1_score(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """F1 of the positive class (1) for 0/1 predictions and targets."""
-    tp = int(((pred == 1) & (target == 1)).sum())
-    fp = int(((pred == 1) & (target == 0)).sum())
-    fn = int(((pred == 0) & (target == 1)).sum())
-    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+def pu_targets(labels: torch.Tensor, positive) -> torch.Tensor:
+    """Labels of a positive-unlabeled task: 1 for the ``positive`` classes, 0 for the rest."""
+    return torch.isin(labels, torch.tensor(list(positive))).long()
 
 
-@torch.inference_mode()
-def disagreement(model, denoiser, images: torch.Tensor, *, radius: int, seed: int = 0, batch: int = 500,
-                 device="cpu") -> dict:
-    """How often a noisy / DA classifier changes its mind between x_t and x_t' of the same image and ε
-    (t uniform, t' within ``radius``): the fraction of different top classes and the mean symmetric KL."""
-    from diffaug_fast.ops import diffuse
-
-    model.eval()
-    last = len(denoiser.schedule) - 1
-    gen = torch.Generator().manual_seed(seed + 3)
-    changed, sym_kl = 0, 0.0
-    for start in range(0, len(images), batch):
-        x0 = images[start:start + batch].to(device)
-        t = torch.randint(0, last + 1, (len(x0),), generator=gen)
-        t2 = partner_timesteps(t, radius, last, gen)
-        logits = []
-        for tt in (t.to(device), t2.to(device)):
-            a, s = denoiser.schedule.coefficients(tt, device=device)
-            x_t = diffuse(x0, a, s, seed=seed + 5000, offset=start * x0[0].numel())  # the same ε for t and t'
-            logits.append(F.log_softmax(model(x_t, tt).float(), -1))
-        changed += int((logits[0].argmax(1) != logits[1].argmax(1)).sum())
-        p, q = logits[0].exp(), logits[1].exp()
-        sym_kl += float(((p - q) * (logits[0] - logits[1])).sum())
-    return {"top_class_changed": changed / len(images), "symmetric_kl": sym_kl / len(images), "radius": radius}
+def semi_supervised_loss(chunks: tuple, batch: dict, semi, *, step: int, prior: float | None) -> tuple:
+    """(loss, stats) of one semi-supervised step from the logits of each part of ``batch`` (labeled, then
+    unlabeled and partner when present): CE on labeled (SSL) or nnPU (PU), plus the ramped temporal-consistency
+    KL on unlabeled pairs."""
+    stats = {}
+    if semi.pu:
+        loss, risk = nnpu_risk(binary_score(chunks[0]), binary_score(chunks[1]), prior, loss=semi.pu_loss)
+        stats.update(pu_risk=float(risk), acc=float((binary_score(chunks[0]) > 0).float().mean()))
+    else:
+        loss = F.cross_entropy(chunks[0], batch["y"])
+        stats["acc"] = float((chunks[0].argmax(1) == batch["y"]).float().mean())
+    if "pair" in batch:
+        tc, kept = temporal_consistency(chunks[-2], chunks[-1], batch["unlabeled"][1], batch["pair"][1],
+                                        target=semi.tc_target, threshold=semi.tc_threshold)
+        loss = loss + semi.tc_weight * rampup(step, semi.tc_rampup) * tc
+        stats.update(tc_kl=float(tc.detach()), tc_kept=float(kept.float().mean()))
+    return loss, stats

@@ -35,7 +35,7 @@ def _api_cases():
     from diffaug_fast.runs.weights import pretrained
     from diffaug_fast.eval.robustness.corruptions import corrupt
     from diffaug_fast.diffusion.sampling import sample
-    from diffaug_fast.train.classifier import config_from_preset
+    from diffaug_fast.config import train_config
 
     s = linear_vp()
     return [
@@ -51,8 +51,8 @@ def _api_cases():
         ("sampler step spec", lambda: sample(lambda a, b: a, (2, 1, 28, 28), s, steps="ddimX", progress=False), "argument 'steps' is 'ddimX'"),
         ("sampler mode", lambda: sample(lambda a, b: a, (2, 1, 28, 28), s, steps="ddim5", mode="euler", progress=False), "argument 'mode' is 'euler'"),
         ("unknown embedded model", lambda: pretrained("cifar"), "unknown pretrained model 'cifar'"),
-        ("unknown training option value", lambda: config_from_preset("quick", mode="fuzzy"), "argument 'mode' is 'fuzzy'"),
-        ("semi-supervised training of a clean classifier", lambda: config_from_preset("quick", ssl=True), "add --mode noisy or --mode da"),
+        ("unknown training option value", lambda: train_config("quick", mode="fuzzy"), "argument 'mode' is 'fuzzy'"),
+        ("semi-supervised training of a clean classifier", lambda: train_config("quick", ssl=True), "add --mode noisy or --mode da"),
         ("missing image folder", lambda: load_image_folder("/nonexistent/images"), "argument 'data': /nonexistent/images is not a folder"),
         ("unknown corruption", lambda: corrupt(_x(), "rain", 1), "argument 'name' is 'rain'"),
         ("corrupted checkpoint", lambda: load_verified(_garbage_checkpoint()), "cannot be read"),
@@ -103,10 +103,11 @@ def test_python_case(index):
 
 @pytest.fixture(scope="module")
 def existing_run(tmp_path_factory):
-    from diffaug_fast.train.classifier import config_from_preset, train_classifier
+    from diffaug_fast.config import train_config
+    from diffaug_fast.train.classifier import train_classifier
 
     run = tmp_path_factory.mktemp("run")
-    train_classifier(config_from_preset("quick", diffaug="off", train_limit=64, batch_size=32, de_timesteps=[],
+    train_classifier(train_config("quick", diffaug="off", train_limit=64, batch_size=32, de_timesteps=[],
                                         compile="off"), run, progress=False, evaluate_at_end=False)
     return run
 

@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 
 from diffaug_fast.data import FASHION_MNIST_CLASSES, HOLDOUT_EVERY, load_fashion_mnist, load_image_folder
-from diffaug_fast.train.classifier import (accuracy, classifier_classes, config_from_preset, export_classifier,
-                                           load_run_classifier, train_classifier)
+from diffaug_fast.config import train_config
+from diffaug_fast.eval.metrics import accuracy
+from diffaug_fast.runs.classifiers import classifier_classes, export_classifier, load_classifier
+from diffaug_fast.train.classifier import train_classifier
 
 CLI = [sys.executable, "-m", "diffaug_fast.cli"]
 NAMES = ("trouser", "sneaker", "bag")
@@ -77,7 +79,7 @@ def test_bad_folders_are_named(tmp_path):
 
 def test_denoiser_of_other_images_is_refused(fmnist_folder):
     root, _, _ = fmnist_folder
-    config = config_from_preset("quick", data=str(root), image_size=32, mode="noisy", compile="off",
+    config = train_config("quick", data=str(root), image_size=32, mode="noisy", compile="off",
                                 batch_size=16, eval_limit=10)
     with pytest.raises(ValueError, match="works on 1x28x28 images but the data are 1x32x32"):
         train_classifier(config, root.parent / "refused", progress=False)
@@ -91,7 +93,7 @@ def test_two_commands_train_a_guidance_classifier_on_a_folder_and_sample(fmnist_
                            capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr
     assert json.loads((run / "classes.json").read_text()) == sorted(NAMES)  # folder order
-    model, config = load_run_classifier(run)
+    model, config = load_classifier(run)
     assert config.data == str(root) and model.net.fc.out_features == 3
 
     def sample(*extra):
@@ -113,7 +115,7 @@ def test_two_commands_train_a_guidance_classifier_on_a_folder_and_sample(fmnist_
 
 
 def test_shipped_judge_classifier_is_accurate_on_real_test_images():
-    model, config = load_run_classifier("fmnist-classifier")
+    model, config = load_classifier("fmnist-classifier")
     assert config.mode == "clean"
     x, y = load_fashion_mnist("test", limit=2000)
     acc = accuracy(model, x, y)
@@ -123,12 +125,12 @@ def test_shipped_judge_classifier_is_accurate_on_real_test_images():
 
 def test_exported_classifier_equals_its_run(tmp_path):
     run = tmp_path / "run"
-    config = config_from_preset("quick", diffaug="off", train_limit=256, batch_size=64, de_timesteps=[],
+    config = train_config("quick", diffaug="off", train_limit=256, batch_size=64, de_timesteps=[],
                                 compile="off", warmup_steps=2)
     train_classifier(config, run, progress=False, evaluate_at_end=False)
     path = export_classifier(run, tmp_path / "exported" / "clf.safetensors")
-    a, _ = load_run_classifier(run)
-    b, _ = load_run_classifier(path)
+    a, _ = load_classifier(run)
+    b, _ = load_classifier(path)
     x, _ = load_fashion_mnist("test", limit=64)
     with torch.no_grad():
         assert torch.equal(a(x), b(x))

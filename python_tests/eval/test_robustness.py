@@ -16,6 +16,7 @@ from diffaug_fast.eval.robustness.certify import (certified_accuracy, certify, c
                                              timestep_for_sigma)
 from diffaug_fast.eval.robustness.corruptions import CORRUPTIONS, FAMILIES, corrupt
 from diffaug_fast.eval.robustness.ood import detection_metrics, energy, ensemble_scores, msp, ood_images
+from helpers import train_quick_classifier
 
 CLI = [sys.executable, "-m", "diffaug_fast.cli"]
 
@@ -25,7 +26,9 @@ def images():
     return load_fashion_mnist("test", limit=64)[0]
 
 
-@pytest.mark.parametrize("name", list(CORRUPTIONS))
+# zoom_blur alone takes ~2.5 s on CPU
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "zoom_blur" else n
+                                  for n in CORRUPTIONS])
 def test_corruptions_are_deterministic_in_range_and_grow_with_severity(images, name):
     outs = [corrupt(images, name, s, seed=3) for s in range(1, 6)]
     assert torch.equal(outs[2], corrupt(images, name, 3, seed=3))
@@ -116,6 +119,7 @@ def test_certify_recovers_the_closed_form_radius_of_a_linear_classifier():
         certify(classify, points, sigma=0.0, num_classes=2)
 
 
+@pytest.mark.slow  # the shipped denoiser on real images
 def test_denoised_classifier_matches_noise_level_and_denoises():
     from diffaug_fast import pretrained
 
@@ -139,15 +143,10 @@ def test_denoised_classifier_matches_noise_level_and_denoises():
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from diffaug_fast.train.classifier import config_from_preset, train_classifier
-
-    run = tmp_path_factory.mktemp("clean-run")
-    config = config_from_preset("quick", diffaug="off", train_limit=1024, batch_size=64, de_timesteps=[],
-                                compile="off", warmup_steps=2, lr=0.1)
-    train_classifier(config, run, progress=False, evaluate_at_end=False)
-    return run
+    return train_quick_classifier(tmp_path_factory.mktemp("clean-run"))
 
 
+@pytest.mark.slow  # trains a classifier, then two `diffaug-fast eval` subprocesses
 def test_eval_command_runs_all_suites_and_resumes(trained_run, tmp_path):
     args = ["eval", str(trained_run), "--limit", "24", "--certify-limit", "3", "--n", "20", "--de-timesteps", "0,200",
             "--out", str(tmp_path / "ev")]
@@ -171,6 +170,7 @@ def test_eval_command_runs_all_suites_and_resumes(trained_run, tmp_path):
     assert second["corruptions"]["mce"] == pytest.approx(1.0) and "mCE 100.0" in again.stdout
 
 
+@pytest.mark.slow  # trains a classifier, then a `diffaug-fast eval` subprocess
 def test_eval_reads_a_cifar10c_style_folder(trained_run, tmp_path):
     data = tmp_path / "fmnist-c"
     data.mkdir()
@@ -178,7 +178,7 @@ def test_eval_reads_a_cifar10c_style_folder(trained_run, tmp_path):
     pixels = ((x[:, 0] + 1) * 127.5).round().to(torch.uint8).numpy()[..., None]  # [N, 28, 28, 1] like CIFAR-10-C
     np.save(data / "labels.npy", np.tile(y.numpy(), 5))
     np.save(data / "identity.npy", np.tile(pixels, (5, 1, 1, 1)))
-    out = subprocess.run(CLI + ["eval", str(trained_run), "--suite", "corruptions", "--de", "off", "--limit", "20",
+    out = subprocess.run(CLI + ["eval", str(trained_run), "--suite", "corruptions", "--no-de", "--limit", "20",
                                 "--corruption-data", str(data), "--out", str(tmp_path / "ev")],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
@@ -189,11 +189,12 @@ def test_eval_reads_a_cifar10c_style_folder(trained_run, tmp_path):
                for r in result["corruptions"]["per_corruption"]["identity"].values())
 
 
+@pytest.mark.slow  # trains a classifier, then a `diffaug-fast eval` subprocess per case
 @pytest.mark.parametrize("args, match", [
     (["--suite", "nope"], "--suite: unknown nope"),
-    (["--limit", "0"], "argument 'limit'"),
-    (["--corruption-data", "/nonexistent"], "--corruption-data /nonexistent"),
-    (["--baseline", "/nonexistent", "--suite", "corruptions", "--limit", "4", "--de", "off"], "no eval.json there"),
+    (["--limit", "0"], "argument --limit"),
+    (["--corruption-data", "/nonexistent"], "--corruption-data: /nonexistent"),
+    (["--baseline", "/nonexistent", "--suite", "corruptions", "--limit", "4", "--no-de"], "no eval.json there"),
 ])
 def test_eval_errors_are_one_line(trained_run, tmp_path, args, match):
     out = subprocess.run(CLI + ["eval", str(trained_run), *args, "--out", str(tmp_path / "ev")], capture_output=True,

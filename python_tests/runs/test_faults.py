@@ -14,14 +14,15 @@ import pytest
 import torch
 
 from diffaug_fast.runs.checkpoint import MAGIC, load_verified, previous_path, save_atomic
-from diffaug_fast.train.classifier import config_from_preset, train_classifier
+from diffaug_fast.config import train_config
+from diffaug_fast.train.classifier import train_classifier
 
 CLI = [sys.executable, "-m", "diffaug_fast.cli"]
 SETTINGS = dict(train_limit=640, batch_size=32, epochs=2, checkpoint_every=3, log_every=1, warmup_steps=2,
                 eval_limit=20, de_timesteps=[0, 300], compile="off", ema_decay=0.9)  # 40 steps with DiffAug
 TRAIN_SCRIPT = (
-    "import sys, json; from diffaug_fast.train.classifier import config_from_preset, train_classifier; "
-    "train_classifier(config_from_preset('quick', **json.loads(sys.argv[1])), sys.argv[2], progress=False, "
+    "import sys, json; from diffaug_fast.config import train_config; from diffaug_fast.train.classifier import train_classifier; "
+    "train_classifier(train_config('quick', **json.loads(sys.argv[1])), sys.argv[2], progress=False, "
     "evaluate_at_end=False)")
 
 
@@ -34,7 +35,7 @@ def _same_weights(a, b):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     run = tmp_path_factory.mktemp("straight")
-    train_classifier(config_from_preset("quick", **SETTINGS), run, progress=False, evaluate_at_end=False)
+    train_classifier(train_config("quick", **SETTINGS), run, progress=False, evaluate_at_end=False)
     return load_verified(run / "checkpoint.pt", fallback=False)
 
 
@@ -55,7 +56,7 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path, u
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     stopped = load_verified(tmp_path / "checkpoint.pt")["step"]
     assert 0 < stopped < 40
-    train_classifier(config_from_preset("quick", **SETTINGS), tmp_path, progress=False, evaluate_at_end=False)
+    train_classifier(train_config("quick", **SETTINGS), tmp_path, progress=False, evaluate_at_end=False)
     resumed = load_verified(tmp_path / "checkpoint.pt", fallback=False)
     assert resumed["step"] == 40
     _same_weights(resumed, uninterrupted)
@@ -64,7 +65,7 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path, u
 
 
 def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path, uninterrupted, capfd):
-    config = config_from_preset("quick", **SETTINGS)
+    config = train_config("quick", **SETTINGS)
     train_classifier(config, tmp_path, progress=False, stop_after=7, evaluate_at_end=False)  # saves at 3, 6, 7
     ckpt = tmp_path / "checkpoint.pt"
     assert load_verified(ckpt)["step"] == 7 and load_verified(previous_path(ckpt))["step"] == 6

@@ -5,7 +5,9 @@ import scipy.special
 import scipy.stats
 import torch
 
-from diffaug_fast.train.ssl import (binary_score, f1_score, labeled_subset, nnpu_risk, partner_timesteps, rampup,
+from diffaug_fast.augment import partner_timesteps
+from diffaug_fast.eval.metrics import f1_score
+from diffaug_fast.train.ssl import (binary_score, labeled_subset, nnpu_risk, rampup,
                                     temporal_consistency)
 
 
@@ -132,7 +134,8 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 from diffaug_fast.runs.checkpoint import load_verified  # noqa: E402
-from diffaug_fast.train.classifier import config_from_preset, train_classifier  # noqa: E402
+from diffaug_fast.config import train_config
+from diffaug_fast.train.classifier import train_classifier  # noqa: E402
 
 CLI = [sys.executable, "-m", "diffaug_fast.cli"]
 
@@ -140,7 +143,7 @@ CLI = [sys.executable, "-m", "diffaug_fast.cli"]
 def _ssl_config(**kw):
     base = dict(mode="noisy", ssl=True, labels_per_class=20, train_limit=4096, batch_size=64, epochs=2,
                 eval_limit=500, compile="off", tc_weight=5.0, tc_rampup=20, warmup_steps=5)
-    return config_from_preset("quick", **{**base, **kw})
+    return train_config("quick", **{**base, **kw})
 
 
 def test_consistency_term_lowers_disagreement_between_t_and_t_prime(tmp_path):

@@ -11,7 +11,8 @@ import torch
 
 from diffaug_fast.runs.checkpoint import load_verified
 from diffaug_fast.cli import _train_worker
-from diffaug_fast.train.classifier import config_from_preset, train_classifier
+from diffaug_fast.config import train_config
+from diffaug_fast.train.classifier import train_classifier
 from diffaug_fast.train.distributed import launch
 
 CLI = [sys.executable, "-m", "diffaug_fast.cli"]
@@ -20,7 +21,7 @@ CLI = [sys.executable, "-m", "diffaug_fast.cli"]
 def _config(**kw):
     base = dict(train_limit=192, batch_size=32, checkpoint_every=2, log_every=1, warmup_steps=2, eval_limit=20,
                 de_timesteps=[0, 300], compile="off")
-    return config_from_preset("quick", **{**base, **kw})
+    return train_config("quick", **{**base, **kw})
 
 
 def _assert_same_state(a, b, exact=True):
@@ -165,21 +166,20 @@ def test_noisy_and_da_modes_train_and_report_per_t_bucket(tmp_path):
 
 
 def test_da_mode_feeds_the_classifier_x_t_and_the_denoised_image():
-    from diffaug_fast.train.classifier import _Job
+    from diffaug_fast.train.classifier import ClassifierTrainer
     from diffaug_fast.data import load_fashion_mnist
     from diffaug_fast.augment import diffuse_and_denoise
 
     config = _config(mode="da", train_limit=64)
-    job = _Job(config, None, load_fashion_mnist("train", limit=64), load_fashion_mnist("test", limit=8), False)
-    (x_t, t, x_hat), y = job.batch(0)
+    job = ClassifierTrainer(config, *load_fashion_mnist("train", limit=64))
+    (x_t, t, x_hat), y = job.batches.supervised(0)
     assert x_t.shape == x_hat.shape == (32, 1, 28, 28) and t.shape == (32,) and t.max() > 499
     # x_hat is the denoiser's estimate from exactly this x_t
     torch.testing.assert_close(job.denoiser(x_t, t), x_hat, atol=2e-4, rtol=1e-3)
     again = diffuse_and_denoise(job.denoiser, x_t * 0, t, seed=0)  # sanity: other inputs give other outputs
     assert not torch.allclose(again, x_hat)
     # the noisy mode sees the very same x_t (same keys), made without running the denoiser
-    noisy = _Job(_config(mode="noisy", train_limit=64), None, load_fashion_mnist("train", limit=64),
-                 load_fashion_mnist("test", limit=8), False)
-    (x_t2, t2), _ = noisy.batch(0)
+    noisy = ClassifierTrainer(_config(mode="noisy", train_limit=64), *load_fashion_mnist("train", limit=64))
+    (x_t2, t2), _ = noisy.batches.supervised(0)
     assert torch.equal(t2, t)
     torch.testing.assert_close(x_t2, x_t)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+
+from diffaug_fast import streams
 from scipy.stats import beta, norm
 from tqdm.auto import tqdm
 
@@ -49,7 +51,7 @@ def certify(classify: Callable[[torch.Tensor], torch.Tensor], images: torch.Tens
     if sigma <= 0 or n0 < 1 or n < 1 or not 0 < alpha < 1:
         raise ValueError(f"certify: need sigma > 0, n0 >= 1, n >= 1 and 0 < alpha < 1; got sigma={sigma}, "
                          f"n0={n0}, n={n}, alpha={alpha}")
-    gen = torch.Generator().manual_seed(seed + 4242)
+    gen = streams.generator(seed, "certify")
     preds, radii = [], []
     for x in tqdm(images, desc=f"certify σ={sigma}", disable=not progress, unit="img"):
         guess = int(_counts(classify, x, n0, 2 * sigma, num_classes, batch, gen).argmax())

@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 import torch
+
+from diffaug_fast import streams
 import torch.nn.functional as F
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -225,7 +227,7 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int = 0) ->
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"argument 'images' must be [N, 1 or 3, H, W], got shape {list(images.shape)}")
     index = list(CORRUPTIONS).index(name)
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + index * 10 + severity)
+    gen = streams.generator(seed, "corruption", index * 10 + severity)
     x01 = images.float().add(1).div(2).clamp(0, 1)
     out = CORRUPTIONS[name](x01, severity, gen).clamp(0, 1)
     return out.mul(2).sub(1).to(images.dtype)

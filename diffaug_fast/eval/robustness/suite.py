@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,37 +14,14 @@ import torch
 from scipy.stats import norm
 from tqdm.auto import tqdm
 
+from diffaug_fast.config import RobustnessConfig
+from diffaug_fast.config.commands import SUITES
+from diffaug_fast.config.options import validate_options
 from diffaug_fast.eval.robustness.certify import RADII, certified_accuracy, certify, denoised_classifier
 from diffaug_fast.eval.robustness.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from diffaug_fast.eval.robustness.ood import OOD_SETS, detection_metrics, energy, ensemble_scores, msp, ood_images
 
-SUITES = ("corruptions", "ood", "certify")
-
-
-@dataclass
-class EvalConfig:
-    suites: list = field(default_factory=lambda: list(SUITES))
-    limit: int = 500  # test images for the corruption and OOD suites
-    de: bool = True  # also evaluate with DiffAug-Ensemble
-    de_timesteps: list = field(default_factory=lambda: [0, 100, 200, 300, 400])
-    seed: int = 0
-    corruption_data: str | None = None  # a CIFAR-10-C-style folder (<name>.npy + labels.npy) instead of on-the-fly
-    ood_sets: list = field(default_factory=lambda: list(OOD_SETS))
-    certify_limit: int = 100
-    sigmas: list = field(default_factory=lambda: [0.25, 0.5])
-    n0: int = 10
-    n: int = 100
-    alpha: float = 0.001
-
-    def validate(self) -> None:
-        bad = [s for s in self.suites if s not in SUITES]
-        if bad or not self.suites:
-            raise ValueError(f"--suite: unknown {', '.join(bad) or '(none)'}; expected all or some of {', '.join(SUITES)}")
-        for name in ("limit", "certify_limit", "n0", "n"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"argument '{name}' must be a positive integer, got {getattr(self, name)!r}")
-        if not 0 < self.alpha < 1 or any(s <= 0 for s in self.sigmas):
-            raise ValueError(f"need 0 < alpha < 1 and sigmas > 0, got alpha={self.alpha}, sigmas={self.sigmas}")
+EvalConfig = RobustnessConfig  # the name of earlier versions
 
 
 class _Partial:
@@ -171,21 +148,23 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
     """Run the suites on a clean-classifier run folder (or exported classifier); write eval.json / .md / plots."""
     from diffaug_fast.augment import DiffAugEnsemble
     from diffaug_fast.data import load_dataset
-    from diffaug_fast.train.classifier import load_denoiser, load_run_classifier
+    from diffaug_fast.runs.classifiers import load_classifier
+    from diffaug_fast.runs.weights import load_denoiser
 
+    validate_options(config)
     config.validate()
     base_eval = Path(baseline) / "eval.json" if baseline else None
     if base_eval is not None and not base_eval.exists():
         raise FileNotFoundError(f"--baseline {baseline}: no eval.json there; evaluate the baseline first")
-    classifier, train_config = load_run_classifier(run_dir)
-    if train_config.mode != "clean":
+    classifier, train_config = load_classifier(run_dir)
+    if train_config.model.mode != "clean":
         raise ValueError(f"{run_dir}: `diffaug-fast eval` evaluates clean-image classifiers; this run is a "
-                         f"{train_config.mode} classifier of (x_t, t)")
+                         f"{train_config.model.mode} classifier of (x_t, t)")
     out = Path(out_dir) if out_dir else (Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).with_suffix(""))
     out.mkdir(parents=True, exist_ok=True)
-    denoiser = load_denoiser(train_config.denoiser)
-    images, labels = load_dataset(train_config.data, "test", limit=max(config.limit, config.certify_limit),
-                                  image_size=train_config.image_size, channels=train_config.channels)
+    denoiser = load_denoiser(train_config.diffaug.denoiser)
+    images, labels = load_dataset(train_config.data.source, "test", limit=max(config.limit, config.certify_limit),
+                                  image_size=train_config.data.image_size, channels=train_config.data.channels)
     ensemble = (DiffAugEnsemble(classifier, denoiser, config.de_timesteps, seed=config.seed, compile=False)
                 if config.de else None)
     partial = _Partial(out / "eval.partial.json", config)

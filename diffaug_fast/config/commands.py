@@ -1,0 +1,162 @@
+"""The options of every command other than ``train``'s training config: the denoiser trainer, the robustness
+suite, sampling, fidelity, gradients, the forward-process picture, the denoiser report, and the train
+command's own (where the run goes, resuming, processes)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from diffaug_fast.config.options import option
+
+SUITES = ("corruptions", "ood", "certify")
+
+
+@dataclass
+class TrainCommand:
+    """How ``diffaug-fast train`` runs: not part of the run's identity, never saved with it."""
+    preset: Literal["quick", "paper"] = option("quick", "a partial config that flags and --config override")
+    config: str | None = option(None, "a JSON config (e.g. another run's config.json); flags override it")
+    out: str = option("runs/train", "the run folder")
+    resume: bool = option(False, "continue the run in --out from its checkpoint (same settings)")
+    evaluate_only: bool = option(False, "re-evaluate the finished run in --out with the evaluation options given "
+                                 "now; its training state is not touched")
+    nproc: int = option(1, "data-parallel processes on this machine", check="positive")
+    compare: str | None = option(None, "another finished run folder (e.g. the baseline) for the report")
+
+
+@dataclass
+class DenoiserConfig:
+    kind: Literal["vp", "ve"] = option("vp", "vp: DDPM eps-prediction; ve: EDM-preconditioned score network")
+    data: str = option("fmnist", "fmnist, or a folder of your images (one sub-folder per class)")
+    image_size: int = option(28, "image folders are resized to this (a multiple of 4, >= 8)", check="positive")
+    channels: Literal[1, 3] = option(1, "1: grayscale, 3: RGB")
+    schedule: Literal["linear", "cosine"] = option("linear", "VP noise schedule (VE uses its geometric sigma grid)")
+    sigma_min: float = option(0.01, "VE: smallest sigma", check="positive")
+    sigma_max: float = option(50.0, "VE: largest sigma", check="positive")
+    sigma_data: float = option(0.5, "VE preconditioning: the data's pixel std (Fashion-MNIST in [-1, 1]: 0.59)",
+                               check="positive")
+    steps: int = option(2500, "training steps", check="positive")
+    batch_size: int = option(128, "images per step", check="positive")
+    lr: float = option(2e-3, "AdamW learning rate", check="positive")
+    ema_decay: float = option(0.999, "EMA decay of the exported weights", check="decay")
+    warmup: int = option(200, "linear learning-rate warm-up steps", check="positive")
+    seed: int = option(0, "seed of the run's random streams", check="nonnegative")
+    checkpoint_every: int = option(100, "steps between checkpoints", check="positive")
+    bf16: bool = option(False, "bf16 autocast (slower than fp32 on the 2-core AVX-512 CPU: 1.2 vs 0.85 s/step)")
+    limit: int | None = option(None, "use only the first N training images", check="positive", none="all")
+    unet: dict | None = option(None, "UNet settings (default: the lean UNet for --image-size / --channels)",
+                               cli=False)
+
+    def validate(self) -> None:
+        if self.image_size % 4 or self.image_size < 8:
+            raise ValueError(f"argument --image-size must be a multiple of 4 and >= 8 (two 2x downsamplings), got "
+                             f"{self.image_size}")
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(f"need --sigma-min < --sigma-max, got {self.sigma_min} >= {self.sigma_max}")
+
+
+@dataclass
+class DenoiserCommand:
+    out: str = option("runs/denoiser-vp", "the run folder")
+    resume: bool = option(False, "continue the run in --out from its checkpoint (same settings)")
+    data_root: str | None = option(None, "folder with the Fashion-MNIST IDX files")
+
+
+@dataclass
+class RobustnessConfig:
+    suites: list[str] = option(help=f"all, or some of {', '.join(SUITES)}", flag="--suite",
+                               factory=lambda: list(SUITES), metavar="SUITE,...")
+    limit: int = option(500, "test images for the corruption and OOD suites", check="positive")
+    de: bool = option(True, "also evaluate with DiffAug-Ensemble")
+    de_timesteps: list[int] = option(help="DiffAug-Ensemble timesteps of the suites",
+                                     factory=lambda: [0, 100, 200, 300, 400], metavar="T,T,...")
+    seed: int = option(0, "seed of the corruptions, OOD sets and smoothing noise", check="nonnegative")
+    corruption_data: str | None = option(None, "a CIFAR-10-C-style folder (<name>.npy + labels.npy) instead of "
+                                         "on-the-fly Fashion-MNIST-C")
+    ood_sets: list[str] = option(help="OOD sets: digits, uniform, gaussian, or image folders", flag="--ood",
+                                 factory=lambda: ["digits", "uniform", "gaussian"], metavar="SET,...")
+    certify_limit: int = option(100, "test images to certify", check="positive")
+    sigmas: list[float] = option(help="smoothing noise levels ([0, 1] pixel units)", factory=lambda: [0.25, 0.5],
+                                 metavar="S,S,...")
+    n0: int = option(10, "noise samples to pick the class", check="positive")
+    n: int = option(100, "noise samples to bound its probability (100: the largest certifiable radius is then "
+                    "1.5 sigma at alpha 0.001)", check="positive")
+    alpha: float = option(0.001, "failure probability of the certificate", check="open_unit")
+
+    def validate(self) -> None:
+        if self.suites == ["all"]:
+            self.suites = list(SUITES)
+        bad = [s for s in self.suites if s not in SUITES]
+        if bad or not self.suites:
+            raise ValueError(f"argument --suite: unknown {', '.join(bad) or '(none)'}; expected all or some of "
+                             f"{', '.join(SUITES)}")
+        if any(s <= 0 for s in self.sigmas) or not self.sigmas:
+            raise ValueError(f"argument --sigmas must be numbers > 0, got {self.sigmas}")
+        if self.de and not self.de_timesteps:
+            raise ValueError("argument --de-timesteps is empty; give timesteps or --no-de")
+
+
+@dataclass
+class EvalCommand:
+    baseline: str | None = option(None, "an evaluated baseline run folder: mCE relative to it")
+    out: str | None = option(None, "output folder (default: the run folder)")
+
+
+@dataclass
+class SampleOptions:
+    model: str | None = option(None, "fmnist, fmnist-ve, or an exported ema.safetensors (default: the classifier "
+                        "run's denoiser with --classifier, else fmnist)")
+    num: int = option(64, "images to sample", check="positive")
+    steps: str = option("ddim50", "respacing: ddimN, N, or comma-separated section counts")
+    mode: Literal["ddim", "ddpm"] = option("ddim", "sampler")
+    eta: float = option(0.0, "DDIM eta", check="nonnegative")
+    seed: int = option(0, "seed of the sampler's noise", check="nonnegative")
+    compile: bool = option(False, "torch.compile the network")
+    classifier: str | None = option(None, "a `train --mode noisy|da` run folder: classifier guidance")
+    class_: str | None = option(None, "with --classifier: the class to generate (index or name), or 'all' for "
+                                "every class in turn", flag="--class")
+    scale: float = option(1.0, "guidance scale", check="nonnegative")
+    out: str = option("runs/samples", "output folder")
+
+
+@dataclass
+class FidelityOptions:
+    samples: str = option("samples.npz", "a samples.npz written by `diffaug-fast sample`")
+    extractor: str = option("fmnist-classifier", "the clean classifier whose features and logits replace "
+                            "Inception's: fmnist-classifier (shipped), a `train` run folder or an exported "
+                            ".safetensors")
+    judge: str | None = option(None, "the classifier that judges guided samples' class (default: the extractor)")
+    reference: str = option("fmnist", "real images to compare with: fmnist (its test set) or an image folder")
+    reference_limit: int = option(10000, "test images to compare against", check="positive")
+    json: str | None = option(None, "also write the numbers to this file")
+
+
+@dataclass
+class GradientsOptions:
+    classifier: list[str] = option(help="`train --mode noisy|da` run folders to compare (repeat the flag or use "
+                                   "commas)", factory=list, metavar="RUN", repeat=True)
+    t: list[int] = option(help="timesteps", factory=lambda: [100, 300, 500, 700], metavar="T,T,...")
+    images: int = option(6, "test images in the picture", check="positive")
+    seed: int = option(0, "seed of the noise", check="nonnegative")
+    out: str = option("runs/gradients", "output folder")
+
+
+@dataclass
+class DiffuseOptions:
+    schedule: Literal["linear", "cosine", "ve"] = option("linear", "noise schedule")
+    steps: int = option(1000, "schedule length", check="positive")
+    t: list[int] = option(help="timesteps", factory=lambda: list(range(0, 1000, 100)), metavar="T,T,...")
+    images: int = option(8, "images in the picture", check="positive")
+    limit: int | None = option(None, "use only the first N test images", check="positive", none="all")
+    seed: int = option(0, "seed of the noise", check="nonnegative")
+    backend: Literal["auto", "reference", "cpu", "cuda", "triton"] = option("auto", "kernel backend")
+    data_root: str | None = option(None, "folder with the Fashion-MNIST IDX files")
+    out: str = option("runs/diffuse", "output folder")
+
+
+@dataclass
+class ReportOptions:
+    model: str = option("fmnist", "fmnist (= fmnist-vp), fmnist-ve, or an exported ema.safetensors")
+    limit: int = option(2000, "test images used for the MSE", check="positive")
+    seed: int = option(0, "seed of t and the noise", check="nonnegative")
+    out: str = option("runs/denoiser-report", "output folder")

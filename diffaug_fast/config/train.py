@@ -1,0 +1,152 @@
+"""The options of ``diffaug-fast train``, by regime: data, model, optimisation, DiffAug, evaluation,
+semi-supervised / positive-unlabeled, and how the run executes. ``PRESETS`` are partial configs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from diffaug_fast.augment import DE_TIMESTEPS
+from diffaug_fast.config.options import option, section
+from diffaug_fast.models.build import TIME_WIDTHS
+from diffaug_fast.models.classifiers import CLASSIFIERS
+
+
+@dataclass
+class DataOptions:
+    source: str = option("fmnist", "fmnist, or a folder of your images with one sub-folder per class (train/ and "
+                         "test/ inside are used if present, else every 10th image is held out)", flag="--data")
+    image_size: int = option(28, "image folders are resized to this", check="positive")
+    channels: Literal[1, 3] = option(1, "image folders are read as 1 grayscale or 3 RGB channels")
+    train_limit: int | None = option(None, "use only the first N training images", check="positive", none="all")
+
+
+@dataclass
+class ModelOptions:
+    mode: Literal["clean", "noisy", "da"] = option(
+        "clean", "clean: a classifier of images (DiffAug training); noisy: a time-conditioned classifier of x_t; "
+        "da: denoising-assisted, sees x_t and the denoiser's x0_hat")
+    arch: str = option("resnet-small", f"classifier: {' | '.join(CLASSIFIERS)} (noisy / da: "
+                       f"{' | '.join(TIME_WIDTHS)})", flag="--model")
+    norm: Literal["batch", "group"] = option("batch", "normalisation layers of the classifier")
+    fusion: Literal["input", "feature"] = option("input", "DA classifier: channel concat of x_t and x0_hat, or "
+                                                 "time-gated feature fusion")
+
+
+@dataclass
+class OptimOptions:
+    epochs: int = option(1, "passes over the training images; fixed for a run (the LR schedule spans them)",
+                         check="positive")
+    batch_size: int = option(128, "global batch, split over the data-parallel processes", check="positive")
+    optimizer: Literal["sgd", "adamw"] = option("sgd", "SGD (momentum 0.9, Nesterov) or AdamW")
+    lr: float = option(0.05, "peak learning rate", check="positive")
+    weight_decay: float = option(5e-4, "weight decay", check="nonnegative")
+    lr_schedule: Literal["cosine", "step", "constant"] = option("cosine", "learning-rate schedule after warm-up "
+                                                               "(step: x0.1 at 50% and 75%)")
+    warmup_steps: int = option(50, "linear warm-up steps", check="nonnegative")
+    ema_decay: float = option(0.0, "EMA decay of the classifier weights (0 = no EMA)", flag="--ema", check="decay",
+                             alias="ema_decay")
+
+
+@dataclass
+class DiffAugOptions:
+    mode: Literal["on", "off", "only"] = option("on", "on: clean + DiffAug images; off: the baseline; only: "
+                                                "DiffAug images alone", flag="--diffaug")
+    augmix: bool = option(False, "AugMix on the clean images (before DiffAug)")
+    t_min: int = option(0, "smallest DiffAug timestep", check="nonnegative")
+    t_max: int | None = option(None, "largest DiffAug timestep", check="nonnegative", none="last")
+    denoiser: str = option("fmnist", "fmnist | fmnist-ve | path/to/ema.safetensors (train-denoiser export)")
+
+
+@dataclass
+class EvalOptions:
+    limit: int | None = option(1000, "test images for the DiffAug-Ensemble / per-t / noisy evaluation",
+                               flag="--eval-limit", check="positive", none="all")
+    de_timesteps: list[int] = option(help="DiffAug-Ensemble timesteps (empty: no ensemble)",
+                                     factory=lambda: list(DE_TIMESTEPS), metavar="T,T,...")
+    noise_std: float = option(0.4, "Gaussian noise (pixel units in [-1, 1]) of the noisy test set",
+                              check="nonnegative")
+
+
+@dataclass
+class SemiOptions:
+    ssl: bool = option(False, "keep only --labels-per-class labels per class; the rest is unlabeled and trained "
+                       "with the temporal-consistency loss (needs --mode noisy|da)")
+    pu: bool = option(False, "positive-unlabeled: --labels-per-class labeled images of each --positive class, the "
+                      "rest unlabeled; nnPU risk + temporal consistency")
+    labels_per_class: int = option(100, "labeled images per class (pu: per positive class)", check="positive")
+    consistency: bool = option(True, "the temporal-consistency term on unlabeled images (off: labeled-only / "
+                               "nnPU-only baseline)")
+    tc_radius: int = option(50, "partner time t' = t + U{-R..R}", check="nonnegative")
+    tc_noise: Literal["same", "fresh"] = option("same", "x_t and x_t' share their noise or not")
+    tc_target: Literal["lower", "higher", "both"] = option("lower", "the detached side: the prediction at the "
+                                                           "lower t, the higher t, or both directions")
+    tc_weight: float = option(1.0, "weight of the consistency term", check="nonnegative")
+    tc_rampup: int = option(200, "steps of sigmoid ramp-up of the consistency weight", check="nonnegative")
+    tc_threshold: float = option(0.0, "skip pairs whose target's top probability is below this", check="unit")
+    positive: list[int] = option(help="--pu: the classes that make up 'positive', e.g. 0,2,4",
+                                 factory=list, metavar="K,K,...")
+    prior: float | None = option(None, "--pu: P(positive)", check="open_unit", none="true")
+    pu_loss: Literal["logistic", "sigmoid"] = option("logistic", "--pu: nnPU's margin loss")
+
+
+@dataclass
+class RunOptions:
+    seed: int = option(0, "seed of every random stream of the run", check="nonnegative")
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
+    amp: Literal["auto", "off", "bf16", "fp16"] = option("auto", "mixed precision of the classifier (auto: bf16 on "
+                                                         "CUDA, off on CPU)")
+    compile: Literal["auto", "on", "off"] = option("auto", "torch.compile: auto = the denoiser always, the "
+                                                   "classifier on CUDA only")
+    checkpoint_every: int = option(100, "steps between checkpoints", check="positive")
+    log_every: int = option(10, "steps between metrics.jsonl lines", check="positive")
+
+
+@dataclass
+class TrainConfig:
+    data: DataOptions = section(DataOptions)
+    model: ModelOptions = section(ModelOptions)
+    optim: OptimOptions = section(OptimOptions)
+    diffaug: DiffAugOptions = section(DiffAugOptions)
+    eval: EvalOptions = section(EvalOptions)
+    semi: SemiOptions = section(SemiOptions)
+    run: RunOptions = section(RunOptions)
+
+    def validate(self) -> None:
+        """Checks across options (each option's own type and range are checked by config.options)."""
+        m, s = self.model, self.semi
+        if m.mode == "clean" and m.arch not in CLASSIFIERS:
+            raise ValueError(f"argument --model is {m.arch!r}; expected one of {', '.join(CLASSIFIERS)}")
+        if m.mode != "clean" and m.arch not in TIME_WIDTHS:
+            raise ValueError(f"argument --model is {m.arch!r}; --mode {m.mode} builds a time-conditioned ResNet: "
+                             f"expected one of {', '.join(TIME_WIDTHS)}")
+        if self.data.source != "fmnist" and not Path(self.data.source).is_dir():
+            raise FileNotFoundError(f"argument --data is {self.data.source!r}; expected 'fmnist' or a folder of "
+                                    "images with one sub-folder per class")
+        t_max = self.diffaug.t_max
+        if t_max is not None and self.diffaug.t_min > t_max:
+            raise ValueError(f"need --t-min <= --t-max, got {self.diffaug.t_min} > {t_max}")
+        if any(t < 0 for t in self.eval.de_timesteps):
+            raise ValueError(f"argument --de-timesteps must hold timesteps >= 0, got {self.eval.de_timesteps}")
+        if s.ssl and s.pu:
+            raise ValueError("choose one of --ssl (few labels per class) and --pu (positive-unlabeled)")
+        if (s.ssl or s.pu) and m.mode == "clean":
+            raise ValueError(f"{'--pu' if s.pu else '--ssl'} trains a noisy or DA classifier: add --mode noisy or "
+                             "--mode da")
+        if s.pu and (not s.positive or len(set(s.positive)) != len(s.positive) or min(s.positive) < 0):
+            raise ValueError(f"--pu needs --positive: distinct class indices >= 0, got {s.positive!r}")
+
+    @property
+    def semi_supervised(self) -> bool:
+        return self.semi.ssl or self.semi.pu
+
+
+# Options that may differ when a run is resumed or re-evaluated: they do not change what is trained.
+NOT_IDENTITY = ("eval", "run.checkpoint_every", "run.log_every", "run.device", "run.compile")
+
+PRESETS = {
+    # ~5 minutes on 2 CPU cores with DiffAug on: one epoch of Fashion-MNIST, 78 k-parameter ResNet.
+    "quick": {},
+    # The paper's recipe scaled to Fashion-MNIST: a WRN-16-4, 30 epochs, SGD + cosine, EMA.
+    "paper": {"model": "wrn-16-4", "epochs": 30, "lr": 0.1, "ema": 0.999, "eval_limit": None},
+}

@@ -1,0 +1,77 @@
+"""Samples from a denoiser, optionally guided by a trained noisy / DA classifier (``diffaug-fast sample``): the
+run folders are resolved to models here, the sampler itself lives in diffusion/sampling.py."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from diffaug_fast.errors import DiffAugError
+from diffaug_fast.runs.classifiers import classifier_classes, load_classifier
+from diffaug_fast.runs.weights import load_denoiser
+
+
+def class_labels(spec: str, names: list[str], num: int) -> torch.Tensor:
+    """``--class``: an index, a class name, or ``all`` (the classes in turn, equally often)."""
+    if spec == "all":
+        return torch.arange(num) % len(names)
+    if spec in names:
+        return torch.full((num,), names.index(spec), dtype=torch.long)
+    try:
+        k = int(spec)
+    except ValueError:
+        k = -1
+    if not 0 <= k < len(names):
+        raise DiffAugError(f"argument --class {spec!r}: expected 'all', an index 0..{len(names) - 1} or a class "
+                           f"name ({', '.join(names)})")
+    return torch.full((num,), k, dtype=torch.long)
+
+
+def sample_command(o) -> dict:
+    """Sample ``o.num`` images (PNG grid + .npz in ``o.out``); with ``o.classifier``, classifier-guided toward
+    ``o.class_``. Without ``--model`` a guided run samples with the denoiser its classifier was trained on."""
+    import numpy as np
+    from torchvision.utils import save_image
+
+    from diffaug_fast.diffusion.sampling import classifier_guidance, eps_model, sample
+
+    guidance, labels, model_name = None, None, o.model
+    if o.classifier:
+        if o.class_ is None:
+            raise DiffAugError("argument --classifier needs --class (an index, a class name, or 'all')")
+        classifier, cfg = load_classifier(o.classifier)
+        if cfg.model.mode == "clean":
+            raise DiffAugError(f"argument --classifier {o.classifier}: a clean-image classifier cannot guide "
+                               "sampling; train one with `diffaug-fast train --mode noisy` or `--mode da`")
+        trained_with = cfg.diffaug.denoiser
+        model_name = trained_with if o.model is None else o.model
+        if model_name != trained_with and {model_name, trained_with} != {"fmnist", "fmnist-vp"}:
+            raise DiffAugError(f"argument --classifier {o.classifier} was trained with the {trained_with!r} "
+                               f"diffusion model; sample with --model {trained_with} (or leave --model out)")
+        labels = class_labels(o.class_, classifier_classes(o.classifier, classifier.net.fc.out_features), o.num)
+    elif o.class_ is not None:
+        raise DiffAugError("argument --class needs --classifier (a `train --mode noisy|da` run that guides the "
+                           "sampler)")
+    denoiser = load_denoiser(model_name or "fmnist")
+    shape = denoiser.image_shape or (1, 28, 28)
+    if o.compile:
+        denoiser.net = torch.compile(denoiser.net)
+    model, chain = eps_model(denoiser)
+    if labels is not None:
+        index = denoiser.schedule.timesteps  # the classifier takes grid indices, the sampler passes timesteps
+        guidance = classifier_guidance(lambda x, t: classifier(x, torch.searchsorted(index, t)), labels)
+    out = Path(o.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    images = sample(model, (o.num, *shape), chain, steps=o.steps, mode=o.mode, eta=o.eta, seed=o.seed,
+                    guidance=guidance, scale=o.scale, progress=True)
+    seconds = time.perf_counter() - start
+    nrow = int(labels.max()) + 1 if o.class_ == "all" else int(o.num**0.5 + 0.5)  # --class all: a column per class
+    save_image(images.add(1).div(2).clamp(0, 1), out / "samples.png", nrow=nrow, padding=1)
+    extra = {"labels": labels.numpy()} if labels is not None else {}
+    np.savez_compressed(out / "samples.npz",
+                        images=((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy(), **extra)
+    print(f"{o.num} samples ({o.mode}, {o.steps}, seed {o.seed}) in {seconds:.1f} s ({o.num / seconds:.1f} "
+          f"images/s): {out / 'samples.png'}, {out / 'samples.npz'}")
+    return {"images": images, "labels": labels}

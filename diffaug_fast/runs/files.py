@@ -1,0 +1,70 @@
+"""The run-folder format: every file a run folder holds is named here, once, and written atomically.
+
+A ``diffaug-fast train`` / ``train-denoiser`` run folder::
+
+    config.json       the run's options (nested sections; earlier flat files still load)
+    checkpoint.pt     atomic, checksummed training state (+ checkpoint.pt.prev, the one before)
+    metrics.jsonl     one line per logged step
+    metrics.json      the final evaluation
+    classes.json      class names, index order
+    report.md, *.png  the training report
+    eval.json, eval.md, eval.partial.json   ``diffaug-fast eval``
+    ema.safetensors + ema.json              an exported denoiser (train-denoiser)
+    error.log         the traceback of a run that failed with an internal error
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.pt"
+METRICS_LOG = "metrics.jsonl"
+METRICS = "metrics.json"
+CLASSES = "classes.json"
+REPORT = "report.md"
+EVAL = "eval.json"
+EVAL_REPORT = "eval.md"
+EVAL_PARTIAL = "eval.partial.json"
+DENOISER_WEIGHTS = "ema.safetensors"
+ERROR_LOG = "error.log"
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: str | os.PathLike, value) -> Path:
+    return write_text_atomic(path, json.dumps(value, indent=2))
+
+
+def read_json(path: str | os.PathLike, default=None):
+    """The JSON value in ``path``; ``default`` when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+
+
+def append_log(path: str | os.PathLike):
+    """The metrics log opened for appending (line-buffered JSON lines)."""
+    return open(path, "a", buffering=1)
+
+
+def truncate_log(path: str | os.PathLike, step: int) -> None:
+    """Drop log lines past ``step`` (the checkpoint a resumed run restarts from): no duplicated steps."""
+    path = Path(path)
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    write_text_atomic(path, "".join(ln + "\n" for ln in lines))

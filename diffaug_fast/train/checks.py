@@ -1,0 +1,68 @@
+"""Checks a training run makes before any work: the device exists, the denoiser fits the data and the
+timesteps asked of it, and a resumed or re-evaluated run has the settings it was trained with."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from diffaug_fast.config import NOT_IDENTITY, TrainConfig, to_dict, train_config_from_dict
+from diffaug_fast.errors import DiffAugError
+from diffaug_fast.train.distributed import world
+
+
+def run_device(name: str) -> torch.device:
+    """``--device``: auto (this rank's GPU, else the CPU) or a torch device name that exists here."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            rank = int(os.environ.get("LOCAL_RANK", world()[0]))
+            return torch.device("cuda", rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"argument --device is {name!r}; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise DiffAugError(f"argument --device is {name!r} but this machine has "
+                           f"{torch.cuda.device_count()} CUDA GPUs; use --device cpu or auto")
+    return device
+
+
+def needs_denoiser(config: TrainConfig) -> bool:
+    return config.model.mode != "clean" or config.diffaug.mode != "off" or bool(config.eval.de_timesteps)
+
+
+def check_denoiser(config: TrainConfig, denoiser, image_shape) -> int:
+    """The denoiser fits the data and the timesteps asked of it; returns the DiffAug t_max."""
+    shape = denoiser.image_shape
+    if shape is not None and tuple(image_shape) != shape:
+        raise DiffAugError(f"the denoiser {config.diffaug.denoiser!r} works on {'x'.join(map(str, shape))} images "
+                           f"but the data are {'x'.join(map(str, image_shape))}; pass a denoiser of these images "
+                           "(--denoiser) or matching --image-size / --channels")
+    last = len(denoiser.schedule) - 1
+    t_max = last if config.diffaug.t_max is None else config.diffaug.t_max
+    if not 0 <= config.diffaug.t_min <= t_max <= last:
+        raise ValueError(f"need 0 <= --t-min <= --t-max <= {last} (the denoiser's last timestep), got "
+                         f"t_min={config.diffaug.t_min}, t_max={t_max}")
+    bad = [t for t in config.eval.de_timesteps if not 0 <= t <= last]
+    if bad:
+        raise ValueError(f"argument --de-timesteps: {bad} outside the denoiser's timesteps 0..{last}")
+    return t_max
+
+
+def identity(values: dict) -> dict:
+    """The options that define what a run trains (everything but evaluation and execution settings)."""
+    flat = {f"{sec}.{name}": v for sec, opts in values.items() for name, v in opts.items()}
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
+
+
+def check_same_run(saved: dict, config: TrainConfig, what: str) -> None:
+    """Refuse to continue a run with settings that change what it trains, naming the options."""
+    before = identity(to_dict(train_config_from_dict(saved, source=what)))
+    now = identity(to_dict(config))
+    changed = sorted(k for k in before if before[k] != now.get(k))
+    if changed:
+        detail = ", ".join(f"{k.split('.')[-1]}: {before[k]!r} -> {now.get(k)!r}" for k in changed)
+        hint = " (a run's --epochs is fixed: its learning-rate schedule spans them)" if "optim.epochs" in changed else ""
+        raise DiffAugError(f"{what} was written with different settings ({detail}){hint}; use the same settings to "
+                           "resume, or another --out folder")

@@ -1,0 +1,89 @@
+"""The evaluation that ends a training run, and re-evaluating a finished run with new evaluation options
+(``diffaug-fast train --evaluate-only``) without touching its training state."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from diffaug_fast.augment import FastNet
+from diffaug_fast.config import TrainConfig, to_dict
+from diffaug_fast.config.options import validate_options
+from diffaug_fast.data import load_dataset
+from diffaug_fast.errors import DiffAugError
+from diffaug_fast.eval.metrics import accuracy, disagreement, evaluate, evaluate_noisy
+from diffaug_fast.runs import files
+from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified
+from diffaug_fast.runs.classifiers import load_classifier, run_config
+from diffaug_fast.runs.weights import load_denoiser
+from diffaug_fast.train.checks import check_denoiser, check_same_run, run_device
+from diffaug_fast.train.ssl import labeled_subset, pu_targets
+
+
+def evaluate_trained(config: TrainConfig, model, denoiser, test_images, test_labels, *, device, fast_net=None,
+                     progress: bool = False, labeled=None, prior: float | None = None) -> dict:
+    """Clean classifiers: clean / noisy-test accuracy with DiffAug-Ensemble on ``--eval-limit`` test images and
+    clean accuracy on all of them. Noisy / DA classifiers: accuracy (PU: and F1) per t-bucket, and with
+    --ssl / --pu the disagreement between nearby t."""
+    n = config.eval.limit or len(test_images)
+    seed = config.run.seed
+    if config.model.mode == "clean":
+        metrics = evaluate(model, denoiser, test_images[:n], test_labels[:n], timesteps=config.eval.de_timesteps,
+                           noise_std=config.eval.noise_std, seed=seed, fast_net=fast_net, device=device,
+                           progress=progress)
+        metrics["clean_acc_full_test"] = accuracy(model, test_images, test_labels, device=device)
+        return metrics
+    labels = pu_targets(test_labels, config.semi.positive) if config.semi.pu else test_labels
+    metrics = evaluate_noisy(model, denoiser, test_images[:n], labels[:n], seed=seed, device=device,
+                             f1=config.semi.pu)
+    if config.semi_supervised:
+        metrics["tc_disagreement"] = disagreement(model, denoiser, test_images[:n], radius=config.semi.tc_radius,
+                                                  seed=seed, device=device)
+        metrics["labeled_examples"] = len(labeled)
+        if config.semi.pu:
+            metrics["prior"] = prior
+    return metrics
+
+
+def evaluate_only(out_dir: str | Path, eval_options: dict, *, progress: bool = True) -> dict:
+    """Evaluate the finished run in ``out_dir`` again with ``eval_options`` (the eval section's fields, e.g.
+    ``{"limit": None, "de_timesteps": [0, 100]}``); writes metrics.json and the new settings to config.json."""
+    out_dir = Path(out_dir)
+    if not checkpoint_exists(out_dir / files.CHECKPOINT):
+        raise FileNotFoundError(f"argument --out: {out_dir} holds no finished `diffaug-fast train` run to evaluate")
+    config = run_config(out_dir)
+    saved = load_verified(out_dir / files.CHECKPOINT)
+    check_same_run(saved["config"], config, f"{out_dir / files.CHECKPOINT}")
+    train_labels = load_dataset(config.data.source, "train", limit=config.data.train_limit,
+                                image_size=config.data.image_size, channels=config.data.channels)[1]
+    total = len(train_labels) // config.optim.batch_size * config.optim.epochs
+    if saved["step"] < total:
+        raise DiffAugError(f"{out_dir} stopped at step {saved['step']} of {total}; finish it with --resume first")
+    for name, value in eval_options.items():
+        setattr(config.eval, name, value)
+    validate_options(config)
+    device = run_device(config.run.device)
+    denoiser = load_denoiser(config.diffaug.denoiser, device) if config.eval.de_timesteps or \
+        config.model.mode != "clean" else None
+    test_images, test_labels = load_dataset(config.data.source, "test", image_size=config.data.image_size,
+                                            channels=config.data.channels)
+    if denoiser is not None:
+        check_denoiser(config, denoiser, test_images.shape[1:])
+    model, _ = load_classifier(out_dir, device, denoiser=denoiser)
+    labeled, prior = None, None
+    if config.semi_supervised:
+        classes = config.semi.positive if config.semi.pu else None
+        labeled = labeled_subset(train_labels, config.semi.labels_per_class, config.run.seed, classes=classes)
+        if config.semi.pu:
+            prior = config.semi.prior if config.semi.prior is not None else \
+                float(torch.isin(train_labels, torch.tensor(config.semi.positive)).float().mean())
+    fast_net = FastNet(denoiser, compile=config.run.compile != "off", amp=config.run.amp, device=device) \
+        if denoiser is not None else None
+    start = time.perf_counter()
+    metrics = evaluate_trained(config, model, denoiser, test_images, test_labels, device=device, fast_net=fast_net,
+                               progress=progress, labeled=labeled, prior=prior)
+    metrics.update(step=saved["step"], eval_seconds=time.perf_counter() - start)
+    files.write_json(out_dir / files.METRICS, metrics)
+    files.write_json(out_dir / files.CONFIG, to_dict(config))
+    return metrics

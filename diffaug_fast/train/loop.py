@@ -1,0 +1,98 @@
+"""The one training loop every trainer runs: progress bar, metrics log, checkpoint cadence, exact resume,
+Ctrl-C (finish the step, save, stop) and, across data-parallel processes, stopping at the same step.
+
+A trainer is any object with ``step`` / ``total_steps`` ints, ``train_step() -> dict`` (one step at
+``step``; the loop then advances ``step``), ``state_dict()`` / ``load_state_dict(state)`` (everything a
+bit-exact resume needs; ``load_state_dict`` refuses a checkpoint of other settings) and
+``log_fields() -> dict`` (extra columns of a metrics line, e.g. epoch and learning rate).
+"""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from diffaug_fast.runs import files
+from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified, save_atomic
+from diffaug_fast.train.distributed import world
+
+
+def resume(trainer, out_dir: Path) -> bool:
+    """Load ``out_dir``'s checkpoint into ``trainer`` when there is one; True if it did."""
+    path = Path(out_dir) / files.CHECKPOINT
+    if not checkpoint_exists(path):
+        return False
+    trainer.load_state_dict(load_verified(path))
+    return True
+
+
+class _InterruptFlag:
+    """SIGINT sets a flag instead of raising, so the current step finishes and the checkpoint is consistent."""
+
+    def __enter__(self):
+        self.raised = False
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._set)
+        except ValueError:  # not the main thread: Ctrl-C is the caller's business
+            self.previous = None
+        return self
+
+    def _set(self, *_):
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _agree(flag: bool) -> bool:
+    """True on every process when it is True on any (all processes stop at the same step)."""
+    if world()[1] == 1:
+        return flag
+    value = torch.tensor([int(flag)])
+    dist.all_reduce(value)
+    return bool(value.item())
+
+
+def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int, log_every: int = 10,
+        checkpoint_every: int = 100, progress: bool = True, stop_after: int | None = None) -> int:
+    """Train from ``trainer.step`` to ``trainer.total_steps`` (or ``stop_after`` more steps); returns the step
+    reached. Rank 0 writes the log and the checkpoints; a KeyboardInterrupt is raised after saving."""
+    out_dir = Path(out_dir)
+    rank = world()[0]
+    end = trainer.total_steps if stop_after is None else min(trainer.total_steps, trainer.step + stop_after)
+    log = None
+    if rank == 0:
+        files.truncate_log(out_dir / files.METRICS_LOG, trainer.step)
+        log = files.append_log(out_dir / files.METRICS_LOG)
+    bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc=desc, unit="step",
+               disable=not progress or rank != 0)
+    start, seen = time.perf_counter(), 0
+    try:
+        with _InterruptFlag() as interrupt:
+            while trainer.step < end:
+                stats = trainer.train_step()
+                trainer.step += 1
+                seen += images_per_step
+                speed = seen / (time.perf_counter() - start)
+                bar.update(1)
+                bar.set_postfix({k: f"{stats[k]:.3f}" for k in ("loss", "acc") if k in stats} | {"img_s": f"{speed:.0f}"})
+                if log and (trainer.step % log_every == 0 or trainer.step == end):
+                    log.write(json.dumps({"step": trainer.step, **trainer.log_fields(), "images_per_s": speed,
+                                          **stats}) + "\n")
+                stop = _agree(interrupt.raised)
+                if rank == 0 and (trainer.step % checkpoint_every == 0 or trainer.step == end or stop):
+                    save_atomic(trainer.state_dict(), out_dir / files.CHECKPOINT)
+                if stop:
+                    raise KeyboardInterrupt
+    finally:
+        bar.close()
+        if log:
+            log.close()
+    return trainer.step

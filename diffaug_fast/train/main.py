@@ -1,0 +1,75 @@
+"""``diffaug-fast train`` end to end: check the run folder, train (one process, --nproc local processes, or a
+torchrun world), or only re-evaluate; then write the report and print the headline numbers."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from diffaug_fast.config import TrainCommand, TrainConfig
+from diffaug_fast.errors import DiffAugError
+from diffaug_fast.runs import files
+from diffaug_fast.runs.checkpoint import checkpoint_exists
+from diffaug_fast.train.checks import run_device
+from diffaug_fast.train.classifier import train_classifier
+from diffaug_fast.train.distributed import init_from_env, launch, world_rank
+from diffaug_fast.train.report import write_report
+
+
+def _worker(config, out, progress):
+    train_classifier(config, out, progress=progress)
+
+
+def train_command(config: TrainConfig, command: TrainCommand) -> dict:
+    out = Path(command.out)
+    exists = checkpoint_exists(out / files.CHECKPOINT)
+    if command.compare and not (Path(command.compare) / files.METRICS).exists():
+        raise FileNotFoundError(f"argument --compare: no {files.METRICS} in {command.compare} (not a finished run)")
+    run_device(config.run.device)  # an impossible --device fails now, not after loading data
+    if command.evaluate_only:
+        from diffaug_fast.config import to_dict
+        from diffaug_fast.train.evaluation import evaluate_only
+
+        if command.resume:
+            raise DiffAugError("choose one of --resume (continue training) and --evaluate-only")
+        metrics = evaluate_only(out, to_dict(config)["eval"])
+    else:
+        if exists and not command.resume:
+            raise DiffAugError(f"argument --out: {out} already holds a run; pass --resume to continue it, "
+                               "--evaluate-only to evaluate it again, or choose another --out")
+        if command.resume and not exists:
+            raise DiffAugError(f"argument --resume: {out} holds no checkpoint to resume")
+        try:
+            if command.nproc > 1:
+                launch(_worker, command.nproc, config, out, True)
+            else:
+                init_from_env()
+                train_classifier(config, out)
+        except KeyboardInterrupt:
+            if checkpoint_exists(out / files.CHECKPOINT):
+                print(f"interrupted: saved {out / files.CHECKPOINT}; add --resume to continue", file=sys.stderr)
+            raise SystemExit(130) from None
+        if world_rank() != 0:
+            return {}
+        metrics = files.read_json(out / files.METRICS)
+    report = write_report(out, command.compare)
+    print_summary(config, metrics)
+    print(f"report: {report}")
+    return metrics
+
+
+def print_summary(config: TrainConfig, metrics: dict) -> None:
+    if "acc_per_t_bucket" in metrics:
+        print(f"{config.model.mode} classifier: accuracy on {metrics['eval_images']} noisy test images per t-bucket: "
+              + ", ".join(f"{r['t_from']}-{r['t_to']}: {100 * r['acc']:.1f}%" for r in metrics["acc_per_t_bucket"])
+              + f"; mean over t {100 * metrics['mean_acc_over_t']:.1f}%"
+              + (f", mean F1 {metrics['mean_f1_over_t']:.3f}" if "mean_f1_over_t" in metrics else ""))
+        if "tc_disagreement" in metrics:
+            d = metrics["tc_disagreement"]
+            print(f"top class changes between t and t' (|t - t'| <= {d['radius']}) on "
+                  f"{100 * d['top_class_changed']:.1f}% of test images")
+        return
+    print(f"test accuracy {100 * metrics['clean_acc_full_test']:.2f}% (full test set); on {metrics['eval_images']} "
+          f"test images: clean {100 * metrics['clean_acc']:.2f}%"
+          + (f", DiffAug-Ensemble {100 * metrics['de_acc']:.2f}%" if "de_acc" in metrics else "")
+          + f"; noisy {100 * metrics['noisy_acc']:.2f}%"
+          + (f", noisy + DiffAug-Ensemble {100 * metrics['noisy_de_acc']:.2f}%" if "noisy_de_acc" in metrics else ""))
