@@ -1,4 +1,5 @@
 """Gradient pictures: the class gradient and its alignment number on a classifier with a known gradient."""
+import pytest
 import torch
 
 import diffaug_fast
@@ -26,9 +27,10 @@ def test_class_gradient_matches_closed_form():
     torch.testing.assert_close(class_gradient(Linear(w), x, torch.zeros(4), y), expected)
 
 
+@pytest.mark.slow  # the shipped denoiser on real images
 def test_alignment_is_one_for_a_gradient_pointing_home(tmp_path):
     """A 'classifier' whose log-prob is -|x - x0|^2/2 has gradient x0 - x_t: cosine exactly 1."""
-    den = diffaug_fast.runs.weights("fmnist")
+    den = diffaug_fast.pretrained("fmnist")
     images = diffaug_fast.data.load_fashion_mnist("test", limit=3)[0]
 
     class Home(torch.nn.Module):

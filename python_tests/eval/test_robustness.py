@@ -26,9 +26,7 @@ def images():
     return load_fashion_mnist("test", limit=64)[0]
 
 
-# zoom_blur alone takes ~2.5 s on CPU
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "zoom_blur" else n
-                                  for n in CORRUPTIONS])
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
 def test_corruptions_are_deterministic_in_range_and_grow_with_severity(images, name):
     outs = [corrupt(images, name, s, seed=3) for s in range(1, 6)]
     assert torch.equal(outs[2], corrupt(images, name, 3, seed=3))

@@ -51,20 +51,17 @@ def _as_numpy(v) -> np.ndarray:
 
 
 def detection_metrics(score_in, score_out) -> dict[str, float]:
-    """AUROC, AUPR (in-distribution positive) and FPR of OOD at the threshold keeping 95 % of in-distribution."""
+    """AUROC, AUPR (in-distribution positive) and FPR of OOD at the threshold keeping 95 % of in-distribution.
+
+    scikit-learn's metrics, ties counted as one threshold; FPR@95 is read at the first threshold whose TPR
+    reaches 0.95 on the full ROC curve (``drop_intermediate=False``, so no collinear point is skipped)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
     s_in, s_out = _as_numpy(score_in), _as_numpy(score_out)
     if len(s_in) == 0 or len(s_out) == 0:
         raise ValueError("detection_metrics needs in-distribution and OOD scores")
     scores = np.concatenate([s_in, s_out])
     labels = np.concatenate([np.ones(len(s_in)), np.zeros(len(s_out))])
-    order = np.argsort(-scores, kind="mergesort")
-    scores, labels = scores[order], labels[order]
-    last_of_tie = np.r_[np.diff(scores) != 0, True]  # thresholds between distinct scores only
-    tp = np.cumsum(labels)[last_of_tie]
-    fp = np.cumsum(1 - labels)[last_of_tie]
-    tpr, fpr = np.r_[0.0, tp / len(s_in)], np.r_[0.0, fp / len(s_out)]
-    auroc = float(np.trapezoid(tpr, fpr))
-    precision = tp / (tp + fp)
-    aupr = float(np.sum(np.diff(np.r_[0.0, tp / len(s_in)]) * precision))  # step-wise average precision
-    fpr95 = float(fpr[np.searchsorted(tpr, 0.95, side="left")])
-    return {"auroc": auroc, "aupr": aupr, "fpr_at_95_tpr": fpr95}
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    return {"auroc": float(roc_auc_score(labels, scores)), "aupr": float(average_precision_score(labels, scores)),
+            "fpr_at_95_tpr": float(fpr[np.searchsorted(tpr, 0.95, side="left")])}

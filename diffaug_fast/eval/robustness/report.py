@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from diffaug_fast.eval.plots import figure
 from diffaug_fast.eval.robustness.certify import RADII
 from diffaug_fast.eval.robustness.corruptions import SEVERITIES
 
@@ -12,8 +13,6 @@ def _pct(v) -> str:
 
 
 def write_eval_report(result: dict, out: Path) -> Path:
-    from diffaug_fast.train.report import figure
-
     lines = [f"# Robustness evaluation of `{result['run']}`", "",
              f"{result['images']} test images; clean accuracy {_pct(result['clean_acc'])} %"
              + (f", with DiffAug-Ensemble {_pct(result['clean_de_acc'])} %" if "clean_de_acc" in result else "")

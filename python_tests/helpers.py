@@ -1,0 +1,19 @@
+"""Test-only helpers shared by test modules: ``from helpers import ...`` (python_tests/ is on sys.path, as for
+``conftest``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+QUICK_CLEAN = dict(diffaug="off", train_limit=1024, batch_size=64, de_timesteps=[], compile="off", warmup_steps=2,
+                   lr=0.1)
+
+
+def train_quick_classifier(run_dir, **overrides) -> Path:
+    """A small clean (no DiffAug) Fashion-MNIST classifier run in ``run_dir`` from the "quick" preset on 1024
+    training images, not evaluated at the end: seconds on CPU. ``overrides`` are options by flag name."""
+    from diffaug_fast.config import train_config
+    from diffaug_fast.train.classifier import train_classifier
+
+    config = train_config("quick", **{**QUICK_CLEAN, **overrides})
+    train_classifier(config, run_dir, progress=False, evaluate_at_end=False)
+    return Path(run_dir)
