@@ -51,7 +51,8 @@ def _api_cases():
         ("sampler step spec", lambda: sample(lambda a, b: a, (2, 1, 28, 28), s, steps="ddimX", progress=False), "argument 'steps' is 'ddimX'"),
         ("sampler mode", lambda: sample(lambda a, b: a, (2, 1, 28, 28), s, steps="ddim5", mode="euler", progress=False), "argument 'mode' is 'euler'"),
         ("unknown embedded model", lambda: pretrained("cifar"), "unknown pretrained model 'cifar'"),
-        ("unknown training option value", lambda: train_config("quick", mode="fuzzy"), "argument 'mode' is 'fuzzy'"),
+        ("unknown training option value", lambda: train_config("quick", mode="fuzzy"), "argument --mode is 'fuzzy'"),
+        ("unknown training option", lambda: train_config("quick", learning_rate=0.1), "unknown options learning_rate"),
         ("semi-supervised training of a clean classifier", lambda: train_config("quick", ssl=True), "add --mode noisy or --mode da"),
         ("missing image folder", lambda: load_image_folder("/nonexistent/images"), "argument 'data': /nonexistent/images is not a folder"),
         ("unknown corruption", lambda: corrupt(_x(), "rain", 1), "argument 'name' is 'rain'"),
@@ -69,32 +70,55 @@ def _garbage_checkpoint():
 
 CLI_CASES = [
     ("unwritable output folder", ["diffuse", "--limit", "10", "--out", "/proc/version/out"], "/proc/version"),
-    ("missing training image folder", ["train", "--mode", "noisy", "--data", "/nonexistent/images"], "argument 'data' is '/nonexistent/images'"),
+    ("missing training image folder", ["train", "--mode", "noisy", "--data", "/nonexistent/images"], "argument --data is '/nonexistent/images'"),
     ("existing run without --resume", ["train", "--out", "{existing}"], "already holds a run; pass --resume"),
     ("--class without a guidance classifier", ["sample", "--class", "3", "--num", "1"], "--class needs --classifier"),
     ("clean classifier given to `gradients`", ["gradients", "--classifier", "{existing}"], "is a clean-image classifier"),
     ("unknown evaluation suite", ["eval", "{existing}", "--suite", "speed"], "--suite: unknown speed"),
-    ("samples file missing", ["fidelity", "--samples", "/nonexistent.npz"], "--samples /nonexistent.npz does not exist"),
+    ("samples file missing", ["fidelity", "--samples", "/nonexistent.npz"], "argument --samples: /nonexistent.npz does not exist"),
     ("PU without positive classes", ["train", "--mode", "noisy", "--pu"], "--pu needs --positive"),
+    ("learning rate NaN", ["train", "--lr", "nan"], "argument --lr must be a finite number, got nan"),
+    ("zero processes", ["train", "--nproc", "0"], "argument --nproc must be > 0, got 0"),
+    ("negative processes", ["train", "--nproc", "-2"], "argument --nproc must be > 0, got -2"),
+    ("negative guidance scale", ["sample", "--scale", "-5"], "argument --scale must be >= 0, got -5.0"),
+    ("zero evaluation images", ["train", "--eval-limit", "0"], "argument --eval-limit must be > 0 or 'all', got 0"),
+    ("zero training images", ["train", "--train-limit", "0"], "argument --train-limit must be > 0 or 'all', got 0"),
+    ("DiffAug-Ensemble t past the denoiser's chain (before training)", ["train", "--de-timesteps", "0,2000", "--train-limit", "64", "--batch-size", "32", "--out", "{fresh}"], "argument --de-timesteps: [2000] outside the denoiser's timesteps 0..999"),
+    ("--resume with another --epochs", ["train", "--config", "{existing}/config.json", "--out", "{existing}", "--resume", "--epochs", "3"], "a run's --epochs is fixed"),
+    ("--resume on a folder without a run", ["train", "--resume", "--out", "{fresh}"], "holds no checkpoint to resume"),
+    ("--resume and --evaluate-only together", ["train", "--resume", "--evaluate-only", "--out", "{existing}"], "choose one of --resume"),
+    ("--evaluate-only on a folder without a run", ["train", "--evaluate-only", "--out", "{fresh}"], "holds no finished `diffaug-fast train` run"),
+    ("zero denoiser training steps", ["train-denoiser", "--steps", "0"], "argument --steps must be > 0, got 0"),
+    ("existing denoiser run without --resume", ["train-denoiser", "--out", "{denoiser}"], "already holds a run; pass --resume"),
+    ("denoiser resumed with another --lr", ["train-denoiser", "--out", "{denoiser}", "--resume", "--steps", "1", "--limit", "32", "--batch-size", "16", "--lr", "0.1"], "different settings (lr: 0.002 -> 0.1)"),
+    ("--out naming a file", ["train", "--out", "{file}"], "argument --out: {file} is a file; expected a folder"),
+    ("--device cuda without a GPU", ["train", "--device", "cuda"], "argument --device is 'cuda' but this machine has 0 CUDA GPUs"),
+    ("truncated .safetensors as --denoiser", ["train", "--denoiser", "{truncated}", "--train-limit", "64", "--batch-size", "32", "--out", "{fresh}"], "could not be read as a .safetensors file"),
+    ("truncated .safetensors as sample --model", ["sample", "--model", "{truncated}", "--num", "1", "--out", "{fresh}"], "could not be read as a .safetensors file"),
+    ("a flag that does not exist", ["train", "--learning-rate", "0.1"], "unrecognized arguments: --learning-rate"),
+    ("a value of the wrong type", ["train", "--epochs", "two"], "argument --epochs: expected an integer, got 'two'"),
+    ("a --config file that is not JSON", ["train", "--config", "{file}"], "is not valid JSON"),
 ]
 
 
 def markdown() -> str:
     lines = ["# Bad input: what each case says", "",
-             "Every row is run by `python_tests/test_error_table.py` (CLI rows: exit code 2, one line on stderr, "
-             "no traceback; `--debug` shows it). Op-level cases — dtypes, strides, devices, backends, NaN "
-             "coefficients — are in `python_tests/test_errors.py`; checkpoint faults (SIGKILL, corruption, full "
-             "disk) in `python_tests/test_faults.py`.", "",
+             "Every row is run by `python_tests/cli/test_error_table.py` (CLI rows: exit code 2, one line on "
+             "stderr, no traceback, before any work starts; `--debug` shows the traceback). Anything that is not a "
+             "user error exits 1 with a one-line summary and writes its traceback to the run folder's `error.log` "
+             "(`python_tests/cli/test_cli_errors.py`). Op-level cases — dtypes, strides, devices, backends, NaN "
+             "coefficients — are in `python_tests/ops/test_errors.py`; checkpoint faults (SIGKILL, corruption, full "
+             "disk) in `python_tests/runs/test_faults.py`.", "",
              "| where | case | the error says |", "|---|---|---|"]
     lines += [f"| Python | {case} | `{match}` |" for case, _, match in _api_cases()]
     lines += [f"| CLI `{args[0]}` | {case} | `{match}` |" for case, args, match in CLI_CASES]
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("index", range(17))
+@pytest.mark.parametrize("index", range(18))
 def test_python_case(index):
     cases = _api_cases()
-    assert len(cases) == 17
+    assert len(cases) == 18
     case, call, match = cases[index]
     with pytest.raises((ValueError, TypeError, FileNotFoundError)) as info:
         call()
@@ -103,6 +127,26 @@ def test_python_case(index):
 
 @pytest.fixture(scope="module")
 def existing_run(tmp_path_factory):
+    """Paths the CLI rows refer to: a finished run, a denoiser run, a fresh folder, a plain file, a truncated
+    denoiser export."""
+    import shutil
+
+    from diffaug_fast.runs.weights import WEIGHTS_DIR
+
+    base = tmp_path_factory.mktemp("paths")
+    denoiser = base / "denoiser"
+    out = subprocess.run(CLI + ["train-denoiser", "--steps", "1", "--limit", "32", "--batch-size", "16", "--out",
+                                str(denoiser)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    (base / "file.txt").write_text("not a folder, not JSON\n")
+    data = (WEIGHTS_DIR / "fmnist_vp.safetensors").read_bytes()
+    (base / "trunc.safetensors").write_bytes(data[:len(data) // 2])
+    shutil.copy(WEIGHTS_DIR / "fmnist_vp.json", base / "trunc.json")
+    return {"existing": str(_finished_run(tmp_path_factory)), "denoiser": str(denoiser), "fresh": str(base / "fresh"),
+            "file": str(base / "file.txt"), "truncated": str(base / "trunc.safetensors")}
+
+
+def _finished_run(tmp_path_factory):
     from diffaug_fast.config import train_config
     from diffaug_fast.train.classifier import train_classifier
 
@@ -114,7 +158,8 @@ def existing_run(tmp_path_factory):
 
 @pytest.mark.parametrize("case, args, match", CLI_CASES, ids=[c[0] for c in CLI_CASES])
 def test_cli_case(case, args, match, existing_run):
-    args = [a.replace("{existing}", str(existing_run)) for a in args]
+    args = [a.format(**existing_run) for a in args]
+    match = match.format(**existing_run)
     out = subprocess.run(CLI + args, capture_output=True, text=True, timeout=600)
     assert out.returncode == 2, (case, out.stdout, out.stderr)
     assert match in out.stderr, (case, out.stderr)

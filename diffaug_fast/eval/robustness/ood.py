@@ -9,12 +9,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from diffaug_fast import streams
+
 OOD_SETS = ("digits", "uniform", "gaussian")  # plus any folder of images
 
 
 def ood_images(name: str, *, n: int = 2000, image_size: int = 28, channels: int = 1, seed: int = 0) -> torch.Tensor:
     """An OOD set in [-1, 1]: scikit-learn's bundled 8×8 digits upsampled, uniform or Gaussian noise, or a folder."""
-    gen = torch.Generator().manual_seed(seed + 77)
+    gen = streams.generator(seed, "ood")
     shape = (n, channels, image_size, image_size)
     if name == "digits":
         from sklearn.datasets import load_digits

@@ -1,0 +1,96 @@
+"""The command line generated from the typed configs: defaults in help, presets < --config < flags in both
+directions, --debug anywhere, internal errors kept apart from user errors, and re-evaluating a finished run."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from diffaug_fast.cli import build_parser, main
+from diffaug_fast.config import PRESETS, TrainConfig, to_dict, train_config
+from diffaug_fast.config.options import leaves
+
+CLI = [sys.executable, "-m", "diffaug_fast.cli"]
+
+
+def _options(argv):
+    from diffaug_fast.cli import _options as options
+
+    args = build_parser().parse_args(argv)
+    return options(args)
+
+
+def test_every_option_has_help_with_its_default():
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for leaf in leaves(TrainConfig):
+        assert leaf.flag in text, leaf.flag
+    for action in build_parser()._subparsers._group_actions[0].choices["train"]._actions:
+        if action.option_strings and action.dest not in ("help", "debug"):
+            assert action.help and "(default: " in action.help, action.option_strings
+
+
+def test_preset_then_config_file_then_flags(tmp_path):
+    config, _ = _options(["train", "--preset", "paper"])
+    assert config.model.arch == "wrn-16-4" and config.optim.ema_decay == 0.999 and config.eval.limit is None
+    saved = to_dict(train_config("quick", augmix=True, lr=0.2, epochs=2))
+    (tmp_path / "c.json").write_text(json.dumps(saved))
+    config, _ = _options(["train", "--config", str(tmp_path / "c.json")])
+    assert config.diffaug.augmix is True and config.optim.lr == 0.2 and config.optim.epochs == 2
+    config, _ = _options(["train", "--config", str(tmp_path / "c.json"), "--no-augmix", "--lr", "0.3"])
+    assert config.diffaug.augmix is False and config.optim.lr == 0.3 and config.optim.epochs == 2
+    assert PRESETS["quick"] == {}
+
+
+def test_earlier_flat_config_files_still_load():
+    flat = json.loads(open(__import__("diffaug_fast").runs.weights.WEIGHTS_DIR.joinpath(
+        "fmnist_classifier.json")).read())["config"]
+    assert "lr" in flat and "optim" not in flat  # the flat layout of earlier versions
+    from diffaug_fast.config import train_config_from_dict
+
+    config = train_config_from_dict(flat)
+    assert config.optim.epochs == flat["epochs"] and config.model.arch == flat["model"]
+
+
+def test_debug_after_the_subcommand_shows_the_traceback():
+    out = subprocess.run(CLI + ["train", "--lr", "nan", "--debug"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "Traceback" in out.stderr and "--lr" in out.stderr
+
+
+def test_internal_error_exits_1_with_a_summary_and_a_log(tmp_path):
+    code = ("import sys; import diffaug_fast.eval.guidance as g; from diffaug_fast.cli import main\n"
+            "def broken(o):\n    raise RuntimeError('kernel exploded')\n"
+            "g.sample_command = broken\n"
+            f"sys.exit(main(['sample', '--num', '1', '--out', {str(tmp_path)!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "internal error: RuntimeError: kernel exploded" in lines[0]
+    log = tmp_path / "error.log"
+    assert str(log) in lines[0] and "Traceback" in log.read_text() and "kernel exploded" in log.read_text()
+
+
+def test_user_error_is_not_an_internal_error(capsys):
+    assert main(["train", "--epochs", "0"]) == 2
+    assert "argument --epochs must be > 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_only_reevaluates_without_touching_training_state(tmp_path):
+    run = tmp_path / "run"
+    base = ["train", "--train-limit", "128", "--batch-size", "64", "--eval-limit", "20", "--de-timesteps", "0",
+            "--compile", "off", "--out", str(run)]
+    assert main(base) == 0
+    checkpoint = (run / "checkpoint.pt").read_bytes()
+    first = json.loads((run / "metrics.json").read_text())
+    assert set(first["acc_per_t"]) == {"0"}
+    assert main(["train", "--evaluate-only", "--out", str(run), "--eval-limit", "30", "--de-timesteps", "0,100",
+                 "--compile", "off"]) == 0
+    again = json.loads((run / "metrics.json").read_text())
+    assert again["eval_images"] == 30 and set(again["acc_per_t"]) == {"0", "100"}
+    assert again["clean_acc_full_test"] == first["clean_acc_full_test"]  # the same weights
+    assert (run / "checkpoint.pt").read_bytes() == checkpoint
+    assert json.loads((run / "config.json").read_text())["eval"]["de_timesteps"] == [0, 100]
+    # and the re-evaluated run still resumes as the same run (evaluation settings are not its identity)
+    assert main(base[:-2] + ["--out", str(run), "--resume", "--eval-limit", "30", "--de-timesteps", "0,100"]) == 0
+    assert torch.equal(torch.tensor(json.loads((run / "metrics.json").read_text())["step"]), torch.tensor(2))
