@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "diffaug_fast/epilogue.h"
+#include "diffaug_fast/layout.h"
 
 namespace diffaug_fast {
 
@@ -155,11 +156,12 @@ inline StepPlan plan_step(const at::Tensor& xt_in, const at::Tensor& eps_in, con
                           const std::optional<at::Tensor>& noise_in, int64_t mode, std::optional<double> clip,
                           int64_t seed, int64_t offset) {
   TORCH_CHECK(xt_in.dim() >= 1, "guided_step: x_t must have a batch dimension");
-  TORCH_CHECK(mode == 0 || mode == 1, "guided_step: mode must be 0 (DDPM) or 1 (DDIM)");
+  TORCH_CHECK(mode == kDDPM || mode == kDDIM, "guided_step: mode must be ", int64_t{kDDPM}, " (DDPM) or ",
+              int64_t{kDDIM}, " (DDIM)");
   TORCH_CHECK(seed >= 0 && offset >= 0, "guided_step: seed and offset must be non-negative");
-  TORCH_CHECK(coef.dim() == 2 && coef.size(0) == xt_in.size(0) && coef.size(1) == 8 &&
+  TORCH_CHECK(coef.dim() == 2 && coef.size(0) == xt_in.size(0) && coef.size(1) == kStepCoefficients &&
                   coef.scalar_type() == at::kFloat && coef.device() == xt_in.device(),
-              "guided_step: coef must be float32 [B, 8] on the device of x_t");
+              "guided_step: coef must be float32 [B, ", kStepCoefficients, "] on the device of x_t");
   StepPlan p;
   p.xt = canonical_input(xt_in);
   p.l = layout_of(p.xt);

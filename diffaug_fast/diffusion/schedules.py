@@ -55,7 +55,7 @@ class Schedule:
 
     def coefficients(self, t, *, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example (a_t, s_t) as float32 [B] tensors for grid indices ``t`` (int or float, [B])."""
-        t = _as_index_tensor(t, len(self), device)
+        t = as_index_tensor(t, len(self), device)
         if not t.is_floating_point():
             a, s = self.signal.to(t.device)[t], self.noise.to(t.device)[t]
         else:
@@ -73,11 +73,16 @@ class Schedule:
 
     def model_timesteps(self, t) -> torch.Tensor:
         """The network's conditioning timestep for integer grid indices t."""
-        t = _as_index_tensor(t, len(self), None)
+        t = as_index_tensor(t, len(self), None)
         return self.timesteps.to(t.device)[t.long()]
 
 
-def _as_index_tensor(t, n: int, device) -> torch.Tensor:
+def as_index_tensor(t, n: int, device) -> torch.Tensor:
+    """Timesteps ``t`` (a number, list or tensor) as a checked 1-D tensor (one per example) on ``device``.
+
+    Integer grid indices stay integer, fractional ones floating; every value must lie in ``[0, n - 1]``
+    (checked only outside torch.compile, where reading the values would break the graph).
+    """
     if isinstance(t, (int, float)) and not isinstance(t, bool):
         t = torch.tensor([t])
     elif isinstance(t, (list, tuple)):

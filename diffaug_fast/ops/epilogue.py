@@ -7,9 +7,9 @@ import torch
 
 from diffaug_fast.ops import checks as _checks
 from diffaug_fast.ops import reference
-from diffaug_fast.ops._layout import BatchLayout, canonical_input, register_fake_and_autograd
 from diffaug_fast.ops.backends import run_op
-from diffaug_fast.ops.reference import PARAMETRIZATIONS
+from diffaug_fast.ops.layout import PARAMETRIZATIONS
+from diffaug_fast.ops.plan import BatchLayout, canonical_input, register_fake_and_autograd
 
 _FN = "denoise_epilogue"
 

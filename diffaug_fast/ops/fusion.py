@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from diffaug_fast.ops import checks as _checks
-from diffaug_fast.ops._layout import BatchLayout, canonical_input, register_fake_and_autograd
+from diffaug_fast.ops.plan import BatchLayout, canonical_input, register_fake_and_autograd
 from diffaug_fast.ops.backends import run_op
 
 _FN = "dual_fusion"

@@ -5,10 +5,13 @@ from typing import Optional
 
 import torch
 
-from diffaug_fast.ops import checks as _checks, extension as _build
-from diffaug_fast.ops._layout import BatchLayout, canonical_input
+from diffaug_fast.ops import checks as _checks
 from diffaug_fast.ops.backends import run_op
-from diffaug_fast.ops.reference import STEP_MODES
+from diffaug_fast.ops.layout import (COL_A, COL_DDIM_A_PREV, COL_DDIM_DIR, COL_DDIM_SIGMA, COL_DDPM_LOG_VAR_MAX,
+                                     COL_DDPM_LOG_VAR_MIN, COL_DDPM_MEAN_X0, COL_DDPM_MEAN_XT, COL_DDPM_NOISE, COL_S,
+                                     DDIM, STEP_COEFFICIENTS, STEP_MODES)
+from diffaug_fast.ops.plan import BatchLayout, canonical_input, register_fake_and_autograd
+from diffaug_fast.ops.reference import noise_like
 
 _FN = "guided_step"
 
@@ -23,8 +26,9 @@ def guided_step(x_t: torch.Tensor, model_out: torch.Tensor, coef: torch.Tensor, 
         x_t: current samples ``[B, C, ...]``.
         model_out: the network's eps prediction; with ``learn_sigma=True`` ``[B, 2C, ...]`` whose second
             half interpolates the DDPM log-variance (Improved DDPM; DDIM ignores it). Read in place.
-        coef: ``[B, 8]`` per-example coefficients from
-            :func:`diffaug_fast.diffusion.step_coefficients` (they encode the schedule, step and eta).
+        coef: ``[B, STEP_COEFFICIENTS]`` (8) per-example coefficients from
+            :func:`diffaug_fast.diffusion.step_coefficients` (they encode the schedule, step and eta);
+            columns as in :mod:`diffaug_fast.ops.layout`.
         mode: 'ddpm' (ancestral; guidance shifts the mean by ``scale·Σ·grad``) or 'ddim'
             (guidance corrects eps by ``-sqrt(1-abar)·scale·grad``).
         grad, scale: classifier gradient and guidance scale; ``grad=None`` is unguided.
@@ -37,9 +41,9 @@ def guided_step(x_t: torch.Tensor, model_out: torch.Tensor, coef: torch.Tensor, 
         raise ValueError(f"{_FN}(): argument 'mode' is {mode!r}; expected 'ddpm' or 'ddim'")
     _checks.check_model_output(_FN, x_t, model_out, learn_sigma)
     batch = x_t.shape[0]
-    if not isinstance(coef, torch.Tensor) or coef.shape != (batch, 8):
-        raise ValueError(f"{_FN}(): argument 'coef' must be a [{batch}, 8] tensor from step_coefficients(), "
-                         f"got {getattr(coef, 'shape', type(coef).__name__)}")
+    if not isinstance(coef, torch.Tensor) or coef.shape != (batch, STEP_COEFFICIENTS):
+        raise ValueError(f"{_FN}(): argument 'coef' must be a [{batch}, {STEP_COEFFICIENTS}] tensor from "
+                         f"step_coefficients(), got {getattr(coef, 'shape', type(coef).__name__)}")
     for name, t in (("grad", grad), ("noise", noise)):
         if t is not None:
             _checks.check_tensor(_FN, name, t)
@@ -81,7 +85,70 @@ def _fake(x_t, eps, var_interp, grad, coef, noise, mode, scale, clip, seed, offs
     return BatchLayout.of(canonical_input(x_t)).empty_like(x_t)
 
 
-# Sampling runs without autograd: fake impls only (torch.compile), no backward formula.
-torch.library.register_fake("diffaug_fast::guided_step_triton")(_fake)
-if _build.has_extension():
-    torch.library.register_fake("diffaug_fast::guided_step")(_fake)
+def _setup_context(ctx, inputs, output):
+    x_t, eps, var_interp, grad, coef, noise, mode, scale, clip, seed, offset = inputs
+    ctx.mode, ctx.scale, ctx.clip, ctx.seed, ctx.offset = mode, scale, clip, seed, offset
+    ctx.save_for_backward(x_t, eps, var_interp, grad, coef, noise)
+
+
+def _backward(ctx, grad_out):
+    """Gradients of the step (formulas in csrc/include/diffaug_fast/step.h) for x_t, eps, var_interp, grad and
+    noise, in float32; the clamp of x0 passes the gradient where the unclamped value was inside the range."""
+    x_t, eps, var_interp, grad, coef, noise = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    shape = (-1,) + (1,) * (grad_out.dim() - 1)
+
+    def col(k: int) -> torch.Tensor:
+        return coef[:, k].to(torch.float32).view(shape)
+
+    go = grad_out.to(torch.float32)
+    a, s, scale = col(COL_A), col(COL_S), ctx.scale
+    xt, e = x_t.to(torch.float32), eps.to(torch.float32)
+    g = grad.to(torch.float32) if grad is not None else None
+    if ctx.mode == DDIM:
+        if g is not None:
+            e = e - s * scale * g
+        dx0 = col(COL_DDIM_A_PREV) - col(COL_DDIM_DIR) * a / s  # d out / d x0 (x0 also enters through eps'')
+        d_xt_direct = col(COL_DDIM_DIR) / s
+        d_g_per_e = -s * scale  # d eps' / d grad
+        d_noise = col(COL_DDIM_SIGMA)
+        d_var = None
+    else:
+        dx0 = col(COL_DDPM_MEAN_X0)
+        d_xt_direct = col(COL_DDPM_MEAN_XT)
+        d_g_per_e = None
+        log_var_min, log_var_max = col(COL_DDPM_LOG_VAR_MIN), col(COL_DDPM_LOG_VAR_MAX)
+        if var_interp is not None:
+            frac = 0.5 * (var_interp.to(torch.float32) + 1.0)
+            log_var = frac * log_var_max + (1.0 - frac) * log_var_min
+        else:
+            log_var = log_var_min
+        var, std = torch.exp(log_var), torch.exp(0.5 * log_var)
+        d_noise = col(COL_DDPM_NOISE) * std
+        d_var = None
+        if var_interp is not None and need[2]:
+            z = noise.to(torch.float32) if noise is not None else noise_like(x_t, ctx.seed, ctx.offset)
+            d_log_var = 0.5 * d_noise * z + (scale * var * g if g is not None else 0.0)
+            d_var = d_log_var * 0.5 * (log_var_max - log_var_min)
+    d_r = dx0  # d out / d r with r = (x_t - s*eps')/a the unclamped x0
+    if ctx.clip is not None:
+        d_r = d_r * (((xt - s * e) / a).abs() <= ctx.clip)
+    d_e = -d_r * s / a  # d out / d eps'
+
+    def out(t, d):
+        return None if t is None else (go * d).expand_as(go).to(t.dtype)
+
+    grad_xt = out(x_t, d_xt_direct + d_r / a) if need[0] else None
+    grad_eps = out(eps, d_e) if need[1] else None
+    grad_var = out(var_interp, d_var) if d_var is not None else None
+    if grad is not None and need[3]:
+        grad_grad = out(grad, d_e * d_g_per_e) if ctx.mode == DDIM else out(grad, scale * var)
+    else:
+        grad_grad = None
+    grad_noise = out(noise, d_noise) if noise is not None and need[5] else None
+    return grad_xt, grad_eps, grad_var, grad_grad, None, grad_noise, None, None, None, None, None
+
+
+# Differentiable in x_t, eps, var_interp, grad and noise (not in coef); sampling itself runs without autograd.
+register_fake_and_autograd(["diffaug_fast::guided_step_triton", "diffaug_fast::guided_step"], _fake, _backward,
+                           _setup_context)

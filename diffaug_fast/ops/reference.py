@@ -10,12 +10,13 @@ import math
 
 import torch
 
+from diffaug_fast.ops import layout
+# The codes, re-exported here for the benchmarks and tests that name them through the reference.
+from diffaug_fast.ops.layout import DDIM, DDPM, EPS, PARAMETRIZATIONS, SCORE, STEP_MODES, V, X0  # noqa: F401
+
 _MASK32 = 0xFFFFFFFF
 _KEY_A, _KEY_B = 0x9E3779B9, 0xBB67AE85
 _ROUND_A, _ROUND_B = 0xD2511F53, 0xCD9E8D57
-
-EPS, V, X0, SCORE = 0, 1, 2, 3
-PARAMETRIZATIONS = {"eps": EPS, "v": V, "x0": X0, "score": SCORE}
 
 
 def _mul_wide(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,15 +96,14 @@ def denoise_epilogue(x_t, model_out, a, s, parametrization: int, clip: float | N
     return x0.to(x_t.dtype)
 
 
-DDPM, DDIM = 0, 1
-STEP_MODES = {"ddpm": DDPM, "ddim": DDIM}
-
-
 def guided_step(x_t, eps, var_interp, grad, coef, noise, mode: int, scale: float, clip: float | None, seed: int,
                 offset: int):
-    """One reverse step; see csrc/include/diffaug_fast/step.h for the formulas and coef layout."""
-    c = [_per_example(coef[:, k], x_t) for k in range(coef.shape[1])]
-    a, s = c[0], c[1]
+    """One reverse step; see csrc/include/diffaug_fast/step.h for the formulas, ops/layout.py for coef's columns."""
+
+    def col(k: int) -> torch.Tensor:
+        return _per_example(coef[:, k], x_t)
+
+    a, s = col(layout.COL_A), col(layout.COL_S)
     z = noise.to(torch.float32) if noise is not None else noise_like(x_t, seed, offset)
     xt, e = x_t.to(torch.float32), eps.to(torch.float32)
     g = grad.to(torch.float32) if grad is not None else torch.zeros_like(xt)
@@ -112,15 +112,18 @@ def guided_step(x_t, eps, var_interp, grad, coef, noise, mode: int, scale: float
         e = e - s * scale * g
         x0 = ((xt - s * e) / a).clamp(-limit, limit)
         e2 = (xt - a * x0) / s
-        return (c[2] * x0 + c[3] * e2 + c[4] * z).to(x_t.dtype)
+        return (col(layout.COL_DDIM_A_PREV) * x0 + col(layout.COL_DDIM_DIR) * e2
+                + col(layout.COL_DDIM_SIGMA) * z).to(x_t.dtype)
     x0 = ((xt - s * e) / a).clamp(-limit, limit)
-    mean = c[2] * x0 + c[3] * xt
+    mean = col(layout.COL_DDPM_MEAN_X0) * x0 + col(layout.COL_DDPM_MEAN_XT) * xt
+    log_var_min = col(layout.COL_DDPM_LOG_VAR_MIN)
     if var_interp is not None:
         frac = 0.5 * (var_interp.to(torch.float32) + 1.0)
-        log_var = frac * c[5] + (1.0 - frac) * c[4]
+        log_var = frac * col(layout.COL_DDPM_LOG_VAR_MAX) + (1.0 - frac) * log_var_min
     else:
-        log_var = c[4].expand_as(xt)
-    return (mean + scale * torch.exp(log_var) * g + c[6] * torch.exp(0.5 * log_var) * z).to(x_t.dtype)
+        log_var = log_var_min.expand_as(xt)
+    return (mean + scale * torch.exp(log_var) * g
+            + col(layout.COL_DDPM_NOISE) * torch.exp(0.5 * log_var) * z).to(x_t.dtype)
 
 
 def dual_fusion(x_t, x0, w_t, w_0, concat: bool):

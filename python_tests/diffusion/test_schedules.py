@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from diffaug_fast.diffusion import (cosine_vp, get_schedule, linear_vp, q_sample, respace, space_timesteps,
-                                    ve_geometric)
+                                    step_coefficients, ve_geometric)
+from diffaug_fast.diffusion.schedules import as_index_tensor
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -93,3 +94,14 @@ def test_continuous_t_interpolates_and_hits_grid(name):
 def test_t_out_of_range_is_a_clear_error(bad):
     with pytest.raises(ValueError, match=r"argument 't' must lie in \[0, 999\]"):
         linear_vp().coefficients(bad)
+
+
+def test_as_index_tensor_is_shared_by_coefficients_and_steps():
+    """One checker of timesteps: numbers, lists and tensors become a checked 1-D tensor, integer stays integer."""
+    assert as_index_tensor(3, 10, None).tolist() == [3]
+    assert as_index_tensor([1, 2], 10, None).dtype == torch.int64
+    assert as_index_tensor(torch.tensor([0.5]), 10, None).is_floating_point()
+    with pytest.raises(ValueError, match=r"must be 1-D"):
+        as_index_tensor(torch.zeros(2, 2), 10, None)
+    with pytest.raises(ValueError, match=r"argument 't' must lie in \[0, 9\]"):
+        step_coefficients(linear_vp(10), [10])

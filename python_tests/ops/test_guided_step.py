@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from diffaug_fast.diffusion import linear_vp, respace, step_coefficients
-from diffaug_fast.ops import guided_step
+from diffaug_fast.ops import guided_step, layout
 
 from conftest import tolerance
 
@@ -93,11 +93,11 @@ def test_guidance_formulas(device_backend):
     coef = step_coefficients(sched, t, mode="ddpm", device=device)
     plain = guided_step(x, eps, coef, seed=2, backend=backend)
     guided = guided_step(x, eps, coef, grad=grad, scale=3.0, seed=2, backend=backend)
-    var = coef[:, 4].exp().view(-1, 1, 1, 1)
+    var = coef[:, layout.COL_DDPM_LOG_VAR_MIN].exp().view(-1, 1, 1, 1)
     torch.testing.assert_close(guided - plain, 3.0 * var * grad, atol=1e-5, rtol=1e-4)
     # DDIM: guidance is the unguided step fed eps - sqrt(1 - abar) * scale * grad
     coef = step_coefficients(sched, t, mode="ddim", eta=0.3, device=device)
-    s = coef[:, 1].view(-1, 1, 1, 1)
+    s = coef[:, layout.COL_S].view(-1, 1, 1, 1)
     guided = guided_step(x, eps, coef, mode="ddim", grad=grad, scale=2.0, seed=2, backend=backend)
     shifted = guided_step(x, eps - s * 2.0 * grad, coef, mode="ddim", seed=2, backend=backend)
     torch.testing.assert_close(guided, shifted, atol=1e-5, rtol=1e-5)
@@ -106,6 +106,33 @@ def test_guidance_formulas(device_backend):
         coef = step_coefficients(sched, t, mode=mode, device=device)
         assert torch.equal(guided_step(x, eps, coef, mode=mode, grad=grad, scale=0.0, seed=5, backend=backend),
                            guided_step(x, eps, coef, mode=mode, seed=5, backend=backend))
+
+
+@pytest.mark.parametrize("mode, variance, learn_sigma", [
+    ("ddpm", "fixed_small", False), ("ddpm", "learned", True), ("ddim", "fixed_small", False)])
+@pytest.mark.parametrize("given_noise", [False, True], ids=["philox", "noise"])
+@pytest.mark.parametrize("clip", [None, 1.0], ids=["noclip", "clip"])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "cl"])
+def test_gradients_match_autograd_of_reference(device_backend, mode, variance, learn_sigma, given_noise, clip, fmt):
+    """The registered backward (x_t, model_out incl. the learned-variance half, grad, noise) against autograd
+    through the plain-PyTorch reference."""
+    device, backend = device_backend
+    x, out, grad = _case((3, 2, 5, 4), torch.float32, device, seed=4, learn_sigma=learn_sigma)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(8)).to(device) if given_noise else None
+    coef = step_coefficients(linear_vp(), torch.tensor([700, 150, 0]), mode=mode, eta=0.7, variance=variance,
+                             device=device)
+    weight = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)).to(device)
+
+    def grads(which):
+        inputs = [t.detach().contiguous(memory_format=fmt).requires_grad_() for t in (x, out, grad)]
+        z = noise.detach().clone().requires_grad_() if noise is not None else None
+        y = guided_step(inputs[0], inputs[1], coef, mode=mode, grad=inputs[2], scale=1.7, clip=clip,
+                        learn_sigma=learn_sigma, seed=6, offset=3, noise=z, backend=which)
+        wrt = inputs + ([z] if z is not None else [])
+        return torch.autograd.grad((y * weight).sum(), wrt)
+
+    for ours, ref in zip(grads(backend), grads("reference")):
+        torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
 
 def test_torch_compile_fullgraph(device_backend):

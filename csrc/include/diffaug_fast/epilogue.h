@@ -8,11 +8,10 @@
 //   score : out = grad log p(x_t) = -eps/s   -> x0 = (x_t + s^2*out) / a
 // VE diffusion is the special case a = 1, s = sigma.
 #pragma once
+#include "diffaug_fast/layout.h"  // Parametrization
 #include "diffaug_fast/philox.h"  // DAF_HOST_DEVICE
 
 namespace diffaug_fast {
-
-enum Parametrization : int64_t { kEps = 0, kV = 1, kX0 = 2, kScore = 3 };
 
 struct Affine {
   float alpha, beta;

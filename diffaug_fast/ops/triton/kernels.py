@@ -2,7 +2,8 @@
 
 Each program handles BLOCK consecutive elements of the (example-blocked)
 tensors. The noise is ``tl.randn(seed, offset + NCHW index)``, which is the
-stream the C++/CUDA kernels reproduce.
+stream the C++/CUDA kernels reproduce. Parametrization and step-mode codes and the columns of
+guided_step's coefficient row come from :mod:`diffaug_fast.ops.layout` (one definition, in C++).
 """
 from __future__ import annotations
 
@@ -10,7 +11,23 @@ import torch
 import triton
 import triton.language as tl
 
+from diffaug_fast.ops import layout
+
 _BLOCK = 1024
+
+# The layout as compile-time constants of the kernels.
+EPS, V, X0 = tl.constexpr(layout.EPS), tl.constexpr(layout.V), tl.constexpr(layout.X0)
+DDIM = tl.constexpr(layout.DDIM)
+STEP_COEFFICIENTS = tl.constexpr(layout.STEP_COEFFICIENTS)
+COL_A, COL_S = tl.constexpr(layout.COL_A), tl.constexpr(layout.COL_S)
+COL_DDPM_MEAN_X0 = tl.constexpr(layout.COL_DDPM_MEAN_X0)
+COL_DDPM_MEAN_XT = tl.constexpr(layout.COL_DDPM_MEAN_XT)
+COL_DDPM_LOG_VAR_MIN = tl.constexpr(layout.COL_DDPM_LOG_VAR_MIN)
+COL_DDPM_LOG_VAR_MAX = tl.constexpr(layout.COL_DDPM_LOG_VAR_MAX)
+COL_DDPM_NOISE = tl.constexpr(layout.COL_DDPM_NOISE)
+COL_DDIM_A_PREV = tl.constexpr(layout.COL_DDIM_A_PREV)
+COL_DDIM_DIR = tl.constexpr(layout.COL_DDIM_DIR)
+COL_DDIM_SIGMA = tl.constexpr(layout.COL_DDIM_SIGMA)
 
 
 @triton.jit
@@ -54,14 +71,14 @@ def _diffuse_kernel(x0_ptr, noise_ptr, noise_bstride, xt_ptr, eps_ptr, a_ptr, s_
 def _epilogue_kernel(xt_ptr, out_ptr, out_bstride, x0_ptr, a_ptr, s_ptr, total, inner, limit,
                      PARAM: tl.constexpr, BLOCK: tl.constexpr):
     i, mask, b, m, a, s = _block_of_examples(a_ptr, s_ptr, total, inner, BLOCK)
-    if PARAM == 0:  # eps
+    if PARAM == EPS:
         alpha = 1.0 / a
         beta = -s / a
-    elif PARAM == 1:  # v
+    elif PARAM == V:
         norm = 1.0 / (a * a + s * s)
         alpha = a * norm
         beta = -s * norm
-    elif PARAM == 2:  # x0
+    elif PARAM == X0:
         alpha = a * 0.0
         beta = alpha + 1.0
     else:  # score
@@ -79,17 +96,14 @@ def _step_kernel(xt_ptr, eps_ptr, eps_bstride, var_ptr, var_bstride, grad_ptr, g
                  noise_bstride, out_ptr, coef_ptr, total, inner, channels, pixels, scale, limit, seed, offset,
                  MODE: tl.constexpr, LEARNED: tl.constexpr, HAS_GRAD: tl.constexpr, HAS_NOISE: tl.constexpr,
                  CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
-    # coef rows are [a, s, c2, c3, c4, c5, c6, -] (csrc/include/diffaug_fast/step.h)
+    # coef rows: the COL_* columns of ops/layout.py (formulas in csrc/include/diffaug_fast/step.h)
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = i < total
     b = i // inner
     m = i - b * inner
-    row = coef_ptr + b * 8
-    a = tl.load(row, mask=mask, other=1.0)
-    s = tl.load(row + 1, mask=mask, other=1.0)
-    c2 = tl.load(row + 2, mask=mask, other=0.0)
-    c3 = tl.load(row + 3, mask=mask, other=0.0)
-    c4 = tl.load(row + 4, mask=mask, other=0.0)
+    row = coef_ptr + b * STEP_COEFFICIENTS
+    a = tl.load(row + COL_A, mask=mask, other=1.0)
+    s = tl.load(row + COL_S, mask=mask, other=1.0)
     xt = tl.load(xt_ptr + i, mask=mask, other=0.0).to(tl.float32)
     e = tl.load(eps_ptr + b * eps_bstride + m, mask=mask, other=0.0).to(tl.float32)
     if HAS_GRAD:
@@ -100,25 +114,31 @@ def _step_kernel(xt_ptr, eps_ptr, eps_bstride, var_ptr, var_bstride, grad_ptr, g
         z = tl.load(noise_ptr + b * noise_bstride + m, mask=mask, other=0.0).to(tl.float32)
     else:
         z = _noise_at(seed, offset, b, m, inner, channels, pixels, CHANNELS_LAST)
-    if MODE == 1:  # DDIM, guidance on eps
+    if MODE == DDIM:  # guidance on eps
+        a_prev = tl.load(row + COL_DDIM_A_PREV, mask=mask, other=0.0)
+        direction = tl.load(row + COL_DDIM_DIR, mask=mask, other=0.0)
+        sigma = tl.load(row + COL_DDIM_SIGMA, mask=mask, other=0.0)
         e = e - s * scale * g
         x0 = (xt - s * e) / a
         x0 = tl.where(x0 > limit, limit, tl.where(x0 < -limit, -limit, x0))
         e2 = (xt - a * x0) / s
-        r = c2 * x0 + c3 * e2 + c4 * z
+        r = a_prev * x0 + direction * e2 + sigma * z
     else:  # DDPM, guidance on the mean
-        c5 = tl.load(row + 5, mask=mask, other=0.0)
-        c6 = tl.load(row + 6, mask=mask, other=0.0)
+        mean_x0 = tl.load(row + COL_DDPM_MEAN_X0, mask=mask, other=0.0)
+        mean_xt = tl.load(row + COL_DDPM_MEAN_XT, mask=mask, other=0.0)
+        log_var_min = tl.load(row + COL_DDPM_LOG_VAR_MIN, mask=mask, other=0.0)
+        log_var_max = tl.load(row + COL_DDPM_LOG_VAR_MAX, mask=mask, other=0.0)
+        noise_on = tl.load(row + COL_DDPM_NOISE, mask=mask, other=0.0)
         x0 = (xt - s * e) / a
         x0 = tl.where(x0 > limit, limit, tl.where(x0 < -limit, -limit, x0))
-        mean = c2 * x0 + c3 * xt
+        mean = mean_x0 * x0 + mean_xt * xt
         if LEARNED:
             v = tl.load(var_ptr + b * var_bstride + m, mask=mask, other=0.0).to(tl.float32)
             frac = 0.5 * (v + 1.0)
-            log_var = frac * c5 + (1.0 - frac) * c4
+            log_var = frac * log_var_max + (1.0 - frac) * log_var_min
         else:
-            log_var = c4 + xt * 0.0
-        r = mean + scale * tl.exp(log_var) * g + c6 * tl.exp(0.5 * log_var) * z
+            log_var = log_var_min + xt * 0.0
+        r = mean + scale * tl.exp(log_var) * g + noise_on * tl.exp(0.5 * log_var) * z
     tl.store(out_ptr + i, r.to(out_ptr.dtype.element_ty), mask=mask)
 
 
