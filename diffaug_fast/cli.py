@@ -175,7 +175,8 @@ def cmd_eval(args) -> None:
             f", DiffAug-Ensemble {100 * c['mean_de_acc']:.1f}%" if "mean_de_acc" in c else "") + (
             f", mCE {100 * c['mce']:.1f}" if "mce" in c else "")
     if "ood" in result:
-        line += "; OOD AUROC (msp): " + ", ".join(f"{k} {100 * v['msp']['auroc']:.1f}" for k, v in result["ood"].items())
+        line += "; OOD AUROC (msp): " + ", ".join(f"{k} {100 * v['msp']['auroc']:.1f}"
+                                                  for k, v in result["ood"].items())
     if "certify" in result:
         line += "; certified acc at r=0.25: " + ", ".join(
             f"σ={s} {100 * v['certified_acc']['0.25']:.1f}%" for s, v in result["certify"].items())

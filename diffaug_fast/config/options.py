@@ -183,7 +183,8 @@ def apply(config, values: dict, *, source: str) -> None:
     """Set options from a nested dict (sections as sub-dicts) or a flat one (flag names, as presets and
     earlier config files have them). Unknown names raise a ValueError naming ``source``."""
     by_key = {leaf.key: leaf for leaf in leaves(type(config))}
-    by_key.update({leaf.field.metadata["alias"]: leaf for leaf in leaves(type(config)) if leaf.field.metadata.get("alias")})
+    by_key.update({leaf.field.metadata["alias"]: leaf for leaf in leaves(type(config))
+                   if leaf.field.metadata.get("alias")})
     by_path = {leaf.path: leaf for leaf in leaves(type(config))}
     unknown = []
 

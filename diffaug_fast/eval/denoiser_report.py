@@ -27,7 +27,8 @@ def x0_mse_per_bucket(denoiser: Denoiser, images: torch.Tensor, buckets: int = 1
         for start in range(0, len(images), batch):
             x0 = images[start:start + batch]
             t = torch.randint(int(edges[k]), int(edges[k + 1]), (len(x0),), generator=gen)
-            xt = q_sample(denoiser.schedule, x0, t, seed=streams.philox_seed(seed, "report_eps", k), offset=start * x0[0].numel())
+            xt = q_sample(denoiser.schedule, x0, t, seed=streams.philox_seed(seed, "report_eps", k),
+                          offset=start * x0[0].numel())
             total += float((denoiser(xt, t) - x0).square().mean()) * len(x0)
             count += len(x0)
         rows.append({"t_from": int(edges[k]), "t_to": int(edges[k + 1]) - 1, "x0_mse": total / count})

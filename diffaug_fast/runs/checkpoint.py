@@ -20,7 +20,13 @@ from pathlib import Path
 
 import torch
 
+from diffaug_fast.errors import DiffAugError
+
 MAGIC = b"DIFFAUG-FAST-CKPT-1\n"
+
+
+class CheckpointWriteError(DiffAugError, OSError):
+    """A checkpoint could not be written (disk full, size limit, permissions); the previous one is kept."""
 
 
 def previous_path(path: str | os.PathLike) -> Path:
@@ -49,7 +55,7 @@ def save_atomic(state: dict, path: str | os.PathLike) -> None:
             os.fsync(f.fileno())
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise OSError(err.errno, f"could not write checkpoint {path} ({err.strerror or err}); the previous "
+        raise CheckpointWriteError(err.errno, f"could not write checkpoint {path} ({err.strerror or err}); the previous "
                                  "checkpoint is kept") from None
     if path.exists():
         os.replace(path, previous_path(path))

@@ -29,8 +29,10 @@ def run_config(run_dir: str | Path) -> TrainConfig:
     return train_config_from_dict(files.read_json(path), source=str(path))
 
 
-def classifier_weights(source: str | Path) -> tuple[dict, TrainConfig]:
-    """(state dict, training config) of a run folder (EMA weights when it kept them) or an export."""
+def classifier_weights(source: str | Path) -> tuple[dict, TrainConfig, int]:
+    """(state dict, training config, number of classes) of a run folder (EMA weights when it kept them) or an
+    export. Runs and exports of earlier versions, which did not record the classes, are read by their output
+    layer."""
     source = classifier_path(source)
     if source.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -43,24 +45,26 @@ def classifier_weights(source: str | Path) -> tuple[dict, TrainConfig]:
             weights = load_file(str(source))
         except Exception as err:  # truncated or foreign file
             raise DiffAugError(f"{source} could not be read as a .safetensors file: {err}") from None
-        return weights, train_config_from_dict(meta["config"], source=str(meta_path))
+        classes = meta.get("num_classes") or num_classes_of(weights)
+        return weights, train_config_from_dict(meta["config"], source=str(meta_path)), classes
     ckpt = source / files.CHECKPOINT
     if not source.is_dir() or not checkpoint_exists(ckpt):
         raise FileNotFoundError(f"{source} holds no `diffaug-fast train` run (need {files.CONFIG} and "
                                 f"{files.CHECKPOINT}), nor is it an exported .safetensors classifier")
     config = run_config(source)
     state = load_verified(ckpt)
-    return (state["ema"] if state.get("ema") else state["model"]), config
+    weights = state["ema"] if state.get("ema") else state["model"]
+    return weights, config, state.get("num_classes") or num_classes_of(weights)
 
 
 def load_classifier(source: str | Path, device="cpu", *, denoiser=None) -> tuple[torch.nn.Module, TrainConfig]:
     """A trained classifier in eval mode, with its training config. ``source``: a ``diffaug-fast train`` run
     folder, an ``export-classifier`` ``.safetensors`` file, or a shipped classifier's name
     (``fmnist-classifier``). Noisy / DA classifiers get their run's denoiser unless ``denoiser`` is given."""
-    weights, config = classifier_weights(source)
+    weights, config, num_classes = classifier_weights(source)
     if config.model.mode != "clean" and denoiser is None:
         denoiser = load_denoiser(config.diffaug.denoiser, device)
-    model = build_model(config.model.mode, config.model.arch, denoiser=denoiser, num_classes=num_classes_of(weights),
+    model = build_model(config.model.mode, config.model.arch, denoiser=denoiser, num_classes=num_classes,
                         in_channels=config.data.channels, image_size=config.data.image_size,
                         norm=config.model.norm, fusion=config.model.fusion)
     try:
@@ -88,9 +92,9 @@ def export_classifier(run_dir: str | Path, weights: str | Path) -> Path:
     weights = Path(weights)
     if weights.suffix != ".safetensors":
         raise ValueError(f"argument --out must end in .safetensors, got {weights}")
-    state, config = classifier_weights(run_dir)
+    state, config, num_classes = classifier_weights(run_dir)
     state = {k: v.contiguous() for k, v in state.items()}
-    meta = {"config": to_dict(config), "classes": classifier_classes(run_dir, num_classes_of(state)),
+    meta = {"config": to_dict(config), "num_classes": num_classes, "classes": classifier_classes(run_dir, num_classes),
             "source": str(run_dir)}
     metrics = files.read_json(Path(run_dir) / files.METRICS)
     if metrics is not None:

@@ -51,6 +51,7 @@ class ClassifierTrainer:
         labeled, self.prior = None, None
         if config.semi_supervised:
             labeled, num_classes = self._semi_supervised_setup(labels, num_classes)
+        self.num_classes = num_classes
         self.denoiser = load_denoiser(config.diffaug.denoiser, self.device) if needs_denoiser(config) else None
         t_max = check_denoiser(config, self.denoiser, images.shape[1:]) if self.denoiser is not None else 0
         self.model = build_model(config.model.mode, config.model.arch, denoiser=self.denoiser,
@@ -93,7 +94,8 @@ class ClassifierTrainer:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
                 "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
-                "torch_rng": torch.get_rng_state(), "step": self.step, "config": to_dict(self.config)}
+                "torch_rng": torch.get_rng_state(), "step": self.step, "config": to_dict(self.config),
+                "num_classes": self.num_classes}
 
     def load_state_dict(self, state: dict) -> None:
         check_same_run(state["config"], self.config, "the checkpoint")

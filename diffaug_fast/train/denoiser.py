@@ -9,7 +9,6 @@ data order), a progress bar with loss and images/s.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -152,9 +151,12 @@ def load_images(config: DenoiserConfig, data_root=None) -> torch.Tensor:
 
 
 def train_denoiser(config: DenoiserConfig, out_dir: str | Path, *, data_root=None, progress: bool = True,
-                   stop_after: int | None = None) -> Path:
-    """Train (or resume from out_dir's checkpoint) up to config.steps; ``stop_after`` ends this call early."""
+                   stop_after: int | None = None, limit: int | None = None) -> Path:
+    """Train (or resume from out_dir's checkpoint) up to config.steps; ``stop_after`` ends this call early;
+    ``limit`` (if given) replaces ``config.limit``."""
     out_dir = Path(out_dir)
+    if limit is not None:
+        config = replace(config, limit=limit)
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.unet is None:
         config = replace(config, unet=unet_for(config.image_size, config.channels))
@@ -173,8 +175,10 @@ def export_ema(checkpoint: str | Path, config: DenoiserConfig, weights_out: str 
 
     state = load_verified(checkpoint)["ema"]
     weights_out = Path(weights_out)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(weights_out))
-    weights_out.with_suffix(".json").write_text(json.dumps(export_config(config), indent=2))
+    tmp = weights_out.with_name(weights_out.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    tmp.replace(weights_out)
+    files.write_json(weights_out.with_suffix(".json"), export_config(config))
 
 
 def export_config(config: DenoiserConfig) -> dict:

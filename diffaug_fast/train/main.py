@@ -15,7 +15,8 @@ from diffaug_fast.train.distributed import init_from_env, launch, world_rank
 from diffaug_fast.train.report import write_report
 
 
-def _worker(config, out, progress):
+def train_worker(config, out, progress):
+    """One data-parallel process of `train --nproc N` (picklable: spawned processes import it)."""
     train_classifier(config, out, progress=progress)
 
 
@@ -40,7 +41,7 @@ def train_command(config: TrainConfig, command: TrainCommand) -> dict:
             raise DiffAugError(f"argument --resume: {out} holds no checkpoint to resume")
         try:
             if command.nproc > 1:
-                launch(_worker, command.nproc, config, out, True)
+                launch(train_worker, command.nproc, config, out, True)
             else:
                 init_from_env()
                 train_classifier(config, out)

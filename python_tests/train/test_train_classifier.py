@@ -10,10 +10,11 @@ import time
 import torch
 
 from diffaug_fast.runs.checkpoint import load_verified
-from diffaug_fast.cli import _train_worker
+from diffaug_fast.train.main import train_worker
 from diffaug_fast.config import train_config
 from diffaug_fast.train.classifier import train_classifier
 from diffaug_fast.train.distributed import launch
+from diffaug_fast.train.main import train_worker
 
 CLI = [sys.executable, "-m", "diffaug_fast.cli"]
 
@@ -63,7 +64,7 @@ def test_resume_refuses_changed_settings(tmp_path):
 def test_two_processes_equal_one(tmp_path):
     config = _config(norm="group", train_limit=128)  # GroupNorm: no per-rank batch statistics
     train_classifier(config, tmp_path / "one", progress=False, evaluate_at_end=False)
-    launch(_train_worker, 2, config, tmp_path / "two", False)
+    launch(train_worker, 2, config, tmp_path / "two", False)
     one, two = load_verified(tmp_path / "one" / "checkpoint.pt"), load_verified(tmp_path / "two" / "checkpoint.pt")
     assert one["step"] == two["step"] == 4
     _assert_same_state(one, two, exact=False)

@@ -5,7 +5,6 @@ every finished item is saved at once to ``eval.partial.json``, so an interrupted
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from diffaug_fast.config import RobustnessConfig
-from diffaug_fast.config.commands import SUITES
+from diffaug_fast.runs import files
 from diffaug_fast.config.options import validate_options
 from diffaug_fast.eval.robustness.certify import RADII, certified_accuracy, certify, denoised_classifier
 from diffaug_fast.eval.robustness.corruptions import CORRUPTIONS, SEVERITIES, corrupt
@@ -37,9 +36,7 @@ class _Partial:
 
     def put(self, name, value):
         self.items[name] = value
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"config": self.key, "items": self.items}))
-        os.replace(tmp, self.path)
+        files.write_text_atomic(self.path, json.dumps({"config": self.key, "items": self.items}))
         return value
 
 
@@ -153,7 +150,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
 
     validate_options(config)
     config.validate()
-    base_eval = Path(baseline) / "eval.json" if baseline else None
+    base_eval = Path(baseline) / files.EVAL if baseline else None
     if base_eval is not None and not base_eval.exists():
         raise FileNotFoundError(f"--baseline {baseline}: no eval.json there; evaluate the baseline first")
     classifier, train_config = load_classifier(run_dir)
@@ -167,7 +164,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
                                   image_size=train_config.data.image_size, channels=train_config.data.channels)
     ensemble = (DiffAugEnsemble(classifier, denoiser, config.de_timesteps, seed=config.seed, compile=False)
                 if config.de else None)
-    partial = _Partial(out / "eval.partial.json", config)
+    partial = _Partial(out / files.EVAL_PARTIAL, config)
     x, y = images[:config.limit], labels[:config.limit]
     clean_logits = _predict(classifier, x)
     result = {"run": str(run_dir), "config": asdict(config), "images": len(x),
@@ -188,7 +185,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
         result["ood"] = run_ood(classifier, ensemble, x, config, partial, progress)
     if "certify" in config.suites:
         result["certify"] = run_certify(classifier, denoiser, images, labels, config, partial, progress)
-    (out / "eval.json").write_text(json.dumps(result, indent=2))
+    files.write_json(out / files.EVAL, result)
     from diffaug_fast.eval.robustness.report import write_eval_report
 
     write_eval_report(result, out)
