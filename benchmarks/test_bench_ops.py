@@ -12,6 +12,7 @@ import functools
 import pytest
 import torch
 
+from diffaug_fast.ops import layout as L
 from diffaug_fast.ops import available_backends, denoise_epilogue, diffuse, reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -115,21 +116,27 @@ def test_epilogue(benchmark, shape, dtype, impl):
          bytes=3 * xt.numel() * xt.element_size())
 
 
+def _columns(coef):
+    # the coefficient row's columns by their names in csrc/include/diffaug_fast/layout.h
+    return [coef[:, k].view(-1, 1, 1, 1) for k in range(L.STEP_COEFFICIENTS)]
+
+
 def _eager_ddpm_step(x, eps, g, coef, scale):
     # guided-diffusion's p_sample + condition_mean, op by op, with torch's generator
-    c = [coef[:, k].view(-1, 1, 1, 1) for k in range(8)]
-    x0 = ((x - c[1] * eps) / c[0]).clamp(-1, 1)
-    mean = c[2] * x0 + c[3] * x + scale * c[4].exp() * g
-    return mean + c[6] * (0.5 * c[4]).exp() * torch.randn_like(x)
+    c = _columns(coef)
+    x0 = ((x - c[L.COL_S] * eps) / c[L.COL_A]).clamp(-1, 1)
+    log_var = c[L.COL_DDPM_LOG_VAR_MIN]
+    mean = c[L.COL_DDPM_MEAN_X0] * x0 + c[L.COL_DDPM_MEAN_XT] * x + scale * log_var.exp() * g
+    return mean + c[L.COL_DDPM_NOISE] * (0.5 * log_var).exp() * torch.randn_like(x)
 
 
 def _eager_ddim_step(x, eps, g, coef, scale):
     # guided-diffusion's ddim_sample (eta = 0) + condition_score, op by op
-    c = [coef[:, k].view(-1, 1, 1, 1) for k in range(8)]
-    eps = eps - c[1] * scale * g
-    x0 = ((x - c[1] * eps) / c[0]).clamp(-1, 1)
-    eps = (x - c[0] * x0) / c[1]
-    return c[2] * x0 + c[3] * eps
+    c = _columns(coef)
+    eps = eps - c[L.COL_S] * scale * g
+    x0 = ((x - c[L.COL_S] * eps) / c[L.COL_A]).clamp(-1, 1)
+    eps = (x - c[L.COL_A] * x0) / c[L.COL_S]
+    return c[L.COL_DDIM_A_PREV] * x0 + c[L.COL_DDIM_DIR] * eps
 
 
 @pytest.mark.skipif(FUSED not in available_backends(DEVICE), reason="compiled extension not available")
