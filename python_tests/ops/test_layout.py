@@ -10,21 +10,12 @@ import pytest
 import torch
 
 from diffaug_fast.diffusion import linear_vp, step_coefficients
-from diffaug_fast.ops import denoise_epilogue, extension, guided_step, layout
+from diffaug_fast.ops import available_backends, denoise_epilogue, extension, guided_step, layout
 
 needs_extension = pytest.mark.skipif(not extension.has_extension(), reason="diffaug_fast._C is not built")
 
 
-def _backends():
-    names = ["reference"]
-    if extension.has_extension():
-        names.append("cpu")
-    if extension.triton_import_error() is None and extension.triton_interpret():
-        names.append("triton")
-    return names
-
-
-BACKENDS = _backends()
+BACKENDS = available_backends("cpu")  # reference, cpu, and triton under TRITON_INTERPRET=1
 # Each mode's named columns (the shared a, s included).
 MODE_COLUMNS = {mode: {name: col for name, col in layout.STEP_COLUMNS.items() if name in ("a", "s")
                        or name.startswith(mode + "_")} for mode in layout.STEP_MODES}

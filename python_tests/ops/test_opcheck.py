@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from diffaug_fast.diffusion import linear_vp, step_coefficients
-from diffaug_fast.ops import extension, layout  # importing diffaug_fast.ops registers every op's fake and autograd
+from diffaug_fast.ops import available_backends, extension, layout  # importing diffaug_fast.ops registers every op's fake and autograd
 
 # (dtype, memory format) combinations
 FP32, FP32_CL, BF16 = (torch.float32, "nchw"), (torch.float32, "channels_last"), (torch.bfloat16, "nchw")
@@ -17,16 +17,7 @@ CASES = [FP32, FP32_CL, BF16]
 CASE_IDS = ["fp32", "fp32-cl", "bf16"]
 
 
-def _backends():
-    names = []
-    if extension.has_extension():
-        names.append("cpu")
-    if extension.triton_import_error() is None and extension.triton_interpret():
-        names.append("triton")
-    return names
-
-
-BACKENDS = _backends()
+BACKENDS = [b for b in available_backends("cpu") if b != "reference"]  # the registered custom ops
 
 
 def _op(name: str, backend: str):
