@@ -11,7 +11,7 @@ from diffaug_fast.ops import denoise_epilogue, diffuse
 
 @pytest.fixture(scope="module")
 def denoiser():
-    return diffaug_fast.runs.weights("fmnist")
+    return diffaug_fast.pretrained("fmnist")
 
 
 @pytest.fixture(scope="module")

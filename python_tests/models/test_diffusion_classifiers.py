@@ -9,7 +9,7 @@ from diffaug_fast.models.noisy import (DAClassifier, NoisyClassifier, TimeResNet
 
 @pytest.fixture(scope="module")
 def denoiser():
-    return diffaug_fast.runs.weights("fmnist")
+    return diffaug_fast.pretrained("fmnist")
 
 
 def _batch(n=3):

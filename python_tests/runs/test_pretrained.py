@@ -11,7 +11,7 @@ from diffaug_fast.eval.denoiser_report import x0_mse_per_bucket
 
 
 def test_embedded_denoiser_beats_doing_nothing():
-    den = diffaug_fast.runs.weights("fmnist")
+    den = diffaug_fast.pretrained("fmnist")
     x0, _ = load_fashion_mnist("test", limit=200)
     rows = x0_mse_per_bucket(den, x0, buckets=5, batch=200)
     # trivial estimators: x_t / a (MSE s^2/a^2) or the mean image; the network must beat the better one
@@ -35,7 +35,7 @@ def test_sample_command_writes_png_and_npz(tmp_path):
 
 
 def test_embedded_ve_denoiser_beats_doing_nothing():
-    den = diffaug_fast.runs.weights("fmnist-ve")
+    den = diffaug_fast.pretrained("fmnist-ve")
     assert den.schedule.kind == "ve" and den.parametrization == "score" and den.condition == "sigma"
     x0, _ = load_fashion_mnist("test", limit=200)
     rows = x0_mse_per_bucket(den, x0, buckets=5, batch=200)

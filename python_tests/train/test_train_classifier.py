@@ -14,7 +14,6 @@ from diffaug_fast.train.main import train_worker
 from diffaug_fast.config import train_config
 from diffaug_fast.train.classifier import train_classifier
 from diffaug_fast.train.distributed import launch
-from diffaug_fast.train.main import train_worker
 
 CLI = [sys.executable, "-m", "diffaug_fast.cli"]
 
