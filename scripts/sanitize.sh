@@ -19,6 +19,6 @@ cd "$B"  # not the repository root: there, `import diffaug_fast` would find the 
 export PYTHONPATH="$ROOT/$B/pkg" LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 python3 -c "import diffaug_fast._C as c; assert '$B/pkg' in c.__file__, c.__file__; print('sanitized', c.__file__)"
-T="$ROOT/python_tests"
+T="$ROOT/python_tests/ops"
 python3 -m pytest "$T/test_diffuse.py" "$T/test_epilogue.py" "$T/test_guided_step.py" "$T/test_fusion.py" \
   "$T/test_fuzz_ops.py" "$T/test_noise.py" -q -p no:cacheprovider -k "not triton" "$@"
