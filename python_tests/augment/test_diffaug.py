@@ -19,6 +19,7 @@ def images():
     return load_fashion_mnist("test", limit=12)[0]
 
 
+@pytest.mark.slow  # the shipped denoiser on real images
 def test_diffuse_and_denoise_is_diffuse_then_network_then_epilogue(denoiser, images):
     t = torch.tensor([0, 5, 100, 250, 400, 499, 600, 999, 1, 2, 3, 700])
     got = diffuse_and_denoise(denoiser, images, t, seed=11, offset=123)
@@ -31,6 +32,7 @@ def test_diffuse_and_denoise_is_diffuse_then_network_then_epilogue(denoiser, ima
     assert not got.is_inference() and got.abs().max() <= 1
 
 
+@pytest.mark.slow  # the shipped denoiser on real images
 def test_shards_with_offsets_equal_the_whole_batch(denoiser, images):
     t = torch.randint(0, 1000, (12,), generator=torch.Generator().manual_seed(0))
     whole = diffuse_and_denoise(denoiser, images, t, seed=5, offset=10)
@@ -43,6 +45,7 @@ def test_shards_with_offsets_equal_the_whole_batch(denoiser, images):
     torch.testing.assert_close(chunked, whole, atol=2e-4, rtol=1e-3)
 
 
+@pytest.mark.slow  # the shipped denoiser on real images
 def test_diffaug_module_is_deterministic_and_feeds_autograd(denoiser, images):
     a = DiffAug(denoiser, t_max=500, seed=3)
     b = DiffAug(denoiser, t_max=500, seed=3)
@@ -55,6 +58,7 @@ def test_diffaug_module_is_deterministic_and_feeds_autograd(denoiser, images):
     assert all(p.grad is not None for p in clf.parameters())
 
 
+@pytest.mark.slow  # the shipped denoiser on real images
 def test_diffaug_changes_images_more_with_larger_t(denoiser, images):
     dists = [float((diffuse_and_denoise(denoiser, images, torch.full((12,), t), seed=1) - images).square().mean())
              for t in (0, 200, 600)]
@@ -70,6 +74,7 @@ def test_diffaug_rejects_bad_ranges(denoiser):
         diffuse_and_denoise(denoiser, torch.zeros(3, 1, 28, 28), torch.zeros(2, dtype=torch.long), seed=0)
 
 
+@pytest.mark.slow  # the shipped denoiser on real images
 def test_ensemble_batched_equals_one_call_per_t(denoiser, images):
     torch.manual_seed(0)
     clf = build_classifier("resnet-small").eval()

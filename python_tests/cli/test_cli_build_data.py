@@ -27,12 +27,14 @@ def test_build_info_reports_compiled_backends():
     assert hasattr(torch.ops.diffaug_fast, "diffuse") and hasattr(torch.ops.diffaug_fast, "denoise_epilogue")
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_cli_info_json():
     out = _cli("info", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["extension"]["loaded"]
 
 
+@pytest.mark.slow  # a CLI subprocess on real images
 def test_cli_diffuse_real_run(tmp_path):
     out = _cli("diffuse", "--limit", "500", "--out", str(tmp_path), "--t", "0,500,999")
     assert out.returncode == 0, out.stderr
@@ -41,6 +43,7 @@ def test_cli_diffuse_real_run(tmp_path):
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # a CLI subprocess per case
 @pytest.mark.parametrize("args, match", [
     (["diffuse", "--t", "0,1000"], "argument 't' must lie in [0, 999]"),
     (["diffuse", "--data-root", "/nonexistent"], "apt-get install dataset-fashion-mnist"),

@@ -52,11 +52,13 @@ def test_earlier_flat_config_files_still_load():
     assert config.optim.epochs == flat["epochs"] and config.model.arch == flat["model"]
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_debug_after_the_subcommand_shows_the_traceback():
     out = subprocess.run(CLI + ["train", "--lr", "nan", "--debug"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and "Traceback" in out.stderr and "--lr" in out.stderr
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_internal_error_exits_1_with_a_summary_and_a_log(tmp_path):
     code = ("import sys; import diffaug_fast.eval.guidance as g; from diffaug_fast.cli import main\n"
             "def broken(o):\n    raise RuntimeError('kernel exploded')\n"

@@ -156,6 +156,7 @@ def _finished_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow  # a CLI subprocess per row; its fixture trains a classifier and a denoiser
 @pytest.mark.parametrize("case, args, match", CLI_CASES, ids=[c[0] for c in CLI_CASES])
 def test_cli_case(case, args, match, existing_run):
     args = [a.format(**existing_run) for a in args]

@@ -85,6 +85,7 @@ def test_denoiser_of_other_images_is_refused(fmnist_folder):
         train_classifier(config, root.parent / "refused", progress=False)
 
 
+@pytest.mark.slow  # `train` and `sample` subprocesses
 def test_two_commands_train_a_guidance_classifier_on_a_folder_and_sample(fmnist_folder, tmp_path):
     root, _, _ = fmnist_folder
     run = tmp_path / "guide"
@@ -114,6 +115,7 @@ def test_two_commands_train_a_guidance_classifier_on_a_folder_and_sample(fmnist_
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow  # the shipped classifier on 2000 real test images
 def test_shipped_judge_classifier_is_accurate_on_real_test_images():
     model, config = load_classifier("fmnist-classifier")
     assert config.mode == "clean"
@@ -123,6 +125,7 @@ def test_shipped_judge_classifier_is_accurate_on_real_test_images():
     assert classifier_classes("fmnist-classifier", 10) == list(FASHION_MNIST_CLASSES)
 
 
+@pytest.mark.slow  # a training run
 def test_exported_classifier_equals_its_run(tmp_path):
     run = tmp_path / "run"
     config = train_config("quick", diffaug="off", train_limit=256, batch_size=64, de_timesteps=[],
@@ -139,6 +142,7 @@ def test_exported_classifier_equals_its_run(tmp_path):
         export_classifier(run, tmp_path / "clf.pt")
 
 
+@pytest.mark.slow  # `train-denoiser` and `sample` subprocesses
 def test_train_denoiser_on_an_rgb_folder_exports_a_denoiser_of_that_shape(tmp_path):
     """`train-denoiser --data DIR --image-size 16 --channels 3`: the exported model is a denoiser of 3×16×16 images
     that `sample --model` and `train --denoiser` accept."""

@@ -74,6 +74,7 @@ def test_clear_errors():
         Denoiser(Wrong(), vp)(torch.zeros(2, 1, 4, 4), torch.tensor([1, 2]))
 
 
+@pytest.mark.slow  # torch.compile with Inductor: seconds, more with a cold cache
 def test_compiles_with_the_network():
     vp = linear_vp()
     net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.SiLU(), nn.Conv2d(8, 1, 3, padding=1))

@@ -72,6 +72,7 @@ def test_class_conditioning_is_checked_and_flags_validated():
         UNetModel(20, 1, 32)
 
 
+@pytest.mark.slow  # torch.compile of a UNet with Inductor: 4-40 s, by cache state
 def test_channels_last_and_compile_agree():
     model = UNetModel(16, 1, 32, num_res_blocks=1, attention_resolutions="8", channel_mult=(1, 2)).eval()
     model.load_state_dict(deterministic_state(model.state_dict()))

@@ -1,5 +1,6 @@
 """VE (score-SDE style) denoisers: the sigma-conditioned score network, its Denoiser, its VP view for
 sampling, and the VE variant of the denoiser trainer."""
+import pytest
 import torch
 
 from diffaug_fast.diffusion import Denoiser, ve_geometric
@@ -71,6 +72,7 @@ def test_ve_denoiser_samples_deterministically():
     assert torch.equal(a, b) and a.abs().max() <= 1 + 1e-6
 
 
+@pytest.mark.slow  # trains a denoiser on real Fashion-MNIST
 def test_train_ve_kind_learns_resumes_and_exports(tmp_path):
     cfg = DenoiserConfig(kind="ve", steps=20, batch_size=16, checkpoint_every=5, warmup=1,
                          unet=dict(TINY, image_size=28, num_channels=32))

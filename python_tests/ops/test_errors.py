@@ -50,6 +50,7 @@ def test_env_var_selects_backend_and_is_validated(monkeypatch):
         resolve_backend(None, torch.device("cpu"))
 
 
+@pytest.mark.slow  # a Python subprocess (imports torch: ~4 s)
 def test_missing_extension_is_explained_and_reference_still_works():
     """Simulate a missing build: import of diffaug_fast._C fails."""
     code = (

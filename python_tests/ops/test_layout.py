@@ -169,6 +169,7 @@ def test_compiled_op_checks_the_column_count():
         torch.ops.diffaug_fast.guided_step(x, x, None, None, coef[:, :-1], None, 7, 1.0, None, 0, 0)
 
 
+@pytest.mark.slow  # a Python subprocess (imports torch: ~4 s)
 def test_without_the_extension_the_mirror_serves_the_reference():
     code = (
         "import sys; sys.modules['diffaug_fast._C'] = None\n"

@@ -18,6 +18,7 @@ CASE_IDS = ["fp32", "fp32-cl", "bf16"]
 
 
 BACKENDS = [b for b in available_backends("cpu") if b != "reference"]  # the registered custom ops
+SLOW = pytest.mark.slow  # the learned-variance guided_step cases take 5-7 s each on CPU
 
 
 def _op(name: str, backend: str):
@@ -86,8 +87,9 @@ def test_denoise_epilogue_learn_sigma_half(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype, fmt, mode, learned", [
-    (*FP32, "ddpm", False), (*FP32, "ddpm", True), (*FP32, "ddim", False),
-    (*FP32_CL, "ddpm", True), (*FP32_CL, "ddim", False), (*BF16, "ddpm", False), (*BF16, "ddim", False)],
+    (*FP32, "ddpm", False), pytest.param(*FP32, "ddpm", True, marks=SLOW), (*FP32, "ddim", False),
+    pytest.param(*FP32_CL, "ddpm", True, marks=SLOW), (*FP32_CL, "ddim", False), (*BF16, "ddpm", False),
+    (*BF16, "ddim", False)],
     ids=["fp32-ddpm", "fp32-ddpm-learned", "fp32-ddim", "fp32-cl-ddpm-learned", "fp32-cl-ddim", "bf16-ddpm",
          "bf16-ddim"])
 def test_guided_step(backend, dtype, fmt, mode, learned):

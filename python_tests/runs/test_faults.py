@@ -45,6 +45,7 @@ def _logged_step(run):
     return json.loads(lines[-1])["step"] if lines and lines[-1].endswith("}") else 0
 
 
+@pytest.mark.slow  # two 40-step training runs, one in a subprocess
 def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path, uninterrupted):
     kill_after = random.Random(os.getpid()).randint(5, 30)  # a different step on each run of the test
     proc = subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, json.dumps(SETTINGS), str(tmp_path)])
@@ -64,6 +65,7 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path, u
     assert steps == list(range(1, 41))  # the log has each step once, whatever the kill left behind
 
 
+@pytest.mark.slow  # two training runs
 def test_corrupted_checkpoint_falls_back_to_the_previous_one(tmp_path, uninterrupted, capfd):
     config = train_config("quick", **SETTINGS)
     train_classifier(config, tmp_path, progress=False, stop_after=7, evaluate_at_end=False)  # saves at 3, 6, 7
@@ -97,6 +99,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 
 
+@pytest.mark.slow  # `diffaug-fast train` and python subprocesses
 def test_disk_full_is_reported_in_one_line_and_the_good_checkpoint_kept(tmp_path):
     """A 200 kB file-size limit stands in for a full disk: the ~1 MB checkpoint cannot be written."""
     out = tmp_path / "run"

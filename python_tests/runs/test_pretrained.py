@@ -3,11 +3,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 import diffaug_fast
 from diffaug_fast.data import load_fashion_mnist
 from diffaug_fast.eval.denoiser_report import x0_mse_per_bucket
+
+pytestmark = pytest.mark.slow  # the shipped denoisers on real images, or a `diffaug-fast sample` subprocess
 
 
 def test_embedded_denoiser_beats_doing_nothing():

@@ -146,6 +146,7 @@ def _ssl_config(**kw):
     return train_config("quick", **{**base, **kw})
 
 
+@pytest.mark.slow  # trains two semi-supervised classifiers on real Fashion-MNIST
 def test_consistency_term_lowers_disagreement_between_t_and_t_prime(tmp_path):
     """Same labeled images, same steps: with the temporal-consistency term the classifier changes its top class
     between x_t and x_t' (same image, same ε, |t − t'| ≤ 50) far less often on real test images."""
@@ -160,6 +161,7 @@ def test_consistency_term_lowers_disagreement_between_t_and_t_prime(tmp_path):
     assert all("tc_kl" in row for row in log) and "tc_kl" not in json.dumps(off)
 
 
+@pytest.mark.slow  # three training runs
 def test_ssl_resume_is_bit_exact(tmp_path):
     config = _ssl_config(mode="da", train_limit=256, batch_size=32, epochs=1, eval_limit=20, checkpoint_every=2,
                          tc_noise="fresh", tc_target="both", labels_per_class=3)
@@ -172,6 +174,7 @@ def test_ssl_resume_is_bit_exact(tmp_path):
         assert torch.equal(a["model"][key], b["model"][key]), key
 
 
+@pytest.mark.slow  # a `diffaug-fast train --pu` subprocess on real Fashion-MNIST
 def test_pu_command_trains_a_binary_classifier_and_reports_f1(tmp_path):
     out = subprocess.run(CLI + ["train", "--mode", "noisy", "--pu", "--positive", "0,2,4", "--labels-per-class", "20",
                                 "--train-limit", "4096", "--batch-size", "64", "--epochs", "2", "--eval-limit", "500",
@@ -187,6 +190,7 @@ def test_pu_command_trains_a_binary_classifier_and_reports_f1(tmp_path):
     assert classes[1] == "positive (T-shirt/top, Pullover, Coat)"
 
 
+@pytest.mark.slow  # a `diffaug-fast train` subprocess per case
 @pytest.mark.parametrize("args, match", [
     (["--ssl"], "add --mode noisy or --mode da"),
     (["--mode", "noisy", "--ssl", "--pu", "--positive", "1"], "choose one of --ssl"),

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from diffaug_fast.runs.checkpoint import load_verified
@@ -16,6 +17,8 @@ from diffaug_fast.train.classifier import train_classifier
 from diffaug_fast.train.distributed import launch
 
 CLI = [sys.executable, "-m", "diffaug_fast.cli"]
+
+pytestmark = pytest.mark.slow  # every test trains on real Fashion-MNIST or runs `diffaug-fast train` subprocesses
 
 
 def _config(**kw):

@@ -1,10 +1,13 @@
 """The denoiser trainer on real Fashion-MNIST: it learns, and an interrupted run resumes bit-exactly."""
 import json
 
+import pytest
 import torch
 
 from diffaug_fast.runs.checkpoint import load_verified
 from diffaug_fast.train.denoiser import DenoiserConfig, export_ema, train_denoiser
+
+pytestmark = pytest.mark.slow  # every test trains a denoiser on real Fashion-MNIST
 
 TINY = dict(image_size=28, in_channels=1, num_channels=32, num_res_blocks=1, attention_resolutions="",
             channel_mult=(1, 2), use_scale_shift_norm=True)
