@@ -47,7 +47,7 @@ def test_cli_diffuse_real_run(tmp_path):
 @pytest.mark.parametrize("args, match", [
     (["diffuse", "--t", "0,1000"], "argument 't' must lie in [0, 999]"),
     (["diffuse", "--data-root", "/nonexistent"], "apt-get install dataset-fashion-mnist"),
-    (["diffuse", "--backend", "nope"], "argument 'backend' is 'nope'"),
+    (["diffuse", "--backend", "nope"], "argument --backend: invalid choice: 'nope'"),
 ])
 def test_cli_errors_are_one_line_exit_2(args, match):
     out = _cli(*args)

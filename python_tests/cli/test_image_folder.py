@@ -11,6 +11,7 @@ from PIL import Image
 
 from diffaug_fast.data import FASHION_MNIST_CLASSES, HOLDOUT_EVERY, load_fashion_mnist, load_image_folder
 from diffaug_fast.config import train_config
+from diffaug_fast.errors import DiffAugError
 from diffaug_fast.eval.metrics import accuracy
 from diffaug_fast.runs.classifiers import classifier_classes, export_classifier, load_classifier
 from diffaug_fast.train.classifier import train_classifier
@@ -81,7 +82,7 @@ def test_denoiser_of_other_images_is_refused(fmnist_folder):
     root, _, _ = fmnist_folder
     config = train_config("quick", data=str(root), image_size=32, mode="noisy", compile="off",
                                 batch_size=16, eval_limit=10)
-    with pytest.raises(ValueError, match="works on 1x28x28 images but the data are 1x32x32"):
+    with pytest.raises(DiffAugError, match="works on 1x28x28 images but the data are 1x32x32"):
         train_classifier(config, root.parent / "refused", progress=False)
 
 
@@ -95,7 +96,7 @@ def test_two_commands_train_a_guidance_classifier_on_a_folder_and_sample(fmnist_
     assert train.returncode == 0, train.stderr
     assert json.loads((run / "classes.json").read_text()) == sorted(NAMES)  # folder order
     model, config = load_classifier(run)
-    assert config.data == str(root) and model.net.fc.out_features == 3
+    assert config.data.source == str(root) and model.net.fc.out_features == 3
 
     def sample(*extra):
         out = tmp_path / f"s{len(list(tmp_path.iterdir()))}"
@@ -118,7 +119,7 @@ def test_two_commands_train_a_guidance_classifier_on_a_folder_and_sample(fmnist_
 @pytest.mark.slow  # the shipped classifier on 2000 real test images
 def test_shipped_judge_classifier_is_accurate_on_real_test_images():
     model, config = load_classifier("fmnist-classifier")
-    assert config.mode == "clean"
+    assert config.model.mode == "clean"
     x, y = load_fashion_mnist("test", limit=2000)
     acc = accuracy(model, x, y)
     assert acc > 0.88, acc  # 90.7 % on the full test set when exported

@@ -195,10 +195,10 @@ def test_pu_command_trains_a_binary_classifier_and_reports_f1(tmp_path):
     (["--ssl"], "add --mode noisy or --mode da"),
     (["--mode", "noisy", "--ssl", "--pu", "--positive", "1"], "choose one of --ssl"),
     (["--mode", "noisy", "--pu"], "--pu needs --positive"),
-    (["--mode", "noisy", "--pu", "--positive", "1", "--prior", "1.5"], "argument 'prior' must lie in (0, 1)"),
+    (["--mode", "noisy", "--pu", "--positive", "1", "--prior", "1.5"], "argument --prior must be in (0, 1) or 'true', got 1.5"),
     (["--mode", "noisy", "--pu", "--positive", "12", "--train-limit", "256"], "--positive [12]"),
-    (["--mode", "da", "--ssl", "--tc-radius", "-1"], "argument 'tc_radius'"),
-    (["--mode", "da", "--ssl", "--labels-per-class", "0"], "argument 'labels_per_class'"),
+    (["--mode", "da", "--ssl", "--tc-radius", "-1"], "argument --tc-radius must be >= 0, got -1"),
+    (["--mode", "da", "--ssl", "--labels-per-class", "0"], "argument --labels-per-class must be > 0, got 0"),
     (["--mode", "noisy", "--ssl", "--labels-per-class", "500", "--train-limit", "300"], "class 0 has only"),
 ])
 def test_ssl_and_pu_errors_are_one_line(tmp_path, args, match):

@@ -13,6 +13,7 @@ import torch
 from diffaug_fast.runs.checkpoint import load_verified
 from diffaug_fast.train.main import train_worker
 from diffaug_fast.config import train_config
+from diffaug_fast.errors import DiffAugError
 from diffaug_fast.train.classifier import train_classifier
 from diffaug_fast.train.distributed import launch
 
@@ -57,8 +58,8 @@ def test_resume_refuses_changed_settings(tmp_path):
     train_classifier(_config(), tmp_path, progress=False, stop_after=1, evaluate_at_end=False)
     try:
         train_classifier(_config(lr=0.5), tmp_path, progress=False, evaluate_at_end=False)
-    except ValueError as err:
-        assert "lr" in str(err)
+    except DiffAugError as err:
+        assert "lr: 0.05 -> 0.5" in str(err)
     else:
         raise AssertionError("resuming with another learning rate must be refused")
 
