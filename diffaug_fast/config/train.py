@@ -8,14 +8,17 @@ from typing import Literal
 
 from diffaug_fast.augment import DE_TIMESTEPS
 from diffaug_fast.config.options import option, section
+from diffaug_fast.data.cifar import cifar_source
 from diffaug_fast.models.build import TIME_WIDTHS
 from diffaug_fast.models.classifiers import CLASSIFIERS
 
 
 @dataclass
 class DataOptions:
-    source: str = option("fmnist", "fmnist, or a folder of your images with one sub-folder per class (train/ and "
-                         "test/ inside are used if present, else every 10th image is held out)", flag="--data")
+    source: str = option("fmnist", "fmnist; cifar10:DIR or cifar100:DIR (the official python batches, DIR holding "
+                         "them or cifar-10-batches-py / cifar-100-python); or a folder of your images with one "
+                         "sub-folder per class (train/ and test/ inside are used if present, else every 10th image "
+                         "is held out)", flag="--data")
     image_size: int = option(28, "image folders are resized to this", check="positive")
     channels: Literal[1, 3] = option(1, "image folders are read as 1 grayscale or 3 RGB channels")
     train_limit: int | None = option(None, "use only the first N training images", check="positive", none="all")
@@ -120,9 +123,13 @@ class TrainConfig:
         if m.mode != "clean" and m.arch not in TIME_WIDTHS:
             raise ValueError(f"argument --model is {m.arch!r}; --mode {m.mode} builds a time-conditioned ResNet: "
                              f"expected one of {', '.join(TIME_WIDTHS)}")
-        if self.data.source != "fmnist" and not Path(self.data.source).is_dir():
-            raise FileNotFoundError(f"argument --data is {self.data.source!r}; expected 'fmnist' or a folder of "
-                                    "images with one sub-folder per class")
+        cifar = cifar_source(self.data.source)  # ValueError for an unknown cifar...: prefix
+        if cifar is not None and not cifar[1].is_dir():
+            raise FileNotFoundError(f"argument --data is {self.data.source!r}: {cifar[1]} is not a folder (expected "
+                                    "the official python batches, or the folder holding them)")
+        if cifar is None and self.data.source != "fmnist" and not Path(self.data.source).is_dir():
+            raise FileNotFoundError(f"argument --data is {self.data.source!r}; expected 'fmnist', cifar10:DIR / "
+                                    "cifar100:DIR, or a folder of images with one sub-folder per class")
         t_max = self.diffaug.t_max
         if t_max is not None and self.diffaug.t_min > t_max:
             raise ValueError(f"need --t-min <= --t-max, got {self.diffaug.t_min} > {t_max}")

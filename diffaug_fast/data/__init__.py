@@ -1,4 +1,5 @@
-"""Datasets. Fashion-MNIST, the default everywhere, is read from Debian's IDX files."""
+"""Datasets. Fashion-MNIST, the default everywhere, is read from Debian's IDX files; image folders; CIFAR-10 / -100
+from the official python batches (``cifar.py``)."""
 from __future__ import annotations
 
 import gzip
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from diffaug_fast.data.cifar import CIFAR_SIDE, cifar_classes, cifar_source, read_cifar
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 ROOT_ENV = "DIFFAUG_FAST_FASHION_MNIST"
@@ -95,21 +98,28 @@ def folder_classes(root: str | os.PathLike) -> list[str]:
     return classes
 
 
+def _fit(im, image_size: int, channels: int) -> np.ndarray:
+    """A PIL image as uint8 [C, S, S]: grayscale (PIL's "L") or RGB, centre square, bicubic resize."""
+    from PIL import Image
+
+    im = im.convert("L" if channels == 1 else "RGB")
+    side = min(im.size)  # centre square, then resize: keeps the aspect ratio of the content
+    left, top = (im.width - side) // 2, (im.height - side) // 2
+    im = im.crop((left, top, left + side, top + side))
+    if im.size != (image_size, image_size):
+        im = im.resize((image_size, image_size), Image.Resampling.BICUBIC)
+    arr = np.asarray(im, dtype=np.uint8)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
 def _read_image(path: Path, image_size: int, channels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            side = min(im.size)  # centre square, then resize: keeps the aspect ratio of the content
-            left, top = (im.width - side) // 2, (im.height - side) // 2
-            im = im.crop((left, top, left + side, top + side))
-            if im.size != (image_size, image_size):
-                im = im.resize((image_size, image_size), Image.Resampling.BICUBIC)
-            arr = np.asarray(im, dtype=np.uint8)
+            return _fit(im, image_size, channels)
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from None
-    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
 def load_image_folder(root: str | os.PathLike, split: str = "train", *, image_size: int = 28, channels: int = 1,
@@ -151,16 +161,41 @@ def load_image_folder(root: str | os.PathLike, split: str = "train", *, image_si
             torch.tensor(labels, dtype=torch.int64))
 
 
+def load_cifar(kind: str, directory: str | os.PathLike, split: str = "train", *, image_size: int = 32,
+               channels: int = 3, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 / -100 python batches (``kind`` "cifar10" / "cifar100") as float32 [N, C, S, S] in [-1, 1] and
+    int64 labels; grayscale and resizing as for image folders (``_fit``); ``limit``: the first N images."""
+    if channels not in (1, 3):
+        raise ValueError(f"argument 'channels' must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"argument 'image_size' must be an integer >= 8, got {image_size!r}")
+    images, labels = read_cifar(kind, directory, split, limit)
+    if channels == 3 and image_size == CIFAR_SIDE:  # what _fit would do, without a PIL round trip per image
+        x = images.transpose(0, 3, 1, 2)
+    else:
+        from PIL import Image
+
+        x = np.stack([_fit(Image.fromarray(im), image_size, channels) for im in images])
+    return torch.from_numpy(x.astype(np.float32)).div_(127.5).sub_(1.0), torch.from_numpy(labels)
+
+
 def load_dataset(data: str, split: str = "train", *, limit: int | None = None, image_size: int = 28,
                  channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """``"fmnist"`` (Fashion-MNIST) or the path of an image folder; see ``load_image_folder``."""
+    """``"fmnist"`` (Fashion-MNIST), ``"cifar10:DIR"`` / ``"cifar100:DIR"`` (the official python batches; see
+    ``load_cifar``) or the path of an image folder (see ``load_image_folder``)."""
     if data == "fmnist":
         return load_fashion_mnist(split, limit=limit)
+    cifar = cifar_source(data)
+    if cifar is not None:
+        return load_cifar(*cifar, split, image_size=image_size, channels=channels, limit=limit)
     return load_image_folder(data, split, image_size=image_size, channels=channels, limit=limit)
 
 
 def dataset_classes(data: str) -> list[str]:
-    return list(FASHION_MNIST_CLASSES) if data == "fmnist" else folder_classes(data)
+    if data == "fmnist":
+        return list(FASHION_MNIST_CLASSES)
+    cifar = cifar_source(data)
+    return cifar_classes(*cifar) if cifar is not None else folder_classes(data)
 
 
 def load_unlabeled_folder(root: str | os.PathLike, *, image_size: int = 28, channels: int = 1,
