@@ -17,3 +17,15 @@ def train_quick_classifier(run_dir, **overrides) -> Path:
     config = train_config("quick", **{**QUICK_CLEAN, **overrides})
     train_classifier(config, run_dir, progress=False, evaluate_at_end=False)
     return Path(run_dir)
+
+
+def python_without_extension(code: str):
+    """Run ``code`` in a fresh Python whose import of the compiled extension fails (a missing or broken build),
+    with the backend left to its default; returns the CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DIFFAUG_FAST_BACKEND"}
+    return subprocess.run([sys.executable, "-c", "import sys; sys.modules['diffaug_fast._C'] = None\n" + code],
+                          capture_output=True, text=True, env=env, timeout=300)

@@ -2,15 +2,13 @@
 definition, csrc/include/diffaug_fast/layout.h: the extension exports it, ops.layout reads it (or its mirror
 without a build), and step_coefficients, the reference and the Triton kernels all go through ops.layout."""
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from diffaug_fast.diffusion import linear_vp, step_coefficients
 from diffaug_fast.ops import available_backends, denoise_epilogue, extension, guided_step, layout
+from helpers import python_without_extension
 
 needs_extension = pytest.mark.skipif(not extension.has_extension(), reason="diffaug_fast._C is not built")
 
@@ -172,7 +170,6 @@ def test_compiled_op_checks_the_column_count():
 @pytest.mark.slow  # a Python subprocess (imports torch: ~4 s)
 def test_without_the_extension_the_mirror_serves_the_reference():
     code = (
-        "import sys; sys.modules['diffaug_fast._C'] = None\n"
         "import torch\n"
         "from diffaug_fast.diffusion import linear_vp, step_coefficients\n"
         "from diffaug_fast.ops import guided_step, layout\n"
@@ -182,7 +179,6 @@ def test_without_the_extension_the_mirror_serves_the_reference():
         "    coef = step_coefficients(linear_vp(50), [10, 0], mode=mode)\n"
         "    assert guided_step(x, x, coef, mode=mode, seed=0).isfinite().all()\n"
         "print('OK', layout.STEP_COEFFICIENTS)\n")
-    env = {k: v for k, v in os.environ.items() if k != "DIFFAUG_FAST_BACKEND"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = python_without_extension(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"OK {layout.STEP_COEFFICIENTS}"
