@@ -136,8 +136,11 @@ def fidelity_command(o) -> dict:
     if "images" not in data:
         raise ValueError(f"argument --samples: {path} has no 'images' array")
     generated = torch.from_numpy(data["images"])
-    if o.reference != "fmnist" and not Path(o.reference).is_dir():
-        raise FileNotFoundError(f"argument --reference {o.reference}: expected 'fmnist' or an image folder")
+    from diffaug_fast.data.cifar import cifar_source
+
+    if o.reference != "fmnist" and cifar_source(o.reference) is None and not Path(o.reference).is_dir():
+        raise FileNotFoundError(f"argument --reference {o.reference}: expected 'fmnist', cifar10:DIR / "
+                                "cifar100:DIR or an image folder")
     _, channels, size, _ = generated.shape
     reference, _ = load_dataset(o.reference, "test", limit=o.reference_limit, image_size=size, channels=channels)
     result = fidelity_metrics(generated, reference, o.extractor)

@@ -19,7 +19,7 @@ from diffaug_fast.config import DenoiserConfig
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import load_verified
-from diffaug_fast.data import load_fashion_mnist, load_image_folder
+from diffaug_fast.data import load_dataset, load_fashion_mnist
 from diffaug_fast.diffusion import Schedule, get_schedule, q_sample, ve_geometric
 from diffaug_fast.diffusion.unet import UNetModel
 from diffaug_fast.diffusion.ve import VEScoreNet
@@ -145,9 +145,9 @@ def same_denoiser_run(saved: dict, config: DenoiserConfig, what: str) -> None:
 def load_images(config: DenoiserConfig, data_root=None) -> torch.Tensor:
     if config.data == "fmnist":
         return load_fashion_mnist("train", root=data_root, limit=config.limit)[0]
-    unet = unet_settings(config)
-    return load_image_folder(config.data, "train", image_size=unet["image_size"], channels=unet["in_channels"],
-                             limit=config.limit)[0]
+    unet = unet_settings(config)  # an image folder or cifar10:DIR / cifar100:DIR, read at the UNet's size
+    return load_dataset(config.data, "train", image_size=unet["image_size"], channels=unet["in_channels"],
+                        limit=config.limit)[0]
 
 
 def train_denoiser(config: DenoiserConfig, out_dir: str | Path, *, data_root=None, progress: bool = True,

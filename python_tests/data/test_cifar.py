@@ -314,3 +314,19 @@ def test_train_classifier_end_to_end(tmp_path):
     assert root.is_dir() and (out / "metrics.json").is_file()
     assert json.loads((out / "classes.json").read_text()) == ["red", "green", "blue", "gray"]
     assert metrics["step"] == 64 // 16
+
+
+@pytest.mark.slow
+def test_train_denoiser_reads_cifar_at_the_unets_size(tmp_path):
+    """train-denoiser takes the same cifar10:DIR source: one step on 16 fake images at 32x32 RGB."""
+    from diffaug_fast.config import DenoiserConfig
+    from diffaug_fast.runs.checkpoint import load_verified
+    from diffaug_fast.train.denoiser import load_images, train_denoiser
+
+    write_cifar10(tmp_path / "cifar-10-batches-py", per_batch=16)
+    config = DenoiserConfig(data=f"cifar10:{tmp_path}", image_size=32, channels=3, steps=1, batch_size=8, limit=16,
+                            warmup=1)
+    images = load_images(config)
+    assert images.shape == (16, 3, 32, 32) and -1 <= images.min() and images.max() <= 1
+    state = load_verified(train_denoiser(config, tmp_path / "run", progress=False))
+    assert state["step"] == 1 and state["config"]["data"] == f"cifar10:{tmp_path}"
