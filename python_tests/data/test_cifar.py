@@ -177,7 +177,7 @@ def test_missing_batch_file_is_named(c10):
 
 
 def test_cifar100_prefix_on_cifar10_files_says_so(c10):
-    with pytest.raises(FileNotFoundError, match=rf"train.*use --data cifar10:"):
+    with pytest.raises(FileNotFoundError, match=r"train.*use --data cifar10:"):
         load_dataset(f"cifar100:{c10}", image_size=32, channels=3)
 
 
