@@ -93,12 +93,13 @@ def cmd_train_denoiser(args) -> None:
     """Train (or resume) a VP or VE denoiser; export its EMA weights."""
     from diffaug_fast.runs import files
     from diffaug_fast.runs.checkpoint import checkpoint_exists
+    from diffaug_fast.train.checks import check_resume
     from diffaug_fast.train.denoiser import export_ema, train_denoiser
 
     config, command = args.options
     out = _folder(command.out)
     args.log_dir = out
-    _check_resume(out, command.resume)
+    check_resume(out, command.resume)
     try:
         ckpt = train_denoiser(config, out, data_root=command.data_root)
     except KeyboardInterrupt:
@@ -107,18 +108,6 @@ def cmd_train_denoiser(args) -> None:
         raise SystemExit(130) from None
     export_ema(ckpt, config, out / files.DENOISER_WEIGHTS)
     print(f"trained {config.steps} steps; EMA weights: {out / files.DENOISER_WEIGHTS} (+ .json)")
-
-
-def _check_resume(out: Path, resume: bool) -> None:
-    from diffaug_fast.runs import files
-    from diffaug_fast.runs.checkpoint import checkpoint_exists
-
-    exists = checkpoint_exists(out / files.CHECKPOINT)
-    if exists and not resume:
-        raise DiffAugError(f"argument --out: {out} already holds a run; pass --resume to continue it or choose "
-                           "another --out")
-    if resume and not exists:
-        raise DiffAugError(f"argument --resume: {out} holds no checkpoint to resume")
 
 
 def cmd_denoiser_report(args) -> None:
@@ -255,11 +244,10 @@ def _options(args) -> list:
         if cls is TrainConfig:
             from diffaug_fast.config import PRESETS
 
-            command = {k.split(".", 1)[-1]: getattr(args, k) for k in vars(args) if k in ("preset", "config")}
-            preset = command.get("preset", "quick")
+            preset, config_file = getattr(args, "preset", "quick"), getattr(args, "config", None)
             layers = [(f"preset {preset!r}", PRESETS[preset])]
-            if command.get("config"):
-                layers.append((f"--config {command['config']}", read_config_file(command["config"])))
+            if config_file:
+                layers.append((f"--config {config_file}", read_config_file(config_file)))
             out.append(build(cls, *layers, ("command line", flags)))
         else:
             out.append(build(cls, ("command line", flags)))

@@ -3,11 +3,14 @@ timesteps asked of it, and a resumed or re-evaluated run has the settings it was
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
 from diffaug_fast.config import NOT_IDENTITY, TrainConfig, to_dict, train_config_from_dict
 from diffaug_fast.errors import DiffAugError
+from diffaug_fast.runs import files
+from diffaug_fast.runs.checkpoint import checkpoint_exists
 from diffaug_fast.train.distributed import world
 
 
@@ -26,6 +29,16 @@ def run_device(name: str) -> torch.device:
         raise DiffAugError(f"argument --device is {name!r} but this machine has "
                            f"{torch.cuda.device_count()} CUDA GPUs; use --device cpu or auto")
     return device
+
+
+def check_resume(out: Path, resume: bool) -> None:
+    """``--resume`` exactly when ``--out`` holds a checkpoint: never start over a run, never resume nothing."""
+    exists = checkpoint_exists(out / files.CHECKPOINT)
+    if exists and not resume:
+        raise DiffAugError(f"argument --out: {out} already holds a run; pass --resume to continue it or choose "
+                           "another --out")
+    if resume and not exists:
+        raise DiffAugError(f"argument --resume: {out} holds no checkpoint to resume")
 
 
 def needs_denoiser(config: TrainConfig) -> bool:

@@ -134,8 +134,7 @@ class DenoiserTrainer:
 def same_denoiser_run(saved: dict, config: DenoiserConfig, what: str) -> None:
     """Refuse to continue a denoiser run with other settings (checkpoint cadence aside)."""
     now = asdict(config)
-    skip = ("checkpoint_every", "limit") if "limit" not in saved else ("checkpoint_every",)
-    changed = sorted(k for k in now if k not in skip and k in saved and saved[k] != now[k])
+    changed = sorted(k for k in now if k != "checkpoint_every" and k in saved and saved[k] != now[k])
     if changed:
         detail = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
         raise DiffAugError(f"{what} was written with different settings ({detail}); use the same settings to "

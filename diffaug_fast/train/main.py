@@ -9,7 +9,7 @@ from diffaug_fast.config import TrainCommand, TrainConfig
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import checkpoint_exists
-from diffaug_fast.train.checks import run_device
+from diffaug_fast.train.checks import check_resume, run_device
 from diffaug_fast.train.classifier import train_classifier
 from diffaug_fast.train.distributed import init_from_env, launch, world_rank
 from diffaug_fast.train.report import write_report
@@ -22,7 +22,6 @@ def train_worker(config, out, progress):
 
 def train_command(config: TrainConfig, command: TrainCommand) -> dict:
     out = Path(command.out)
-    exists = checkpoint_exists(out / files.CHECKPOINT)
     if command.compare and not (Path(command.compare) / files.METRICS).exists():
         raise FileNotFoundError(f"argument --compare: no {files.METRICS} in {command.compare} (not a finished run)")
     run_device(config.run.device)  # an impossible --device fails now, not after loading data
@@ -34,11 +33,7 @@ def train_command(config: TrainConfig, command: TrainCommand) -> dict:
             raise DiffAugError("choose one of --resume (continue training) and --evaluate-only")
         metrics = evaluate_only(out, to_dict(config)["eval"])
     else:
-        if exists and not command.resume:
-            raise DiffAugError(f"argument --out: {out} already holds a run; pass --resume to continue it, "
-                               "--evaluate-only to evaluate it again, or choose another --out")
-        if command.resume and not exists:
-            raise DiffAugError(f"argument --resume: {out} holds no checkpoint to resume")
+        check_resume(out, command.resume)
         try:
             if command.nproc > 1:
                 launch(train_worker, command.nproc, config, out, True)
