@@ -11,6 +11,8 @@ from diffaug_fast.config.options import option, section
 from diffaug_fast.data.cifar import cifar_source
 from diffaug_fast.models.build import TIME_WIDTHS
 from diffaug_fast.models.classifiers import CLASSIFIERS
+from diffaug_fast.models.pretrained import check_init_path
+from diffaug_fast.models.torchvision_models import close_matches, torchvision_names
 
 
 @dataclass
@@ -29,9 +31,11 @@ class ModelOptions:
     mode: Literal["clean", "noisy", "da"] = option(
         "clean", "clean: a classifier of images (DiffAug training); noisy: a time-conditioned classifier of x_t; "
         "da: denoising-assisted, sees x_t and the denoiser's x0_hat")
-    arch: str = option("resnet-small", f"classifier: {' | '.join(CLASSIFIERS)} (noisy / da: "
-                       f"{' | '.join(TIME_WIDTHS)})", flag="--model")
-    norm: Literal["batch", "group"] = option("batch", "normalisation layers of the classifier")
+    arch: str = option("resnet-small", f"classifier: {' | '.join(CLASSIFIERS)} or any torchvision.models "
+                       f"classifier (resnet50, vit_b_16, convnext_tiny, ...) (noisy / da: {' | '.join(TIME_WIDTHS)})",
+                       flag="--model")
+    norm: Literal["batch", "group"] = option("batch", "normalisation layers of our classifiers (torchvision models "
+                                             "keep their own)")
     fusion: Literal["input", "feature"] = option("input", "DA classifier: channel concat of x_t and x0_hat, or "
                                                  "time-gated feature fusion")
 
@@ -41,11 +45,17 @@ class OptimOptions:
     epochs: int = option(1, "passes over the training images; fixed for a run (the LR schedule spans them)",
                          check="positive")
     batch_size: int = option(128, "global batch, split over the data-parallel processes", check="positive")
-    optimizer: Literal["sgd", "adamw"] = option("sgd", "SGD (momentum 0.9, Nesterov) or AdamW")
+    optimizer: Literal["sgd", "adamw"] = option("sgd", "SGD (momentum 0.9) or AdamW")
+    nesterov: bool = option(True, "SGD: Nesterov momentum (off: plain momentum, as torchvision's ImageNet recipe)")
     lr: float = option(0.05, "peak learning rate", check="positive")
     weight_decay: float = option(5e-4, "weight decay", check="nonnegative")
+    init: str | None = option(None, "pretrained weights loaded before training: a .pth / .pt state dict (read with "
+                              "weights_only) or .safetensors; a head of another class count is re-initialised",
+                              none="none", metavar="FILE")
     lr_schedule: Literal["cosine", "step", "constant"] = option("cosine", "learning-rate schedule after warm-up "
-                                                               "(step: x0.1 at 50% and 75%)")
+                                                               "(step: x0.1 at 50% and 75%, or see --lr-step-epochs)")
+    lr_step_epochs: int | None = option(None, "--lr-schedule step: x0.1 every N epochs instead (ImageNet: 30)",
+                                        check="positive", none="off")
     warmup_steps: int = option(50, "linear warm-up steps", check="nonnegative")
     ema_decay: float = option(0.0, "EMA decay of the classifier weights (0 = no EMA)", flag="--ema", check="decay",
                              alias="ema_decay")
@@ -119,7 +129,16 @@ class TrainConfig:
         """Checks across options (each option's own type and range are checked by config.options)."""
         m, s = self.model, self.semi
         if m.mode == "clean" and m.arch not in CLASSIFIERS:
-            raise ValueError(f"argument --model is {m.arch!r}; expected one of {', '.join(CLASSIFIERS)}")
+            if m.arch not in torchvision_names():
+                raise ValueError(f"argument --model is {m.arch!r}, neither ours nor torchvision's; "
+                                 f"{close_matches(m.arch, CLASSIFIERS)}")
+            if m.norm != "batch":
+                raise ValueError(f"argument --norm {m.norm} is for our classifiers ({', '.join(CLASSIFIERS)}); "
+                                 f"torchvision's {m.arch} keeps its own normalisation layers")
+        if m.init is not None:
+            check_init_path(m.init)
+        if self.optim.lr_step_epochs is not None and self.optim.lr_schedule != "step":
+            raise ValueError(f"argument --lr-step-epochs needs --lr-schedule step, got {self.optim.lr_schedule}")
         if m.mode != "clean" and m.arch not in TIME_WIDTHS:
             raise ValueError(f"argument --model is {m.arch!r}; --mode {m.mode} builds a time-conditioned ResNet: "
                              f"expected one of {', '.join(TIME_WIDTHS)}")

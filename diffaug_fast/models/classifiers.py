@@ -1,6 +1,6 @@
 """Image classifiers for DiffAug training: small pre-activation ResNets / WideResNets for 28x28 and
-32x32 inputs, and torchvision's ResNet-50 / ViT-B/16 for larger images. Any ``nn.Module`` mapping
-``[B, C, H, W]`` to logits works with the trainer; these are conveniences.
+32x32 inputs, and any torchvision classification model by name (models/torchvision_models.py). Any
+``nn.Module`` mapping ``[B, C, H, W]`` to logits works with the trainer; these are conveniences.
 
 ``norm="group"`` swaps BatchNorm for GroupNorm: no dependence on the batch, so data-parallel runs
 give the same result as one process without synchronized statistics.
@@ -8,6 +8,8 @@ give the same result as one process without synchronized statistics.
 from __future__ import annotations
 
 from torch import nn
+
+from diffaug_fast.models.torchvision_models import build_torchvision, close_matches, torchvision_names
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -67,28 +69,13 @@ def wide_resnet(depth: int = 16, widen: int = 4, num_classes: int = 10, in_chann
                         norm, dropout)
 
 
-def _torchvision(name: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    import torchvision
-
-    if name == "resnet50":
-        model = torchvision.models.resnet50(num_classes=num_classes)
-        if in_channels != 3:
-            model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        return model
-    if image_size % 16:
-        raise ValueError(f"vit_b_16 needs an image size divisible by 16, got {image_size}")
-    model = torchvision.models.vit_b_16(num_classes=num_classes, image_size=image_size)
-    if in_channels != 3:
-        model.conv_proj = nn.Conv2d(in_channels, model.hidden_dim, 16, 16)
-    return model
-
-
-CLASSIFIERS = ("resnet-small", "resnet-medium", "wrn-16-4", "wrn-28-10", "resnet50", "vit_b_16")
+CLASSIFIERS = ("resnet-small", "resnet-medium", "wrn-16-4", "wrn-28-10")  # ours; any torchvision name works too
 
 
 def build_classifier(name: str = "resnet-small", *, num_classes: int = 10, in_channels: int = 1,
                      image_size: int = 28, norm: str = "batch") -> nn.Module:
-    """A classifier by name: one of ``CLASSIFIERS``."""
+    """A classifier by name: one of ``CLASSIFIERS`` (ours) or any torchvision.models classifier (resnet50,
+    vit_b_16, convnext_tiny, ...: see models/torchvision_models.py). ``norm`` applies to ours only."""
     if name == "resnet-small":  # 78 k parameters: the 2-core CPU default
         return PreActResNet(num_classes, in_channels, (16, 32, 64), 1, norm)
     if name == "resnet-medium":  # 0.3 M parameters
@@ -97,6 +84,9 @@ def build_classifier(name: str = "resnet-small", *, num_classes: int = 10, in_ch
         return wide_resnet(16, 4, num_classes, in_channels, norm=norm)
     if name == "wrn-28-10":
         return wide_resnet(28, 10, num_classes, in_channels, norm=norm)
-    if name in ("resnet50", "vit_b_16"):
-        return _torchvision(name, num_classes, in_channels, image_size)
-    raise ValueError(f"unknown classifier {name!r}; expected one of {', '.join(CLASSIFIERS)}")
+    if name in torchvision_names():
+        if norm != "batch":
+            raise ValueError(f"argument 'norm' is {norm!r}: torchvision's {name} keeps its own normalisation layers "
+                             f"(norm 'group' is for {', '.join(CLASSIFIERS)})")
+        return build_torchvision(name, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    raise ValueError(f"unknown classifier {name!r}; {close_matches(name, CLASSIFIERS)}")

@@ -20,6 +20,7 @@ from diffaug_fast.augment import FastNet, amp_dtype, autocast
 from diffaug_fast.config import TrainConfig, to_dict
 from diffaug_fast.data import dataset_classes, load_dataset
 from diffaug_fast.models.build import build_model
+from diffaug_fast.models.pretrained import load_init
 from diffaug_fast.runs import files
 from diffaug_fast.runs.weights import load_denoiser
 from diffaug_fast.train import loop
@@ -61,9 +62,15 @@ class ClassifierTrainer:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, opt.ema_decay) if opt.ema_decay else None
-        self.opt = make_optimizer(self.model.parameters(), opt.optimizer, opt.lr, opt.weight_decay)
+        if config.model.init is not None:  # pretrained weights (resuming then loads the checkpoint over them)
+            line = load_init(self.model, config.model.init, config.model.arch)
+            if self.rank == 0:
+                print(line)
+        self.opt = make_optimizer(self.model.parameters(), opt.optimizer, opt.lr, opt.weight_decay,
+                                  nesterov=opt.nesterov)
+        step_every = opt.lr_step_epochs * self.steps_per_epoch if opt.lr_step_epochs else None
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lr_factor(opt.lr_schedule, opt.warmup_steps, self.total_steps))
+            self.opt, lr_factor(opt.lr_schedule, opt.warmup_steps, self.total_steps, step_every=step_every))
         self.amp = amp_dtype(config.run.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.fast_net = (FastNet(self.denoiser, compile=config.run.compile != "off", amp=config.run.amp,

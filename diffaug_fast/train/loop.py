@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified, save_atomic
-from diffaug_fast.train.distributed import world
+from diffaug_fast.train.distributed import collective_device, world
 
 
 def resume(trainer, out_dir: Path) -> bool:
@@ -55,7 +55,7 @@ def _agree(flag: bool) -> bool:
     """True on every process when it is True on any (all processes stop at the same step)."""
     if world()[1] == 1:
         return flag
-    value = torch.tensor([int(flag)])
+    value = torch.tensor([int(flag)], device=collective_device())  # NCCL reduces CUDA tensors only
     dist.all_reduce(value)
     return bool(value.item())
 

@@ -36,9 +36,9 @@ def train_command(config: TrainConfig, command: TrainCommand) -> dict:
         check_resume(out, command.resume)
         try:
             if command.nproc > 1:
-                launch(train_worker, command.nproc, config, out, True)
+                launch(train_worker, command.nproc, config, out, True, device=config.run.device)
             else:
-                init_from_env()
+                init_from_env(config.run.device)
                 train_classifier(config, out)
         except KeyboardInterrupt:
             if checkpoint_exists(out / files.CHECKPOINT):

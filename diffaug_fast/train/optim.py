@@ -7,20 +7,29 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
-def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(params, name: str, lr: float, weight_decay: float, *, nesterov: bool = True
+                   ) -> torch.optim.Optimizer:
+    """SGD with momentum 0.9 (Nesterov unless ``nesterov=False``, torchvision's ImageNet recipe) or AdamW."""
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"argument --optimizer is {name!r}; expected sgd or adamw")
 
 
-def lr_factor(schedule: str, warmup_steps: int, total: int):
-    """The LR multiplier per step: linear warm-up, then cosine to 0, x0.1 at 50% and 75% (step), or constant."""
+def lr_factor(schedule: str, warmup_steps: int, total: int, *, step_every: int | None = None):
+    """The LR multiplier per step: linear warm-up, then cosine to 0, x0.1 at 50% and 75% (step), or constant.
+    ``step_every`` (steps; the trainer passes --lr-step-epochs x steps per epoch): 'step' multiplies by 0.1
+    every that many steps instead (ImageNet: every 30 epochs)."""
+    if step_every is not None and step_every < 1:
+        raise ValueError(f"argument 'step_every' must be a positive number of steps, got {step_every}")
+
     def factor(step: int) -> float:
         warm = min(1.0, (step + 1) / max(warmup_steps, 1))
         if schedule == "cosine":
             return warm * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        if schedule == "step" and step_every is not None:
+            return warm * 0.1 ** (step // step_every)
         if schedule == "step":
             return warm * 0.1 ** (int(step >= total // 2) + int(step >= 3 * total // 4))
         return warm
