@@ -85,10 +85,10 @@ def _check_images(denoiser: Denoiser, x0) -> None:
     if not torch.is_tensor(x0) or not x0.is_floating_point() or x0.dim() != 4:
         got = f"a {x0.dim()}-D {x0.dtype} tensor" if torch.is_tensor(x0) else type(x0).__name__
         raise ValueError(f"argument 'x0' must be a floating-point image batch [N, C, H, W], got {got}")
-    shape = denoiser.image_shape
-    if shape is not None and tuple(x0.shape[1:]) != shape:
+    problem = denoiser.shape_problem(x0.shape[1:])
+    if problem is not None:
         raise ValueError(f"argument 'x0' has images of shape {list(x0.shape[1:])}; this denoiser works on "
-                         f"{list(shape)}")
+                         f"{list(denoiser.image_shape)} ({problem})")
     if len(x0) and not bool(torch.isfinite(x0).all()):
         raise ValueError("argument 'x0' contains NaN or Inf")
 

@@ -116,7 +116,8 @@ def cmd_denoiser_report(args) -> None:
     from diffaug_fast.runs.weights import load_denoiser
 
     o: ReportOptions = args.options[0]
-    report = write_report(load_denoiser(o.model), _folder(o.out), limit=o.limit, seed=o.seed)
+    denoiser = load_denoiser(o.model, flags=o.denoiser_flags, option="--model")
+    report = write_report(denoiser, _folder(o.out), limit=o.limit, seed=o.seed)
     for row in report["x0_mse_per_t"]:
         print(f"t {row['t_from']:>3}-{row['t_to']:>3}: x0 MSE {row['x0_mse']:.4f}")
     print(f"pictures in {o.out}: {', '.join(report['pictures'])}")

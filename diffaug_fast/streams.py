@@ -31,6 +31,7 @@ purpose                index                       used by
 ``certify``            —                           randomized-smoothing noise
 ``report_timesteps``   —                           the denoiser report's t per image
 ``report_eps``         bucket k                    Philox key of the denoiser report's ε
+``train_view``         step·batch + slot           RandomResizedCrop + flip of one training image
 =====================  ==========================  ============================================
 """
 from __future__ import annotations
@@ -54,6 +55,7 @@ _FORMULAS = {
     "certify": lambda seed, i: seed + 4242 + i,
     "report_timesteps": lambda seed, i: seed + i,
     "report_eps": lambda seed, i: seed + i,
+    "train_view": lambda seed, i: seed * 1_000_003 + 7_777_777_777 + i,
 }
 PURPOSES = tuple(_FORMULAS)
 

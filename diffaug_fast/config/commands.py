@@ -104,8 +104,11 @@ class EvalCommand:
 
 @dataclass
 class SampleOptions:
-    model: str | None = option(None, "fmnist, fmnist-ve, or an exported ema.safetensors (default: the classifier "
-                        "run's denoiser with --classifier, else fmnist)")
+    model: str | None = option(None, "fmnist, fmnist-ve, an exported ema.safetensors, a released .pt / .safetensors "
+                        "(with --denoiser-flags) or a diffusers folder (default: the classifier run's denoiser with "
+                        "--classifier, else fmnist)")
+    denoiser_flags: str | None = option(None, "with a released --model checkpoint: the flag line it was trained "
+                                        "with (model and diffusion flags)")
     num: int = option(64, "images to sample", check="positive")
     steps: str = option("ddim50", "respacing: ddimN, N, or comma-separated section counts")
     mode: Literal["ddim", "ddpm"] = option("ddim", "sampler")
@@ -156,7 +159,10 @@ class DiffuseOptions:
 
 @dataclass
 class ReportOptions:
-    model: str = option("fmnist", "fmnist (= fmnist-vp), fmnist-ve, or an exported ema.safetensors")
+    model: str = option("fmnist", "fmnist (= fmnist-vp), fmnist-ve, an exported ema.safetensors, a released .pt / "
+                        ".safetensors (with --denoiser-flags) or a diffusers folder")
+    denoiser_flags: str | None = option(None, "with a released --model checkpoint: the flag line it was trained "
+                                        "with (model and diffusion flags)")
     limit: int = option(2000, "test images used for the MSE", check="positive")
     seed: int = option(0, "seed of t and the noise", check="nonnegative")
     out: str = option("runs/denoiser-report", "output folder")

@@ -68,7 +68,12 @@ class DiffAugOptions:
     augmix: bool = option(False, "AugMix on the clean images (before DiffAug)")
     t_min: int = option(0, "smallest DiffAug timestep", check="nonnegative")
     t_max: int | None = option(None, "largest DiffAug timestep", check="nonnegative", none="last")
-    denoiser: str = option("fmnist", "fmnist | fmnist-ve | path/to/ema.safetensors (train-denoiser export)")
+    denoiser: str = option("fmnist", "fmnist | fmnist-ve | path/to/ema.safetensors (train-denoiser export) | a "
+                           "released guided-/improved-diffusion .pt or .safetensors (with --denoiser-flags) | a "
+                           "diffusers folder")
+    denoiser_flags: str | None = option(None, "the flag line a released --denoiser checkpoint was trained with, "
+                                        "model and diffusion flags (\"--image_size 256 --num_channels 256 ... "
+                                        "--diffusion_steps 1000 --noise_schedule linear\"), or a JSON file of them")
 
 
 @dataclass

@@ -10,6 +10,10 @@ import numpy as np
 import torch
 
 from diffaug_fast.data.cifar import CIFAR_SIDE, cifar_classes, cifar_source, read_cifar
+from diffaug_fast.data.sources import (HOLDOUT_EVERY, IMAGE_SUFFIXES, ArraySource, FolderSource, ImageReadError,  # noqa: F401
+                                       folder_classes, folder_source, images_in)
+from diffaug_fast.data.decoded import DecodedImages
+from diffaug_fast.data.views import to_unit_range, view
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 ROOT_ENV = "DIFFAUG_FAST_FASHION_MNIST"
@@ -48,9 +52,9 @@ def read_idx(path: Path) -> np.ndarray:
     return body.reshape(dims)
 
 
-def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None,
-                       limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as float32 [N, 1, 28, 28] in [-1, 1] and labels as int64 [N]."""
+def read_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None,
+                       limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images as uint8 [N, 28, 28] and labels as uint8 [N]."""
     if split not in _FILES:
         raise ValueError(f"argument 'split' must be 'train' or 'test', got {split!r}")
     base = fashion_mnist_root(root)
@@ -59,124 +63,63 @@ def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = No
     labels = read_idx(label_file)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
+    return images, labels
+
+
+def load_fashion_mnist(split: str = "train", root: str | os.PathLike | None = None,
+                       limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as float32 [N, 1, 28, 28] in [-1, 1] and labels as int64 [N]."""
+    images, labels = read_fashion_mnist(split, root, limit)
     x = torch.from_numpy(images.astype(np.float32)).unsqueeze(1).div_(127.5).sub_(1.0)
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# A folder of the user's own images, one sub-folder per class (torchvision's ImageFolder layout).
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
-HOLDOUT_EVERY = 10  # without train/ and test/ sub-folders, every 10th image of each class is held out for testing
-
-
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-def _split_root(root: Path) -> dict[str, Path] | None:
-    """``root/train`` + ``root/test`` (or ``root/val``) when the folder is already split."""
-    test = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
-    return {"train": root / "train", "test": test} if (root / "train").is_dir() and test is not None else None
-
-
-def folder_classes(root: str | os.PathLike) -> list[str]:
-    """The class names of an image folder: its (train/) sub-folder names, sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"argument 'data': {root} is not a folder (expected 'fmnist' or a folder with one "
-                                "sub-folder of images per class)")
-    split = _split_root(root)
-    classes = [p.name for p in _class_dirs(split["train"] if split else root)]
-    if len(classes) < 2:
-        raise ValueError(f"argument 'data': {root} needs at least two class sub-folders of images, found "
-                         f"{len(classes)}")
-    return classes
-
-
-def _fit(im, image_size: int, channels: int) -> np.ndarray:
-    """A PIL image as uint8 [C, S, S]: grayscale (PIL's "L") or RGB, centre square, bicubic resize."""
-    from PIL import Image
-
-    im = im.convert("L" if channels == 1 else "RGB")
-    side = min(im.size)  # centre square, then resize: keeps the aspect ratio of the content
-    left, top = (im.width - side) // 2, (im.height - side) // 2
-    im = im.crop((left, top, left + side, top + side))
-    if im.size != (image_size, image_size):
-        im = im.resize((image_size, image_size), Image.Resampling.BICUBIC)
-    arr = np.asarray(im, dtype=np.uint8)
-    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
-
-
-def _read_image(path: Path, image_size: int, channels: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return _fit(im, image_size, channels)
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
-
-
 def load_image_folder(root: str | os.PathLike, split: str = "train", *, image_size: int = 28, channels: int = 1,
                       limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images of a class-per-sub-folder tree as float32 [N, C, S, S] in [-1, 1] and int64 labels.
+    """Images of a class-per-sub-folder tree as float32 [N, C, S, S] in [-1, 1] and int64 labels, all in memory
+    (training streams them instead: ``open_source``). Layout and split: ``sources.folder_source``."""
+    _check_shape(image_size, channels)
+    source = folder_source(root, split, limit)
+    return _decode_all(source, image_size, channels), source.labels
 
-    ``root/train/<class>/`` and ``root/test/<class>/`` (or ``val/``) are used as given; a plain
-    ``root/<class>/`` tree is split deterministically, every ``HOLDOUT_EVERY``-th file (sorted by
-    name) of each class going to ``"test"``.
-    """
-    if split not in ("train", "test"):
-        raise ValueError(f"argument 'split' must be 'train' or 'test', got {split!r}")
+
+def _check_shape(image_size, channels) -> None:
     if channels not in (1, 3):
         raise ValueError(f"argument 'channels' must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"argument 'image_size' must be an integer >= 8, got {image_size!r}")
-    root = Path(root)
-    classes = folder_classes(root)
-    layout = _split_root(root)
-    files, labels = [], []
-    for label, name in enumerate(classes):
-        if layout:
-            found = _images_in(layout[split] / name) if (layout[split] / name).is_dir() else []
-        else:
-            every = _images_in(root / name)
-            found = [p for i, p in enumerate(every) if (i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1) == (split == "test")]
-        if not found and split == "train":
-            raise ValueError(f"argument 'data': class folder {name!r} in {root} holds no images "
-                             f"({', '.join(IMAGE_SUFFIXES)})")
-        files += found
-        labels += [label] * len(found)
-    if not files:
-        raise ValueError(f"argument 'data': {root} has no {split} images")
-    if limit is not None:  # interleave classes so that a limit keeps every class
-        order = sorted(range(len(files)), key=lambda i: (i - labels.index(labels[i]), labels[i]))[:limit]
-        files, labels = [files[i] for i in order], [labels[i] for i in order]
-    x = np.stack([_read_image(p, image_size, channels) for p in files])
-    return (torch.from_numpy(x.astype(np.float32)).div_(127.5).sub_(1.0),
-            torch.tensor(labels, dtype=torch.int64))
+
+
+def _decode_all(source, image_size: int, channels: int, view_name: str = "fit") -> torch.Tensor:
+    x = torch.stack([view(source.image(i), view_name, image_size, channels) for i in range(len(source))])
+    return to_unit_range(x)
 
 
 def load_cifar(kind: str, directory: str | os.PathLike, split: str = "train", *, image_size: int = 32,
                channels: int = 3, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """CIFAR-10 / -100 python batches (``kind`` "cifar10" / "cifar100") as float32 [N, C, S, S] in [-1, 1] and
-    int64 labels; grayscale and resizing as for image folders (``_fit``); ``limit``: the first N images."""
-    if channels not in (1, 3):
-        raise ValueError(f"argument 'channels' must be 1 (grayscale) or 3 (RGB), got {channels!r}")
-    if not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"argument 'image_size' must be an integer >= 8, got {image_size!r}")
+    int64 labels; grayscale and resizing as for image folders (``views.fit``); ``limit``: the first N images."""
+    _check_shape(image_size, channels)
     images, labels = read_cifar(kind, directory, split, limit)
-    if channels == 3 and image_size == CIFAR_SIDE:  # what _fit would do, without a PIL round trip per image
-        x = images.transpose(0, 3, 1, 2)
-    else:
-        from PIL import Image
+    source = ArraySource(torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(labels), [])
+    if channels == 3 and image_size == CIFAR_SIDE:  # what fit would do, without a PIL round trip per image
+        return to_unit_range(source.images.contiguous()), source.labels
+    return _decode_all(source, image_size, channels), source.labels
 
-        x = np.stack([_fit(Image.fromarray(im), image_size, channels) for im in images])
-    return torch.from_numpy(x.astype(np.float32)).div_(127.5).sub_(1.0), torch.from_numpy(labels)
+
+def open_source(data: str, split: str = "train", *, limit: int | None = None):
+    """The images of ``--data`` without decoding them all: ``"fmnist"`` and ``"cifar10:DIR"`` / ``"cifar100:DIR"``
+    held in memory as uint8 (an ``ArraySource``), an image folder listed and decoded per image (``FolderSource``)."""
+    if data == "fmnist":
+        images, labels = read_fashion_mnist(split, limit=limit)
+        return ArraySource(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
+                           list(FASHION_MNIST_CLASSES))
+    cifar = cifar_source(data)
+    if cifar is not None:
+        images, labels = read_cifar(*cifar, split, limit)
+        return ArraySource(torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(labels),
+                           cifar_classes(*cifar), native=False)
+    return folder_source(data, split, limit)
 
 
 def load_dataset(data: str, split: str = "train", *, limit: int | None = None, image_size: int = 28,
@@ -189,6 +132,17 @@ def load_dataset(data: str, split: str = "train", *, limit: int | None = None, i
     if cifar is not None:
         return load_cifar(*cifar, split, image_size=image_size, channels=channels, limit=limit)
     return load_image_folder(data, split, image_size=image_size, channels=channels, limit=limit)
+
+
+def eval_images(data: str, split: str = "test", *, image_size: int, channels: int, view_name: str = "fit",
+                limit: int | None = None):
+    """(images, labels) for evaluation: the in-memory sets as float32 tensors (as ``load_dataset``), an image folder
+    as ``DecodedImages`` (decoded a slice at a time with ``view_name``: "fit" or "center")."""
+    source = open_source(data, split, limit=limit)
+    if isinstance(source, FolderSource):
+        _check_shape(image_size, channels)
+        return DecodedImages(source, view_name, image_size, channels), source.labels
+    return load_dataset(data, split, limit=limit, image_size=image_size, channels=channels)
 
 
 def dataset_classes(data: str) -> list[str]:
@@ -204,8 +158,8 @@ def load_unlabeled_folder(root: str | os.PathLike, *, image_size: int = 28, chan
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder of images")
-    files = _images_in(root)[:limit]
+    files = [str(p) for p in images_in(root)[:limit]]
     if not files:
         raise ValueError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    x = np.stack([_read_image(p, image_size, channels) for p in files])
-    return torch.from_numpy(x.astype(np.float32)).div_(127.5).sub_(1.0)
+    return _decode_all(FolderSource(files, torch.zeros(len(files), dtype=torch.int64), [], str(root)), image_size,
+                       channels)

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from diffaug_fast.diffusion.denoiser import Denoiser
+from diffaug_fast.diffusion.schedules import cosine_vp, linear_vp
 from diffaug_fast.diffusion.unet import EncoderUNetModel, UNetModel
 from diffaug_fast.errors import DiffAugError
 
@@ -152,3 +154,88 @@ def load_guided_diffusion_unet(path, flags) -> UNetModel:
 def load_guided_diffusion_classifier(path, flags) -> EncoderUNetModel:
     """A guided-diffusion noisy-classifier checkpoint, with its ``classifier_*`` flags."""
     return load_into(classifier_from_flags(flags), load_state_dict(path), source=str(path))
+
+
+# The diffusion flags of guided-diffusion / improved-diffusion, and flags of their training and sampling scripts
+# that do not change the network or its noise schedule (so a whole pasted command line reads).
+_DIFFUSION_FLAGS = {"diffusion_steps", "noise_schedule", "predict_xstart", "rescale_timesteps"}
+_SCRIPT_FLAGS = {"timestep_respacing", "use_kl", "rescale_learned_sigmas", "sigma_small", "use_checkpoint",
+                 "data_dir", "schedule_sampler", "lr", "weight_decay", "lr_anneal_steps", "batch_size", "microbatch",
+                 "ema_rate", "log_interval", "save_interval", "resume_checkpoint", "fp16_scale_growth",
+                 "num_samples", "use_ddim", "clip_denoised", "model_path", "iterations", "anneal_lr", "noised",
+                 "eval_interval", "val_data_dir"}
+# Flags only guided-diffusion has: their presence means guided-diffusion's defaults (rescale_timesteps False).
+_GUIDED_ONLY = {"num_head_channels", "resblock_updown", "use_fp16", "use_new_attention_order", "channel_mult"}
+_BOOL_FLAGS = {"learn_sigma", "class_cond", "use_scale_shift_norm", "resblock_updown", "use_new_attention_order",
+               "use_fp16", "predict_xstart", "rescale_timesteps"}
+
+
+class ReleasedUNet(nn.Module):
+    """``net(x, t)`` for a guided-diffusion / improved-diffusion UNet: the timesteps rescaled to 0..1000 when
+    the model was trained with ``rescale_timesteps``, and a class-conditional model given labels ``y`` when the
+    caller has them, else ``label`` (a class index) for every image, else the average of its class
+    embeddings (guided-diffusion's class-conditional models have no unconditional mode)."""
+
+    def __init__(self, net: UNetModel, time_scale: float = 1.0, label: int | None = None):
+        super().__init__()
+        self.net, self.time_scale, self.label = net, float(time_scale), label
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.time_scale != 1.0:
+            t = t.float() * self.time_scale
+        classes = self.net.num_classes
+        if classes is not None and y is None:
+            y = (x.new_full((len(x), classes), 1.0 / classes, dtype=torch.float32) if self.label is None
+                 else torch.full((len(x),), self.label, dtype=torch.long, device=x.device))
+        return self.net(x, t, y)
+
+
+def released_denoiser(checkpoint, flags, *, device="cpu", label: int | None = None,
+                      source: str | None = None) -> Denoiser:
+    """A released guided-diffusion / improved-diffusion checkpoint (a path, or its state dict) as a Denoiser.
+
+    ``flags``: the flag line its scripts ran with (any form :func:`parse_flags` reads), model and diffusion flags
+    together: the network from the model flags; the noise schedule from ``--diffusion_steps`` and
+    ``--noise_schedule linear|cosine``; eps or (``--predict_xstart True``) x0 prediction; ``--learn_sigma`` (2C
+    output channels, the first C the prediction). Timesteps reach the network rescaled to 0..1000 as
+    ``--rescale_timesteps`` says; its default is improved-diffusion's (True) unless a guided-diffusion-only flag
+    (``--num_head_channels``, ``--resblock_updown``, ``--use_fp16``, ...) is given, then guided-diffusion's (False);
+    it matters only when ``--diffusion_steps`` is not 1000. ``--use_fp16 True`` is honoured on CUDA only.
+    Unknown flags, unsupported schedules and a checkpoint that does not fit the flags raise CheckpointError.
+    """
+    source = source or str(checkpoint)
+    try:
+        flags = parse_flags(flags)
+    except (ValueError, OSError) as err:  # json.JSONDecodeError is a ValueError
+        raise CheckpointError(f"cannot read the flags: {err}") from None
+    unknown = sorted(k for k in flags if k not in _UNET_FLAGS | _DIFFUSION_FLAGS | _SCRIPT_FLAGS
+                     and not k.startswith("classifier_"))
+    if unknown:
+        raise CheckpointError(f"unknown flag{'s' * (len(unknown) > 1)} {', '.join('--' + k for k in unknown)}; "
+                              "expected guided-diffusion / improved-diffusion model and diffusion flags such as "
+                              "--image_size, --num_channels, --diffusion_steps, --noise_schedule")
+    wrong = [k for k in _BOOL_FLAGS if k in flags and not isinstance(flags[k], bool)]
+    if wrong:
+        raise CheckpointError(f"--{wrong[0]} is {flags[wrong[0]]!r}; expected True or False")
+    steps, kind = flags.get("diffusion_steps", 1000), flags.get("noise_schedule", "linear")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise CheckpointError(f"--diffusion_steps is {steps!r}; expected a positive integer")
+    if kind not in ("linear", "cosine"):
+        raise CheckpointError(f"--noise_schedule {kind} is not supported; expected linear or cosine (the schedules "
+                              "of guided-diffusion and improved-diffusion)")
+    schedule = linear_vp(steps) if kind == "linear" else cosine_vp(steps)
+    rescale = flags.get("rescale_timesteps", not (_GUIDED_ONLY & set(flags)))
+    model_flags = {k: v for k, v in flags.items() if k in _UNET_FLAGS}
+    model_flags.setdefault("image_size", 64)  # the scripts' default
+    model_flags["use_fp16"] = bool(model_flags.get("use_fp16")) and torch.device(device).type == "cuda"
+    if isinstance(model_flags.get("channel_mult"), (int, float)):  # "--channel_mult 1" read as a number
+        model_flags["channel_mult"] = str(model_flags["channel_mult"])
+    try:
+        net = UNetModel(**model_flags)
+    except (TypeError, ValueError, ZeroDivisionError) as err:
+        raise CheckpointError(f"the flags do not describe a UNet: {err}") from None
+    state = load_state_dict(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+    load_into(net, state, source=source)
+    wrapped = ReleasedUNet(net, 1000.0 / steps if rescale else 1.0, label)
+    return Denoiser(wrapped, schedule, parametrization="x0" if flags.get("predict_xstart") else "eps",
+                    learn_sigma=bool(flags.get("learn_sigma")), clip=True)

@@ -32,14 +32,38 @@ class Denoiser(nn.Module):
         self.condition = condition
         self.clip = clip
 
+    def _described_net(self) -> nn.Module:
+        """The network that records its image size (wrappers such as a VE score network hold it as ``net``)."""
+        net = self.net
+        return getattr(net, "net", net) if not hasattr(net, "image_size") else net
+
     @property
     def image_shape(self) -> tuple[int, int, int] | None:
-        """(channels, height, width) of the images the network was built for, when it records them
-        (our UNets do; a VE score network wraps one); None for networks that take any size."""
-        net = self.net
-        net = getattr(net, "net", net) if not hasattr(net, "image_size") else net
+        """(channels, height, width) of the images the network was built for (its nominal size: samplers draw
+        this shape), when it records them (our UNets do; a VE score network wraps one); None for networks that
+        take any size. A fully convolutional UNet also takes other sizes: see :meth:`shape_problem`."""
+        net = self._described_net()
         size, channels = getattr(net, "image_size", None), getattr(net, "in_channels", None)
         return (channels, size, size) if isinstance(size, int) and isinstance(channels, int) else None
+
+    def shape_problem(self, shape) -> str | None:
+        """Why images of ``shape`` (C, H, W) cannot go through the network, or None when they can. The channels
+        must be the network's; a fully convolutional UNet (one that records ``size_multiple``, 2 to the number of
+        its downsamplings) takes any H, W divisible by it, as the official DiffAug ImageNet recipe runs the
+        256x256 model at 224x224; a network without ``size_multiple`` takes its nominal size only."""
+        nominal = self.image_shape
+        if nominal is None:
+            return None
+        channels, height, width = (int(v) for v in shape)
+        if channels != nominal[0]:
+            return f"the network takes {nominal[0]}-channel images, the data have {channels} channels"
+        multiple = getattr(self._described_net(), "size_multiple", None)
+        if multiple is None and (height, width) != nominal[1:]:
+            return f"the network takes {nominal[1]}x{nominal[2]} images only, the data are {height}x{width}"
+        if multiple is not None and (height % multiple or width % multiple):
+            return (f"the network (built for {nominal[1]}x{nominal[2]}, {multiple.bit_length() - 1} downsamplings) "
+                    f"takes image sizes divisible by {multiple}, the data are {height}x{width}")
+        return None
 
     def conditioning(self, t: torch.Tensor) -> torch.Tensor:
         """What the network is called with for grid indices t."""

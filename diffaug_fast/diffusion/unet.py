@@ -215,9 +215,10 @@ class _Trunk(nn.Module):
         return ch, ds, skip_channels, emb_dim
 
     def _torso_to_fp16(self, modules):
+        # convolutions only, as guided-diffusion's convert_to_fp16: the time-embedding projections stay float32
         for module in modules:
             for layer in module.modules():
-                if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
                     layer.half()
 
 
@@ -244,6 +245,7 @@ class UNetModel(_Trunk):
         attention_ds = _attention_ds(image_size, attention_resolutions)
         out_channels = out_channels or (in_channels * (2 if learn_sigma else 1))
         self.image_size, self.in_channels, self.out_channels = image_size, in_channels, out_channels
+        self.size_multiple = 2 ** (len(levels) - 1)  # fully convolutional: any H, W divisible by this
         self.num_classes = num_classes if class_cond else None
         ch, ds, skips, emb_dim = self._build_trunk(
             image_size=image_size, in_channels=in_channels, model_channels=num_channels,
@@ -276,11 +278,12 @@ class UNetModel(_Trunk):
             self._torso_to_fp16([self.input_blocks, self.middle_block, self.output_blocks])
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``y``: class labels [B], or class weights [B, num_classes] (their mix of the class embeddings)."""
         if (y is None) != (self.num_classes is None):
             raise ValueError("UNetModel: pass labels y if and only if the model is class-conditional")
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
         if y is not None:
-            emb = emb + self.label_emb(y)
+            emb = emb + (y.to(emb.dtype) @ self.label_emb.weight if y.is_floating_point() else self.label_emb(y))
         h, skips = x.to(self.dtype), []
         for block in self.input_blocks:
             h = block(h, emb)

@@ -81,11 +81,12 @@ def gradients_command(o, out: Path) -> dict:
             raise DiffAugError(f"argument --classifier {run} is a clean-image classifier; gradients at x_t need a "
                                "`train --mode noisy|da` run")
         classifiers[f"{Path(run).name} ({cfg.model.mode})"] = clf
-        denoisers.add(cfg.diffaug.denoiser)
+        denoisers.add((cfg.diffaug.denoiser, cfg.diffaug.denoiser_flags))
     if len(denoisers) != 1:
         raise DiffAugError(f"argument --classifier: the runs use different diffusion models "
-                           f"({', '.join(sorted(denoisers))})")
-    denoiser = load_denoiser(denoisers.pop())
+                           f"({', '.join(sorted(name for name, _ in denoisers))}, or other --denoiser-flags)")
+    name, flags = denoisers.pop()
+    denoiser = load_denoiser(name, flags=flags)
     shape = denoiser.image_shape
     if shape is not None and shape != (1, 28, 28):
         raise DiffAugError(f"argument --classifier: the gradients picture uses Fashion-MNIST test images (1x28x28); "

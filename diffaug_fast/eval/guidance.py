@@ -36,7 +36,7 @@ def sample_command(o) -> dict:
 
     from diffaug_fast.diffusion.sampling import classifier_guidance, eps_model, sample
 
-    guidance, labels, model_name = None, None, o.model
+    guidance, labels, model_name, model_flags = None, None, o.model, o.denoiser_flags
     if o.classifier:
         if o.class_ is None:
             raise DiffAugError("argument --classifier needs --class (an index, a class name, or 'all')")
@@ -44,16 +44,21 @@ def sample_command(o) -> dict:
         if cfg.model.mode == "clean":
             raise DiffAugError(f"argument --classifier {o.classifier}: a clean-image classifier cannot guide "
                                "sampling; train one with `diffaug-fast train --mode noisy` or `--mode da`")
-        trained_with = cfg.diffaug.denoiser
+        trained_with, trained_flags = cfg.diffaug.denoiser, cfg.diffaug.denoiser_flags
         model_name = trained_with if o.model is None else o.model
+        if o.model is None:
+            model_flags = trained_flags
         if model_name != trained_with and {model_name, trained_with} != {"fmnist", "fmnist-vp"}:
             raise DiffAugError(f"argument --classifier {o.classifier} was trained with the {trained_with!r} "
                                f"diffusion model; sample with --model {trained_with} (or leave --model out)")
+        if (model_flags or None) != (trained_flags or None):
+            raise DiffAugError(f"argument --denoiser-flags: --classifier {o.classifier} was trained with "
+                               f"--denoiser-flags {trained_flags!r}; give the same (or leave --model out)")
         labels = class_labels(o.class_, classifier_classes(o.classifier, classifier.net.fc.out_features), o.num)
     elif o.class_ is not None:
         raise DiffAugError("argument --class needs --classifier (a `train --mode noisy|da` run that guides the "
                            "sampler)")
-    denoiser = load_denoiser(model_name or "fmnist")
+    denoiser = load_denoiser(model_name or "fmnist", flags=model_flags, option="--model")
     shape = denoiser.image_shape or (1, 28, 28)
     if o.compile:
         denoiser.net = torch.compile(denoiser.net)
@@ -64,8 +69,10 @@ def sample_command(o) -> dict:
     out = Path(o.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    learned = denoiser.learn_sigma and denoiser.parametrization == "eps"  # eps_model passes the 2C output on
     images = sample(model, (o.num, *shape), chain, steps=o.steps, mode=o.mode, eta=o.eta, seed=o.seed,
-                    guidance=guidance, scale=o.scale, progress=True)
+                    guidance=guidance, scale=o.scale, progress=True, learn_sigma=learned,
+                    variance="learned" if learned else "fixed_small")
     seconds = time.perf_counter() - start
     nrow = int(labels.max()) + 1 if o.class_ == "all" else int(o.num**0.5 + 0.5)  # --class all: a column per class
     save_image(images.add(1).div(2).clamp(0, 1), out / "samples.png", nrow=nrow, padding=1)

@@ -63,7 +63,7 @@ def load_classifier(source: str | Path, device="cpu", *, denoiser=None) -> tuple
     (``fmnist-classifier``). Noisy / DA classifiers get their run's denoiser unless ``denoiser`` is given."""
     weights, config, num_classes = classifier_weights(source)
     if config.model.mode != "clean" and denoiser is None:
-        denoiser = load_denoiser(config.diffaug.denoiser, device)
+        denoiser = load_denoiser(config.diffaug.denoiser, device, config.diffaug.denoiser_flags)
     model = build_model(config.model.mode, config.model.arch, denoiser=denoiser, num_classes=num_classes,
                         in_channels=config.data.channels, image_size=config.data.image_size,
                         norm=config.model.norm, fusion=config.model.fusion)

@@ -5,9 +5,10 @@ import json
 from pathlib import Path
 
 from diffaug_fast.diffusion import Denoiser, get_schedule, ve_geometric
-from diffaug_fast.diffusion.checkpoints import load_into, load_state_dict
+from diffaug_fast.diffusion.checkpoints import CheckpointError, load_into, load_state_dict, released_denoiser
 from diffaug_fast.diffusion.unet import UNetModel
 from diffaug_fast.diffusion.ve import VEScoreNet
+from diffaug_fast.errors import DiffAugError
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # diffaug_fast/weights: package data
 MODELS = {"fmnist": "fmnist_vp", "fmnist-vp": "fmnist_vp", "fmnist-ve": "fmnist_ve"}
@@ -53,7 +54,62 @@ def pretrained(name: str = "fmnist", device="cpu") -> Denoiser:
     return load_exported(weights, device)
 
 
-def load_denoiser(source: str | Path, device="cpu") -> Denoiser:
-    """A denoiser by the name of a shipped one (``fmnist``, ``fmnist-ve``) or the path of an exported
-    ``ema.safetensors`` (``train-denoiser``), in eval mode with frozen weights."""
-    return pretrained(str(source), device) if str(source) in MODELS else load_exported(source, device)
+RELEASED_SUFFIXES = (".pt", ".pth", ".safetensors")
+FLAGS_EXAMPLE = ("--denoiser-flags \"--attention_resolutions 32,16,8 --class_cond False --diffusion_steps 1000 "
+                 "--image_size 256 --learn_sigma True --noise_schedule linear ...\"")
+
+
+def load_denoiser(source: str | Path, device="cpu", flags: str | None = None, *,
+                  option: str = "--denoiser") -> Denoiser:
+    """A denoiser in eval mode with frozen weights, from
+
+    * the name of a shipped one (``fmnist``, ``fmnist-ve``);
+    * ``*.safetensors`` with its sibling ``.json`` (``train-denoiser``'s export), when no ``flags`` are given;
+    * a released guided-diffusion / improved-diffusion checkpoint (``.pt`` / ``.safetensors``) with ``flags``, the
+      flag line it was trained with (see :func:`~diffaug_fast.diffusion.checkpoints.released_denoiser`);
+    * a diffusers folder: a ``UNet2DModel`` saved alone, or a pipeline folder with ``unet/`` and ``scheduler/``.
+
+    ``option`` is the command-line option that named ``source`` (for error messages); every mistake is one line
+    naming it, or ``--denoiser-flags``."""
+    name, path, flags = str(source), Path(source), flags or None
+    if name in MODELS or path.is_dir():
+        if flags:
+            what = "a shipped model" if name in MODELS else "a diffusers folder (its config.json files describe it)"
+            raise DiffAugError(f"argument --denoiser-flags: {option} {name} is {what}; --denoiser-flags describes a "
+                               "released guided-diffusion / improved-diffusion .pt or .safetensors checkpoint only")
+        if name in MODELS:
+            return pretrained(name, device)
+        from diffaug_fast.diffusion.adapters import denoiser_from_diffusers
+
+        try:
+            denoiser = denoiser_from_diffusers(path)
+        except ImportError as err:
+            raise DiffAugError(f"argument {option} {name}: {err}") from None
+        except (CheckpointError, ValueError, FileNotFoundError) as err:
+            raise CheckpointError(f"argument {option}: {err}") from None
+        return denoiser.to(device).eval().requires_grad_(False)
+    if not path.exists():
+        raise FileNotFoundError(f"argument {option}: {name} does not exist; expected {', '.join(MODELS)}, a "
+                                "train-denoiser export (.safetensors + .json), a released .pt / .safetensors "
+                                "checkpoint with --denoiser-flags, or a diffusers folder")
+    if flags is None:
+        if path.suffix in RELEASED_SUFFIXES and path.is_file() and not path.with_suffix(".json").exists():
+            raise DiffAugError(f"argument {option} {name}: a released guided-diffusion / improved-diffusion "
+                               f"checkpoint needs the flag line it was trained with, e.g. {FLAGS_EXAMPLE} (or, for "
+                               "a train-denoiser export, its .json beside it)")
+        try:
+            return load_exported(path, device)
+        except (CheckpointError, FileNotFoundError) as err:
+            raise type(err)(f"argument {option}: {err}") from None
+    if path.suffix not in RELEASED_SUFFIXES:
+        raise DiffAugError(f"argument {option} {name}: with --denoiser-flags expected a released checkpoint "
+                           f"({', '.join(RELEASED_SUFFIXES)}), a shipped name or a diffusers folder")
+    try:
+        state = load_state_dict(path)
+    except (CheckpointError, FileNotFoundError) as err:
+        raise type(err)(f"argument {option}: {err}") from None
+    try:
+        denoiser = released_denoiser(state, flags, device=device, source=name)
+    except CheckpointError as err:
+        raise CheckpointError(f"argument --denoiser-flags: {err}") from None
+    return denoiser.to(device).eval().requires_grad_(False)

@@ -6,52 +6,51 @@ from __future__ import annotations
 import torch
 
 from diffaug_fast import streams
-from diffaug_fast.augment import diffuse_and_denoise, partner_timesteps, sample_timesteps
+from diffaug_fast.augment import diffuse_and_denoise
+from diffaug_fast.data.views import to_unit_range
 from diffaug_fast.ops import diffuse
-from diffaug_fast.train.transforms import augmix, crop_flip, crop_flip_params
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=streams.generator(seed, "epoch_order", epoch))
+from diffaug_fast.train.step_data import StepImages, StepSpec, check_item, step_items, step_numbers
 
 
 class Batches:
-    """Batches of one run: ``supervised(step)`` (clean / DiffAug / noisy / DA) and ``semi_supervised(step)``."""
+    """Batches of one run: ``supervised(step)`` (clean / DiffAug / noisy / DA) and ``semi_supervised(step)``.
 
-    def __init__(self, config, images, labels, *, denoiser, fast_net, device, rank: int, world: int, t_max: int,
-                 labeled: torch.Tensor | None = None):
-        self.config, self.images, self.labels = config, images, labels
+    Images come from ``StepImages`` (decoded by ``workers`` processes, or in this one with 0), timesteps and
+    noise are drawn here; steps must be asked for in order (a jump, as on resume, restarts the loader there)."""
+
+    def __init__(self, config, source, spec: StepSpec, *, denoiser, fast_net, device, total_steps: int,
+                 workers: int = 0, labeled: torch.Tensor | None = None):
+        self.config, self.source, self.spec = config, source, spec
         self.denoiser, self.fast_net, self.device = denoiser, fast_net, device
-        self.rank, self.world, self.t_max, self.labeled = rank, world, t_max, labeled
+        self.labeled, self.total_steps, self.workers = labeled, total_steps, workers
         self.batch = config.optim.batch_size
-        self.steps_per_epoch = len(images) // self.batch
-        self.per_image = images[0].numel()
+        self.per_image = spec.channels * spec.image_size ** 2
+        self.dataset = StepImages(source, spec, labeled)
+        self._items, self._next = None, None
 
-    def _shard(self) -> slice:
-        b = self.batch
-        return slice(self.rank * b // self.world, (self.rank + 1) * b // self.world)
+    def _item(self, step: int) -> dict:
+        if self._items is None or self._next != step:
+            self._items = step_items(self.dataset, step, self.total_steps, workers=self.workers,
+                                     pin_memory=self.device.type == "cuda")
+        self._next = step + 1
+        return check_item(next(self._items), step)
+
+    def _images(self, x: torch.Tensor) -> torch.Tensor:
+        return to_unit_range(x.to(self.device, non_blocking=True))
 
     def supervised(self, step: int) -> tuple[tuple, torch.Tensor]:
         """This rank's shard of step ``step``: (the classifier's inputs, labels). Inputs: (clean [+ DiffAug]
         images,) in clean mode, (x_t, t) for noisy, (x_t, t, x0_hat) for DA."""
-        config, b, shard = self.config, self.batch, self._shard()
-        epoch, k = divmod(step, self.steps_per_epoch)
-        idx = epoch_order(len(self.images), config.run.seed, epoch)[k * b:(k + 1) * b][shard]
-        gen = streams.generator(config.run.seed, "train_step", step)
-        crops = crop_flip_params(b, gen)
-        ts = sample_timesteps(b, config.diffaug.t_min, self.t_max, gen)
-        augmix_seeds = torch.randint(0, 2**62, (b,), generator=gen)
-        x = crop_flip(self.images[idx], crops[shard]).to(self.device)
-        y = self.labels[idx].to(self.device)
-        if config.diffaug.augmix:
-            x = augmix(x, augmix_seeds[shard])
-        offset = streams.batch_offset(step, b, shard.start, self.per_image)
+        config, shard = self.config, self.spec.shard
+        item, numbers = self._item(step), step_numbers(self.spec, step)
+        x, y = self._images(item["x"]), item["y"].to(self.device)
+        offset = streams.batch_offset(step, self.batch, shard.start, self.per_image)
         if config.model.mode != "clean":  # a classifier of noisy images: t over the whole chain
-            t_all = sample_timesteps(b, 0, len(self.denoiser.schedule) - 1, gen)[shard].to(self.device)
-            return self.noisy_inputs(x, t_all, offset), y
+            return self.noisy_inputs(x, numbers["t_all"].to(self.device), offset), y
         if config.diffaug.mode == "off":
             return (x,), y
-        x_hat = diffuse_and_denoise(self.denoiser, x, ts[shard], seed=config.run.seed, offset=offset,
+        branch = self._images(item["x_view"]) if "x_view" in item else x  # the official recipe's own DiffAug view
+        x_hat = diffuse_and_denoise(self.denoiser, branch, numbers["ts"], seed=config.run.seed, offset=offset,
                                     net=self.fast_net)
         if config.diffaug.mode == "only":
             return (x_hat,), y
@@ -71,25 +70,17 @@ class Batches:
     def semi_supervised(self, step: int) -> dict:
         """This rank's shard of step ``step``: labeled inputs + labels, and (with the consistency term or PU)
         the unlabeled images at t and at t'. Three Philox lanes: labeled, unlabeled, fresh-ε partners."""
-        config, b, shard = self.config, self.batch, self._shard()
-        semi, seed = config.semi, config.run.seed
-        epoch, k = divmod(step, self.steps_per_epoch)
-        gen = streams.generator(seed, "train_step", step)
-        last = len(self.denoiser.schedule) - 1
-        lab = self.labeled[torch.randint(len(self.labeled), (b,), generator=gen)][shard]
-        x = crop_flip(self.images[lab], crop_flip_params(b, gen)[shard]).to(self.device)
-        t_lab = sample_timesteps(b, 0, last, gen)[shard].to(self.device)
-        y = torch.ones(len(lab), dtype=torch.long) if semi.pu else self.labels[lab]
+        semi, b, shard = self.config.semi, self.batch, self.spec.shard
+        item, numbers = self._item(step), step_numbers(self.spec, step, self.labeled)
+        x = self._images(item["labeled"])
+        y = torch.ones(len(x), dtype=torch.long) if semi.pu else item["y"]
         lane = lambda i: streams.batch_offset(step, b, shard.start, self.per_image, lane=i, lanes=3)  # noqa: E731
-        out = {"labeled": self.noisy_inputs(x, t_lab, lane(0)), "y": y.to(self.device)}
-        if not (semi.consistency or semi.pu):
+        out = {"labeled": self.noisy_inputs(x, numbers["t_lab"].to(self.device), lane(0)), "y": y.to(self.device)}
+        if "unlabeled" not in item:
             return out
-        unl = epoch_order(len(self.images), seed, epoch)[k * b:(k + 1) * b][shard]
-        u = crop_flip(self.images[unl], crop_flip_params(b, gen)[shard]).to(self.device)
-        t_u = sample_timesteps(b, 0, last, gen)
-        t_pair = partner_timesteps(t_u, semi.tc_radius, last, gen)
-        out["unlabeled"] = self.noisy_inputs(u, t_u[shard].to(self.device), lane(1))
+        u = self._images(item["unlabeled"])
+        out["unlabeled"] = self.noisy_inputs(u, numbers["t_u"].to(self.device), lane(1))
         if semi.consistency:
             pair_offset = lane(1) if semi.tc_noise == "same" else lane(2)
-            out["pair"] = self.noisy_inputs(u, t_pair[shard].to(self.device), pair_offset)
+            out["pair"] = self.noisy_inputs(u, numbers["t_pair"].to(self.device), pair_offset)
         return out

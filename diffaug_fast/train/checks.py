@@ -47,11 +47,10 @@ def needs_denoiser(config: TrainConfig) -> bool:
 
 def check_denoiser(config: TrainConfig, denoiser, image_shape) -> int:
     """The denoiser fits the data and the timesteps asked of it; returns the DiffAug t_max."""
-    shape = denoiser.image_shape
-    if shape is not None and tuple(image_shape) != shape:
-        raise DiffAugError(f"the denoiser {config.diffaug.denoiser!r} works on {'x'.join(map(str, shape))} images "
-                           f"but the data are {'x'.join(map(str, image_shape))}; pass a denoiser of these images "
-                           "(--denoiser) or matching --image-size / --channels")
+    problem = denoiser.shape_problem(image_shape)
+    if problem is not None:
+        raise DiffAugError(f"argument --denoiser {config.diffaug.denoiser!r} does not fit the data: {problem}; pass "
+                           "a denoiser of these images or matching --image-size / --channels")
     last = len(denoiser.schedule) - 1
     t_max = last if config.diffaug.t_max is None else config.diffaug.t_max
     if not 0 <= config.diffaug.t_min <= t_max <= last:

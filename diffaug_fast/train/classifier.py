@@ -53,7 +53,8 @@ class ClassifierTrainer:
         if config.semi_supervised:
             labeled, num_classes = self._semi_supervised_setup(labels, num_classes)
         self.num_classes = num_classes
-        self.denoiser = load_denoiser(config.diffaug.denoiser, self.device) if needs_denoiser(config) else None
+        self.denoiser = (load_denoiser(config.diffaug.denoiser, self.device, config.diffaug.denoiser_flags)
+                         if needs_denoiser(config) else None)
         t_max = check_denoiser(config, self.denoiser, images.shape[1:]) if self.denoiser is not None else 0
         self.model = build_model(config.model.mode, config.model.arch, denoiser=self.denoiser,
                                  num_classes=num_classes, in_channels=images.shape[1], image_size=images.shape[-1],

@@ -10,7 +10,7 @@ import torch
 from diffaug_fast.augment import FastNet
 from diffaug_fast.config import TrainConfig, to_dict
 from diffaug_fast.config.options import validate_options
-from diffaug_fast.data import load_dataset
+from diffaug_fast.data import open_source
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.eval.metrics import accuracy, disagreement, evaluate, evaluate_noisy
 from diffaug_fast.runs import files
@@ -18,6 +18,7 @@ from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified
 from diffaug_fast.runs.classifiers import load_classifier, run_config
 from diffaug_fast.runs.weights import load_denoiser
 from diffaug_fast.train.checks import check_denoiser, check_same_run, run_device
+from diffaug_fast.train.step_data import evaluation_images
 from diffaug_fast.train.ssl import labeled_subset, pu_targets
 
 
@@ -54,9 +55,8 @@ def evaluate_only(out_dir: str | Path, eval_options: dict, *, progress: bool = T
         raise FileNotFoundError(f"argument --out: {out_dir} holds no finished `diffaug-fast train` run to evaluate")
     config = run_config(out_dir)
     saved = load_verified(out_dir / files.CHECKPOINT)
-    check_same_run(saved["config"], config, f"{out_dir / files.CHECKPOINT}")
-    train_labels = load_dataset(config.data.source, "train", limit=config.data.train_limit,
-                                image_size=config.data.image_size, channels=config.data.channels)[1]
+    check_same_run(saved["config"], config, f"{out_dir / files.CHECKPOINT}", out_dir)
+    train_labels = open_source(config.data.source, "train", limit=config.data.train_limit).labels
     total = len(train_labels) // config.optim.batch_size * config.optim.epochs
     if saved["step"] < total:
         raise DiffAugError(f"{out_dir} stopped at step {saved['step']} of {total}; finish it with --resume first")
@@ -64,10 +64,9 @@ def evaluate_only(out_dir: str | Path, eval_options: dict, *, progress: bool = T
         setattr(config.eval, name, value)
     validate_options(config)
     device = run_device(config.run.device)
-    denoiser = load_denoiser(config.diffaug.denoiser, device) if config.eval.de_timesteps or \
-        config.model.mode != "clean" else None
-    test_images, test_labels = load_dataset(config.data.source, "test", image_size=config.data.image_size,
-                                            channels=config.data.channels)
+    denoiser = load_denoiser(config.diffaug.denoiser, device, config.diffaug.denoiser_flags) \
+        if config.eval.de_timesteps or config.model.mode != "clean" else None
+    test_images, test_labels = evaluation_images(config)
     if denoiser is not None:
         check_denoiser(config, denoiser, test_images.shape[1:])
     model, _ = load_classifier(out_dir, device, denoiser=denoiser)

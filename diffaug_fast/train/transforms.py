@@ -16,9 +16,12 @@ def crop_flip_params(n: int, generator: torch.Generator, pad: int = 2) -> torch.
     return torch.cat([shifts, flips], 1)
 
 
-def crop_flip(x: torch.Tensor, params: torch.Tensor, pad: int = 2, fill: float = -1.0) -> torch.Tensor:
-    """Pad by ``pad`` with ``fill`` (black), crop back at the given shifts, mirror where flagged."""
+def crop_flip(x: torch.Tensor, params: torch.Tensor, pad: int = 2, fill: float | None = None) -> torch.Tensor:
+    """Pad by ``pad`` with ``fill`` (default black: 0 for uint8 images, -1 for images in [-1, 1]), crop back at the
+    given shifts, mirror where flagged."""
     b, c, h, w = x.shape
+    if fill is None:
+        fill = 0 if x.dtype == torch.uint8 else -1.0
     padded = F.pad(x, (pad, pad, pad, pad), value=fill)
     rows = params[:, 0:1] + torch.arange(h)  # [b, h]
     cols = params[:, 1:2] + torch.arange(w)  # [b, w]
@@ -29,14 +32,17 @@ def crop_flip(x: torch.Tensor, params: torch.Tensor, pad: int = 2, fill: float =
 
 
 def augmix(x: torch.Tensor, seeds: torch.Tensor, severity: int = 3) -> torch.Tensor:
-    """torchvision's AugMix (mixture of augmentation chains) per image, image i seeded by ``seeds[i]``."""
+    """torchvision's AugMix (mixture of augmentation chains) per image, image i seeded by ``seeds[i]``; uint8
+    images give uint8, images in [-1, 1] give images in [-1, 1]."""
     from torchvision.transforms import v2
 
     op = v2.AugMix(severity=severity)
-    as_uint8 = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    as_uint8 = x.cpu() if x.dtype == torch.uint8 else ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
     out = torch.empty_like(as_uint8)
     with torch.random.fork_rng(devices=[]):
         for i in range(len(x)):
             torch.manual_seed(int(seeds[i]))
             out[i] = op(as_uint8[i])
+    if x.dtype == torch.uint8:
+        return out.to(x.device)
     return out.to(x.device, torch.float32).div_(127.5).sub_(1.0)

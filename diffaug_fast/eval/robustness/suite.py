@@ -159,7 +159,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
                          f"{train_config.model.mode} classifier of (x_t, t)")
     out = Path(out_dir) if out_dir else (Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).with_suffix(""))
     out.mkdir(parents=True, exist_ok=True)
-    denoiser = load_denoiser(train_config.diffaug.denoiser)
+    denoiser = load_denoiser(train_config.diffaug.denoiser, flags=train_config.diffaug.denoiser_flags)
     images, labels = load_dataset(train_config.data.source, "test", limit=max(config.limit, config.certify_limit),
                                   image_size=train_config.data.image_size, channels=train_config.data.channels)
     ensemble = (DiffAugEnsemble(classifier, denoiser, config.de_timesteps, seed=config.seed, compile=False)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Device check on a lent GPU machine (its own python3/torch): build the extension with the CUDA kernels for
+# Hopper, run the op tests on every backend (CPU, CUDA, Triton) and the op benchmarks; logs and JSON go to
+# $OUT (or ./gpu_out). Stages have their own time limits so a slow one still leaves the others' files.
+#   usage: bash scripts/gpu_check.sh [build|tests|bench|models|loader]...   (default: build tests bench)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} DIFFAUG_FAST_CUDA_ARCHS=${DIFFAUG_FAST_CUDA_ARCHS:-90}
+export CMAKE_BUILD_PARALLEL_LEVEL=16 MAX_JOBS=16
+stages=${*:-build tests bench}
+for stage in $stages; do
+  start=$(date +%s)
+  case $stage in
+    build)
+      { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python3 -c "import torch, triton; print(torch.__version__, torch.version.cuda, triton.__version__)"; } > "$OUT/machine.txt" 2>&1
+      timeout 300 python3 -m pip install -q --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1
+      python3 -c "import diffaug_fast, json; print(json.dumps(diffaug_fast.build_info(), indent=1, default=str))" >> "$OUT/build.log" 2>&1
+      ;;
+    tests)
+      timeout 240 python3 -m pytest -q -x python_tests/ops -p no:cacheprovider -m "not slow" > "$OUT/tests-ops.log" 2>&1 ;;
+    bench)
+      timeout 200 python3 -m pytest -q benchmarks/test_bench_ops.py --benchmark-json "$OUT/ops-h.json" > "$OUT/bench-ops.log" 2>&1 ;;
+    models)
+      timeout 240 python3 -m pytest -q benchmarks/test_bench_models.py --benchmark-json "$OUT/models-h.json" > "$OUT/bench-models.log" 2>&1 ;;
+    loader)
+      timeout 200 python3 -m pytest -q benchmarks/test_bench_loader.py --benchmark-json "$OUT/loader-h.json" > "$OUT/bench-loader.log" 2>&1 ;;
+  esac
+  echo "stage $stage: rc=$? $(( $(date +%s) - start )) s" | tee -a "$OUT/stages.txt"
+done
+tail -3 "$OUT"/*.log
