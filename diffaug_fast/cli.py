@@ -94,7 +94,7 @@ def cmd_train_denoiser(args) -> None:
     from diffaug_fast.runs import files
     from diffaug_fast.runs.checkpoint import checkpoint_exists
     from diffaug_fast.train.checks import check_resume
-    from diffaug_fast.train.denoiser import export_ema, train_denoiser
+    from diffaug_fast.train.denoiser import export_ema, train_denoiser, write_denoiser_report
 
     config, command = args.options
     out = _folder(command.out)
@@ -108,19 +108,26 @@ def cmd_train_denoiser(args) -> None:
         raise SystemExit(130) from None
     export_ema(ckpt, config, out / files.DENOISER_WEIGHTS)
     print(f"trained {config.steps} steps; EMA weights: {out / files.DENOISER_WEIGHTS} (+ .json)")
+    report = write_denoiser_report(config, out, data_root=command.data_root, limit=command.report_limit,
+                                   samples=command.report_samples)
+    _print_denoiser_report(report)
+
+
+def _print_denoiser_report(report: dict) -> None:
+    for row in report["x0_mse_per_t"]:
+        print(f"t {row['t_from']:>3}-{row['t_to']:>3}: x0 MSE {row['x0_mse']:.4f}")
+    worse = report["worse_than_mean"]
+    print(f"mean-image MSE {report['mean_image_mse']:.4f}" + (f"; the denoiser is WORSE than the mean image at "
+                                                              f"{worse} t-buckets" if worse else ""))
+    print(f"report: {report['report']} (+ {', '.join(report['pictures'])})")
 
 
 def cmd_denoiser_report(args) -> None:
-    """x0 MSE per t-bucket, DDIM-50 samples and DiffAug examples of a denoiser."""
-    from diffaug_fast.eval.denoiser_report import write_report
-    from diffaug_fast.runs.weights import load_denoiser
+    """x0 MSE per t-bucket (vs the mean image), DDIM-50 samples and DiffAug examples of any denoiser on its data."""
+    from diffaug_fast.eval.denoiser_report import report_command
 
     o: ReportOptions = args.options[0]
-    denoiser = load_denoiser(o.model, flags=o.denoiser_flags, option="--model")
-    report = write_report(denoiser, _folder(o.out), limit=o.limit, seed=o.seed)
-    for row in report["x0_mse_per_t"]:
-        print(f"t {row['t_from']:>3}-{row['t_to']:>3}: x0 MSE {row['x0_mse']:.4f}")
-    print(f"pictures in {o.out}: {', '.join(report['pictures'])}")
+    _print_denoiser_report(report_command(o, _folder(o.out)))
 
 
 def cmd_train(args) -> None:

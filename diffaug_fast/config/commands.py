@@ -38,8 +38,11 @@ class DenoiserConfig:
     steps: int = option(2500, "training steps", check="positive")
     batch_size: int = option(128, "images per step", check="positive")
     lr: float = option(2e-3, "AdamW learning rate", check="positive")
-    ema_decay: float = option(0.999, "EMA decay of the exported weights", check="decay")
-    warmup: int = option(200, "linear learning-rate warm-up steps", check="positive")
+    ema_decay: float | None = option(None, "EMA decay of the exported weights (auto: min(0.999, 1 - 10 / --steps), "
+                                     "so a short run's EMA is not mostly its random start)", check="decay",
+                                     none="auto")
+    warmup: int | None = option(None, "linear learning-rate warm-up steps (auto: min(200, --steps / 10))",
+                                flag="--warmup-steps", check="positive", none="auto")
     seed: int = option(0, "seed of the run's random streams", check="nonnegative")
     checkpoint_every: int = option(100, "steps between checkpoints", check="positive")
     bf16: bool = option(False, "bf16 autocast (slower than fp32 on the 2-core AVX-512 CPU: 1.2 vs 0.85 s/step)")
@@ -60,6 +63,8 @@ class DenoiserCommand:
     out: str = option("runs/denoiser-vp", "the run folder")
     resume: bool = option(False, "continue the run in --out from its checkpoint (same settings)")
     data_root: str | None = option(None, "folder with the Fashion-MNIST IDX files")
+    report_limit: int = option(2000, "test images for the report's x0 error per t", check="positive")
+    report_samples: int = option(64, "DDIM-50 samples in the report's picture", check="positive")
 
 
 @dataclass
@@ -125,11 +130,15 @@ class SampleOptions:
 @dataclass
 class FidelityOptions:
     samples: str = option("samples.npz", "a samples.npz written by `diffaug-fast sample`")
-    extractor: str = option("fmnist-classifier", "the clean classifier whose features and logits replace "
-                            "Inception's: fmnist-classifier (shipped), a `train` run folder or an exported "
-                            ".safetensors")
+    extractor: str | None = option(None, "features for FID / KID and logits for IS: fmnist-classifier (shipped; "
+                                   "for 1x28x28 Fashion-MNIST-like samples), inception or inception:FILE "
+                                   "(torch-fidelity's Inception-v3; FILE: its weights), or a clean classifier "
+                                   "trained on your images (a `train` run folder or an exported .safetensors); "
+                                   "auto: fmnist-classifier for 1x28x28 samples, else inception", none="auto")
     judge: str | None = option(None, "the classifier that judges guided samples' class (default: the extractor)")
-    reference: str = option("fmnist", "real images to compare with: fmnist (its test set) or an image folder")
+    reference: str | None = option(None, "real images to compare with (their test split): fmnist, cifar10:DIR, an "
+                                   "image folder; auto: the data the samples' classifier run or denoiser was "
+                                   "trained on, else fmnist", none="auto")
     reference_limit: int = option(10000, "test images to compare against", check="positive")
     json: str | None = option(None, "also write the numbers to this file")
 
@@ -164,5 +173,8 @@ class ReportOptions:
     denoiser_flags: str | None = option(None, "with a released --model checkpoint: the flag line it was trained "
                                         "with (model and diffusion flags)")
     limit: int = option(2000, "test images used for the MSE", check="positive")
+    data: str | None = option(None, "the images the denoiser was trained on: fmnist, cifar10:DIR, an image folder "
+                              "(default: the data its train-denoiser export recorded, fmnist for the shipped ones)")
+    samples: int = option(64, "DDIM-50 samples in the picture", check="positive")
     seed: int = option(0, "seed of t and the noise", check="nonnegative")
     out: str = option("runs/denoiser-report", "output folder")

@@ -1,4 +1,7 @@
-"""How good a denoiser is: x0 MSE per t-bucket on the test set, samples, and DiffAug examples (PNG)."""
+"""How good a denoiser is, on the data it was trained on: x0 MSE per t-bucket on the test split next to the MSE of
+always answering the mean training image (a denoiser worse than that at large t has not learned the data), a
+DDIM-50 sample grid and DiffAug examples (PNG), and report.md. ``diffaug-fast denoiser-report`` and the end of
+``train-denoiser`` write it."""
 from __future__ import annotations
 
 import json
@@ -6,10 +9,13 @@ from pathlib import Path
 
 import torch
 
-from diffaug_fast import streams
 from torchvision.utils import save_image
 
-from diffaug_fast.data import load_fashion_mnist
+from diffaug_fast import streams
+from diffaug_fast.errors import DiffAugError
+from diffaug_fast.runs import files
+
+from diffaug_fast.data import load_dataset, load_fashion_mnist
 from diffaug_fast.diffusion import Denoiser, q_sample
 from diffaug_fast.diffusion.sampling import eps_model, sample
 
@@ -36,23 +42,77 @@ def x0_mse_per_bucket(denoiser: Denoiser, images: torch.Tensor, buckets: int = 1
 
 
 @torch.inference_mode()
-def write_report(denoiser: Denoiser, out_dir: str | Path, *, limit: int = 2000, seed: int = 0) -> dict:
+def write_report(denoiser: Denoiser, out_dir: str | Path, images: torch.Tensor | None = None, *,
+                 mean_image: torch.Tensor | None = None, limit: int = 2000, samples: int = 64, seed: int = 0,
+                 title: str = "denoiser") -> dict:
+    """The report of ``denoiser`` on test ``images`` (default: Fashion-MNIST's, ``limit`` of them); ``mean_image``
+    (default: theirs) is the trivial x0 estimate each row is compared with."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    images, _ = load_fashion_mnist("test", limit=limit)
+    if images is None:
+        images, _ = load_fashion_mnist("test", limit=limit)
+    images = images[:limit]
+    problem = denoiser.shape_problem(images.shape[1:]) if hasattr(denoiser, "shape_problem") else None
+    if problem is not None:
+        raise DiffAugError(f"argument --data does not fit the denoiser: {problem}; pass the images it was trained on")
+    mean = (images.mean(0) if mean_image is None else mean_image).to(images)
+    baseline = float((images - mean).square().mean())
     rows = x0_mse_per_bucket(denoiser, images, seed=seed)
-    (out_dir / "x0_mse_per_t.json").write_text(json.dumps(rows, indent=2))
+    for row in rows:
+        row["mean_image_mse"] = baseline
+    files.write_json(out_dir / files.DENOISER_REPORT, rows)
 
     model, chain = eps_model(denoiser)
-    samples = sample(model, (64, 1, 28, 28), chain, steps="ddim50", mode="ddim", seed=seed, progress=False)
-    save_image(samples.add(1).div(2).clamp(0, 1), out_dir / "samples_ddim50.png", nrow=8, padding=1)
+    shape = tuple(images.shape[1:])
+    grid = sample(model, (samples, *shape), chain, steps="ddim50", mode="ddim", seed=seed, progress=False)
+    save_image(grid.add(1).div(2).clamp(0, 1), out_dir / "samples_ddim50.png", nrow=int(samples**0.5 + 0.5),
+               padding=1)
 
     ts = [0, 100, 200, 300, 400, 500, 600, 700, 800, 900]
+    ts = [t * len(denoiser.schedule) // 1000 for t in ts]
     shown = images[:8]
     columns = [shown]
     for t in ts[1:]:
         tt = torch.full((len(shown),), t)
         columns.append(denoiser(q_sample(denoiser.schedule, shown, tt, seed=seed), tt))
-    grid = torch.stack(columns, 1).flatten(0, 1)
-    save_image(grid.add(1).div(2).clamp(0, 1), out_dir / "diffaug_examples.png", nrow=len(ts), padding=1)
-    return {"x0_mse_per_t": rows, "pictures": ["samples_ddim50.png", "diffaug_examples.png"]}
+    pictures = torch.stack(columns, 1).flatten(0, 1)
+    save_image(pictures.add(1).div(2).clamp(0, 1), out_dir / "diffaug_examples.png", nrow=len(ts), padding=1)
+    worse = [r for r in rows if r["x0_mse"] > baseline]
+    lines = [f"# Denoiser report: {title}", "",
+             f"x̂0 MSE on {len(images)} test images ({'x'.join(map(str, shape))}, pixels in [-1, 1]) per t-bucket, "
+             f"next to the MSE of always answering the mean training image ({baseline:.4f}).", "",
+             "| t | x̂0 MSE | / mean-image MSE |", "|---|---|---|",
+             *(f"| {r['t_from']}–{r['t_to']} | {r['x0_mse']:.4f} | {r['x0_mse'] / max(baseline, 1e-12):.2f} |"
+               for r in rows), "",
+             (f"**Worse than the mean image at {len(worse)} of {len(rows)} t-buckets**: the model has not learned "
+              "these images (train longer; see the warning of `train-denoiser`)." if worse else
+              "Better than the mean image at every t-bucket."), "",
+             "![samples](samples_ddim50.png)", "", "![DiffAug examples](diffaug_examples.png)", ""]
+    (out_dir / files.REPORT).write_text("\n".join(lines))
+    return {"x0_mse_per_t": rows, "mean_image_mse": baseline, "worse_than_mean": len(worse),
+            "pictures": ["samples_ddim50.png", "diffaug_examples.png"], "report": str(out_dir / files.REPORT)}
+
+
+def report_command(o, out_dir: Path) -> dict:
+    """``diffaug-fast denoiser-report``: any denoiser the package loads, on the data it was trained on (``--data``;
+    default: the data its train-denoiser export recorded, Fashion-MNIST for the shipped ones)."""
+    from diffaug_fast.runs.provenance import denoiser_data
+    from diffaug_fast.runs.weights import load_denoiser
+
+    flags = getattr(o, "denoiser_flags", None)
+    denoiser = load_denoiser(o.model, flags=flags) if flags else load_denoiser(o.model)
+    data = o.data or denoiser_data(o.model)
+    if data is None:
+        raise DiffAugError(f"argument --data: give the images {o.model} was trained on (fmnist, cifar10:DIR or an "
+                           "image folder); its files do not say")
+    channels, size = (denoiser.image_shape or (1, 28, 28))[0], (denoiser.image_shape or (1, 28, 28))[-1]
+    if channels not in (1, 3):
+        raise DiffAugError(f"argument --model {o.model}: works on {channels}-channel images; the report reads 1 or 3")
+    test, _ = load_dataset(data, "test", limit=o.limit, image_size=size, channels=channels)
+    problem = denoiser.shape_problem(test.shape[1:]) if hasattr(denoiser, "shape_problem") else None
+    if problem is not None:
+        raise DiffAugError(f"argument --data {data} does not fit the denoiser: {problem}; pass the images it was "
+                           "trained on")
+    train, _ = load_dataset(data, "train", limit=max(o.limit, 2000), image_size=size, channels=channels)
+    return write_report(denoiser, out_dir, test, mean_image=train.mean(0), limit=o.limit, samples=o.samples,
+                        seed=o.seed, title=f"{o.model} on {data}")

@@ -6,6 +6,13 @@ clothing are a poor yardstick anyway. So a clean classifier — the one shipped 
 ``export-classifier`` file — is registered with torch-fidelity as the feature extractor ``"diffaug-fast-classifier"``: its pooled penultimate features feed FID / KID /
 precision-recall, its logits feed the Inception Score. Numbers made with it are comparable only with
 numbers made with the same extractor run (say which one when you report them).
+
+Which extractor fits which data: the shipped Fashion-MNIST classifier only for 1x28x28 Fashion-MNIST-like
+samples (it knows nothing of other images); for anything else torch-fidelity's Inception-v3 (``inception``, the
+usual FID / IS / KID of the literature; its weights file must be in torch's hub cache or given as
+``inception:FILE``), or a clean classifier trained on the same images (``diffaug-fast train --data DIR``), whose
+channels and image size must be the samples'. The reference is the test split of the data the samples imitate
+(recorded by ``sample``), never Fashion-MNIST for other images.
 """
 from __future__ import annotations
 
@@ -36,7 +43,7 @@ def _extractor_class():
             if config.model.mode != "clean" or not hasattr(model, "features"):
                 raise ValueError(f"{path}: the feature extractor must be a clean-image ResNet classifier "
                                  f"(mode {config.model.mode}, model {config.model.arch})")
-            self.model = model
+            self.model, self.channels = model, config.data.channels
 
         @staticmethod
         def get_provided_features_list():
@@ -58,8 +65,10 @@ def _extractor_class():
             if x.dtype != torch.uint8 or x.dim() != 4:
                 raise ValueError(f"{EXTRACTOR}: expected uint8 images [B, C, H, W], got {x.dtype} {list(x.shape)}")
             x = x.to(torch.float32).div(127.5).sub(1.0)
-            if x.shape[1] == 3:  # torch-fidelity's own datasets are RGB: back to grayscale
+            if x.shape[1] == 3 and self.channels == 1:  # torch-fidelity's own datasets are RGB: back to grayscale
                 x = x.mean(1, keepdim=True)
+            elif x.shape[1] == 1 and self.channels == 3:
+                x = x.expand(-1, 3, -1, -1)
             feats = self.model.features(x)
             logits = self.model.fc(feats)
             out = {"features": feats, "logits_unbiased": logits, "logits": logits}
@@ -80,7 +89,9 @@ def register() -> str:
 class ImageTensorDataset(Dataset):
     """uint8 images [N, C, H, W] (or float in [-1, 1], converted) as the Dataset torch-fidelity reads."""
 
-    def __init__(self, images: torch.Tensor):
+    def __init__(self, images: torch.Tensor, rgb: bool = False):
+        if rgb and images.shape[1] == 1:  # Inception reads RGB
+            images = images.expand(-1, 3, -1, -1)
         if images.dtype != torch.uint8:
             images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         if images.dim() != 4:
@@ -97,16 +108,20 @@ class ImageTensorDataset(Dataset):
 def fidelity_metrics(generated: torch.Tensor, reference: torch.Tensor, extractor_run: str | Path, *,
                      fid: bool = True, isc: bool = True, kid: bool = True, kid_subset_size: int | None = None,
                      batch_size: int = 500, verbose: bool = False) -> dict:
-    """torch-fidelity's FID / IS / KID of ``generated`` against ``reference`` with a classifier run's features."""
+    """torch-fidelity's FID / IS / KID of ``generated`` against ``reference`` with a classifier run's features, or
+    Inception-v3's for ``extractor_run`` = ``inception`` / ``inception:FILE``."""
     import torch_fidelity
 
-    name = register()
+    inception = str(extractor_run).split(":")[0] == "inception"
+    name = "inception-v3-compat" if inception else register()
+    weights = (str(extractor_run).partition(":")[2] or None) if inception else str(extractor_run)
     n = min(len(generated), len(reference))
     return torch_fidelity.calculate_metrics(
-        input1=ImageTensorDataset(generated), input2=ImageTensorDataset(reference), cuda=torch.cuda.is_available(),
+        input1=ImageTensorDataset(generated, inception), input2=ImageTensorDataset(reference, inception),
+        cuda=torch.cuda.is_available(),
         fid=fid, isc=isc, kid=kid, kid_subset_size=kid_subset_size or min(1000, n), batch_size=batch_size,
         isc_splits=max(1, min(10, len(generated) // 2)),
-        feature_extractor=name, feature_extractor_weights_path=str(extractor_run), save_cpu_ram=True,
+        feature_extractor=name, feature_extractor_weights_path=weights, save_cpu_ram=True,
         samples_shuffle=False, verbose=verbose)
 
 
@@ -119,6 +134,35 @@ def features(images: torch.Tensor, extractor_run: str | Path, batch: int = 500) 
     return torch.cat([extractor(data[i:i + batch])[0] for i in range(0, len(data), batch)]).double().numpy()
 
 
+def check_extractor(name: str, shape: tuple, *, auto: bool = False, flag: str = "--extractor") -> None:
+    """The feature extractor (or judge) ``name`` fits samples of ``shape`` (C, H, W); a one-line error if not."""
+    from diffaug_fast.errors import DiffAugError
+    from diffaug_fast.runs.classifiers import classifier_weights
+
+    size = "x".join(map(str, shape))
+    if name.split(":")[0] == "inception" and flag == "--extractor":
+        file = name.partition(":")[2]
+        if file and not Path(file).is_file():
+            raise FileNotFoundError(f"argument --extractor {name}: {file} is not a file (torch-fidelity's "
+                                    "Inception-v3 weights, weights-inception-2015-12-05-6726825d.pth)")
+        if auto and not file:
+            from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+            cached = Path(torch.hub.get_dir()) / "checkpoints" / URL_INCEPTION_V3.rsplit("/", 1)[-1]
+            if not cached.exists():
+                raise DiffAugError(f"the fidelity of {size} samples needs features of such images: torch-fidelity's "
+                                   f"Inception-v3, whose weights {cached.name} are not in {cached.parent}; put them "
+                                   "there, pass --extractor inception:FILE, or --extractor a clean classifier of these "
+                                   "images (a `diffaug-fast train --data DIR` run)")
+        return
+    _, config, _ = classifier_weights(name)
+    fits = (config.data.channels, config.data.image_size, config.data.image_size)
+    if config.model.mode != "clean" or fits != tuple(shape):
+        raise DiffAugError(f"argument {flag} {name} is a {config.model.mode} classifier of {'x'.join(map(str, fits))} "
+                           f"images; the samples are {size}: pass a clean classifier trained on images like them"
+                           + (" (or --extractor inception)" if flag == "--extractor" else ""))
+
+
 def fidelity_command(o) -> dict:
     """``diffaug-fast fidelity``: FID / IS / KID of a samples.npz against real test images, and with labels in
     it the judge classifier's accuracy on the requested classes."""
@@ -126,6 +170,7 @@ def fidelity_command(o) -> dict:
     from pathlib import Path
 
     from diffaug_fast.data import load_dataset
+    from diffaug_fast.errors import DiffAugError
     from diffaug_fast.eval.metrics import accuracy
     from diffaug_fast.runs.classifiers import load_classifier
 
@@ -138,17 +183,30 @@ def fidelity_command(o) -> dict:
     generated = torch.from_numpy(data["images"])
     from diffaug_fast.data.cifar import cifar_source
 
-    if o.reference != "fmnist" and cifar_source(o.reference) is None and not Path(o.reference).is_dir():
-        raise FileNotFoundError(f"argument --reference {o.reference}: expected 'fmnist', cifar10:DIR / "
-                                "cifar100:DIR or an image folder")
-    _, channels, size, _ = generated.shape
-    reference, _ = load_dataset(o.reference, "test", limit=o.reference_limit, image_size=size, channels=channels)
-    result = fidelity_metrics(generated, reference, o.extractor)
-    line = (f"{len(generated)} samples vs {len(reference)} test images, features of {o.extractor}: "
+    shape = tuple(generated.shape[1:])
+    reference_name = o.reference or (str(data["data"]) if "data" in data else "fmnist")
+    if reference_name != "fmnist" and cifar_source(reference_name) is None and not Path(reference_name).is_dir():
+        raise FileNotFoundError(f"argument --reference {reference_name}: expected 'fmnist', cifar10:DIR / "
+                                "cifar100:DIR or an image folder" + ("" if o.reference else
+                                                                    f" (recorded in {path}; pass --reference)"))
+    reference, _ = load_dataset(reference_name, "test", limit=o.reference_limit, image_size=shape[-1],
+                                channels=shape[0])
+    if tuple(reference.shape[1:]) != shape:
+        raise DiffAugError(f"argument --reference {reference_name}: its images are "
+                           f"{'x'.join(map(str, reference.shape[1:]))}, the samples {'x'.join(map(str, shape))}; "
+                           "compare with the data the samples imitate")
+    extractor = o.extractor or ("fmnist-classifier" if shape == (1, 28, 28) else "inception")
+    check_extractor(extractor, shape, auto=o.extractor is None)
+    result = fidelity_metrics(generated, reference, extractor)
+    line = (f"{len(generated)} samples vs {len(reference)} test images of {reference_name}, features of {extractor}: "
             f"FID {result['frechet_inception_distance']:.3f}, IS {result['inception_score_mean']:.3f} ± "
             f"{result['inception_score_std']:.3f}, KID {result['kernel_inception_distance_mean']:.5f}")
-    if "labels" in data:
-        judge, _ = load_classifier(o.judge or o.extractor)
+    judge_name = o.judge or (None if extractor.split(":")[0] == "inception" else extractor)
+    if "labels" in data and judge_name is None:
+        line += "; no judge of the requested class (pass --judge, a clean classifier of these images)"
+    elif "labels" in data:
+        check_extractor(judge_name, shape, flag="--judge")
+        judge, _ = load_classifier(judge_name)
         acc = accuracy(judge, generated.float().div(127.5).sub(1.0), torch.from_numpy(data["labels"]))
         result["judge_accuracy"] = acc
         line += f"; judge accuracy on the requested class {100 * acc:.1f}%"

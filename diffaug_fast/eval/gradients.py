@@ -65,33 +65,34 @@ def save_gradient_grid(study: dict, images: torch.Tensor, path: str | Path) -> P
 
 
 def gradients_command(o, out: Path) -> dict:
-    """``diffaug-fast gradients``: each run's class gradients at ``o.t`` on Fashion-MNIST test images, as a
-    picture and mean cosines with x0 - x_t (gradient_alignment.json)."""
+    """``diffaug-fast gradients``: each run's class gradients at ``o.t`` on the test images of the data the runs were
+    trained on (at their size and channels), as a picture and mean cosines with x0 - x_t (gradient_alignment.json)."""
     import json
 
-    from diffaug_fast.data import load_fashion_mnist
+    from diffaug_fast.data import load_dataset
     from diffaug_fast.errors import DiffAugError
     from diffaug_fast.runs.classifiers import load_classifier
     from diffaug_fast.runs.weights import load_denoiser
 
-    classifiers, denoisers = {}, set()
+    classifiers, denoisers, datas = {}, set(), set()
     for run in o.classifier:
         clf, cfg = load_classifier(run)
         if cfg.model.mode == "clean":
             raise DiffAugError(f"argument --classifier {run} is a clean-image classifier; gradients at x_t need a "
                                "`train --mode noisy|da` run")
         classifiers[f"{Path(run).name} ({cfg.model.mode})"] = clf
+        datas.add((cfg.data.source, cfg.data.channels, cfg.data.image_size))
         denoisers.add((cfg.diffaug.denoiser, cfg.diffaug.denoiser_flags))
     if len(denoisers) != 1:
         raise DiffAugError(f"argument --classifier: the runs use different diffusion models "
                            f"({', '.join(sorted(name for name, _ in denoisers))}, or other --denoiser-flags)")
     name, flags = denoisers.pop()
     denoiser = load_denoiser(name, flags=flags)
-    shape = denoiser.image_shape
-    if shape is not None and shape != (1, 28, 28):
-        raise DiffAugError(f"argument --classifier: the gradients picture uses Fashion-MNIST test images (1x28x28); "
-                           f"these classifiers work on {'x'.join(map(str, shape))} images")
-    images, labels = load_fashion_mnist("test", limit=o.images)
+    if len(datas) != 1:
+        raise DiffAugError(f"argument --classifier: the runs were trained on different data "
+                           f"({', '.join(f'{d} at {c}x{n}x{n}' for d, c, n in sorted(datas))})")
+    source, channels, size = datas.pop()  # the runs' own test images, at their size and channels
+    images, labels = load_dataset(source, "test", limit=o.images, image_size=size, channels=channels)
     study = gradient_study(classifiers, denoiser, images, labels, o.t, seed=o.seed)
     path = save_gradient_grid(study, images, out / "gradients.png")
     summary = {name: {t: float(c.mean()) for t, c in per_t.items()} for name, per_t in study["cosine"].items()}

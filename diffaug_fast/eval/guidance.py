@@ -9,6 +9,7 @@ import torch
 
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs.classifiers import classifier_classes, load_classifier
+from diffaug_fast.runs.provenance import denoiser_data, same_denoiser
 from diffaug_fast.runs.weights import load_denoiser
 
 
@@ -48,7 +49,7 @@ def sample_command(o) -> dict:
         model_name = trained_with if o.model is None else o.model
         if o.model is None:
             model_flags = trained_flags
-        if model_name != trained_with and {model_name, trained_with} != {"fmnist", "fmnist-vp"}:
+        if not same_denoiser(model_name, trained_with):  # by content: any spelling of the same file
             raise DiffAugError(f"argument --classifier {o.classifier} was trained with the {trained_with!r} "
                                f"diffusion model; sample with --model {trained_with} (or leave --model out)")
         if (model_flags or None) != (trained_flags or None):
@@ -77,6 +78,10 @@ def sample_command(o) -> dict:
     nrow = int(labels.max()) + 1 if o.class_ == "all" else int(o.num**0.5 + 0.5)  # --class all: a column per class
     save_image(images.add(1).div(2).clamp(0, 1), out / "samples.png", nrow=nrow, padding=1)
     extra = {"labels": labels.numpy()} if labels is not None else {}
+    # what the samples imitate, for `fidelity`'s default reference: the guiding run's data, else the denoiser's
+    data = cfg.data.source if o.classifier else denoiser_data(model_name or "fmnist")
+    if data is not None:
+        extra["data"] = np.array(data)
     np.savez_compressed(out / "samples.npz",
                         images=((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy(), **extra)
     print(f"{o.num} samples ({o.mode}, {o.steps}, seed {o.seed}) in {seconds:.1f} s ({o.num / seconds:.1f} "

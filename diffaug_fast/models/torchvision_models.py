@@ -4,8 +4,9 @@ resnet50, vit_b_16, convnext_tiny, efficientnet_b0, ...), built offline for the 
 * ``weights=None`` always: nothing is downloaded. Pretrained weights the user holds come in through
   ``--init`` (models/pretrained.py).
 * ``num_classes`` is the data's class count.
-* Grey images (1 channel) are repeated to the 3 channels the model's stem expects by a forward pre-hook: no
-  parameters, so the state dict is torchvision's own and ImageNet weights load unchanged.
+* A forward pre-hook feeds the model what torchvision's weights expect: grey images (1 channel) repeated to
+  RGB, [-1, 1] mapped to [0, 1] and normalised by ImageNet's mean and std. It has no parameters, so the state
+  dict is torchvision's own and ImageNet weights load unchanged.
 * The model is tried once on the image size by a forward pass on the ``meta`` device (shapes only, no
   compute); a model that cannot take that size is refused with one line (e.g. VGG at 28 px: pass
   ``--image-size 224``). ViTs are built for the image size (a multiple of their patch size).
@@ -40,9 +41,20 @@ def close_matches(name: str, ours: tuple[str, ...]) -> str:
     return f"expected one of {', '.join(ours)} or a torchvision.models classifier (resnet50, vit_b_16, ...)"
 
 
-def _grey_to_rgb(module: nn.Module, args: tuple):
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _imagenet_input(module: nn.Module, args: tuple):
+    """The package's images in [-1, 1] as torchvision's models take them: grey repeated to RGB, then scaled to
+    [0, 1] and normalised by ImageNet's mean and std (what its released weights, loaded by --init, expect)."""
     x = args[0]
-    return (x.expand(-1, 3, -1, -1), *args[1:]) if x.dim() == 4 and x.shape[1] == 1 else None
+    if x.dim() != 4:
+        return None
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return ((x + 1) * 0.5 - mean) / std, *args[1:]
 
 
 def build_torchvision(name: str, *, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
@@ -63,8 +75,7 @@ def build_torchvision(name: str, *, num_classes: int, in_channels: int, image_si
     if name in NO_AUX:
         kwargs.update(aux_logits=False, init_weights=True)
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
-    if in_channels == 1:
-        model.register_forward_pre_hook(_grey_to_rgb)
+    model.register_forward_pre_hook(_imagenet_input)
     check_image_size(model, name, in_channels, image_size)
     return model
 

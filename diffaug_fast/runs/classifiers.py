@@ -12,6 +12,7 @@ from diffaug_fast.errors import DiffAugError
 from diffaug_fast.models.build import build_model, num_classes_of
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified
+from diffaug_fast.runs.provenance import data_record, denoiser_record, read_records, resolve_config_values
 from diffaug_fast.runs.weights import CLASSIFIERS, WEIGHTS_DIR, load_denoiser
 
 
@@ -22,11 +23,13 @@ def classifier_path(source: str | Path) -> Path:
 
 
 def run_config(run_dir: str | Path) -> TrainConfig:
-    """The training config saved in a run folder."""
+    """The training config saved in a run folder, its data and denoiser resolved to where they are now (see
+    runs/provenance.py: the run works from any directory)."""
     path = Path(run_dir) / files.CONFIG
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} holds no `diffaug-fast train` run (no {files.CONFIG})")
-    return train_config_from_dict(files.read_json(path), source=str(path))
+    values = resolve_config_values(files.read_json(path), run_dir, read_records(run_dir), str(run_dir))
+    return train_config_from_dict(values, source=str(path))
 
 
 def classifier_weights(source: str | Path) -> tuple[dict, TrainConfig, int]:
@@ -46,7 +49,9 @@ def classifier_weights(source: str | Path) -> tuple[dict, TrainConfig, int]:
         except Exception as err:  # truncated or foreign file
             raise DiffAugError(f"{source} could not be read as a .safetensors file: {err}") from None
         classes = meta.get("num_classes") or num_classes_of(weights)
-        return weights, train_config_from_dict(meta["config"], source=str(meta_path)), classes
+        values = resolve_config_values(meta["config"], source.parent, (meta.get("denoiser"), meta.get("data")),
+                                       str(source))
+        return weights, train_config_from_dict(values, source=str(meta_path)), classes
     ckpt = source / files.CHECKPOINT
     if not source.is_dir() or not checkpoint_exists(ckpt):
         raise FileNotFoundError(f"{source} holds no `diffaug-fast train` run (need {files.CONFIG} and "
@@ -96,6 +101,11 @@ def export_classifier(run_dir: str | Path, weights: str | Path) -> Path:
     state = {k: v.contiguous() for k, v in state.items()}
     meta = {"config": to_dict(config), "num_classes": num_classes, "classes": classifier_classes(run_dir, num_classes),
             "source": str(run_dir)}
+    denoiser, data = read_records(run_dir) if Path(run_dir).is_dir() else (None, None)
+    if denoiser is not None:  # re-based on the export's folder; config (resolved by run_config) holds where it is
+        meta["denoiser"] = denoiser_record(config.diffaug.denoiser, weights.parent, denoiser.get("flags"))
+    if data is not None:
+        meta["data"] = data_record(config.data.source, weights.parent)
     metrics = files.read_json(Path(run_dir) / files.METRICS)
     if metrics is not None:
         meta["metrics"] = metrics

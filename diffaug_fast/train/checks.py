@@ -11,6 +11,7 @@ from diffaug_fast.config import NOT_IDENTITY, TrainConfig, to_dict, train_config
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import checkpoint_exists
+from diffaug_fast.runs.provenance import denoiser_key, read_records, resolve_config_values, same_data, same_denoiser
 from diffaug_fast.train.distributed import world
 
 
@@ -68,11 +69,19 @@ def identity(values: dict) -> dict:
     return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_IDENTITY)}
 
 
-def check_same_run(saved: dict, config: TrainConfig, what: str) -> None:
-    """Refuse to continue a run with settings that change what it trains, naming the options."""
+def check_same_run(saved: dict, config: TrainConfig, what: str, run_dir: Path | None = None) -> None:
+    """Refuse to continue a run with settings that change what it trains, naming the options. The data and the
+    denoiser are compared by what they are (resolved path; content hash, recorded in ``run_dir``), not by the
+    string typed: an absolute and a relative spelling of the same file are the same run."""
+    denoiser, data = read_records(run_dir) if run_dir is not None else (None, None)
+    if run_dir is not None:  # the saved data path as typed then, resolved from the run folder
+        saved = resolve_config_values(saved, run_dir, (None, data), what)
     before = identity(to_dict(train_config_from_dict(saved, source=what)))
     now = identity(to_dict(config))
-    changed = sorted(k for k in before if before[k] != now.get(k))
+    recorded = denoiser.get("sha256") if denoiser else None
+    same = {"data.source": same_data,
+            "diffaug.denoiser": lambda a, b: denoiser_key(b) == f"sha256:{recorded}" if recorded else same_denoiser(a, b)}
+    changed = sorted(k for k in before if before[k] != now.get(k) and not (k in same and same[k](before[k], now[k])))
     if changed:
         detail = ", ".join(f"{k.split('.')[-1]}: {before[k]!r} -> {now.get(k)!r}" for k in changed)
         hint = " (a run's --epochs is fixed: its learning-rate schedule spans them)" if "optim.epochs" in changed else ""

@@ -22,6 +22,7 @@ from diffaug_fast.data import dataset_classes, load_dataset
 from diffaug_fast.models.build import build_model
 from diffaug_fast.models.pretrained import load_init
 from diffaug_fast.runs import files
+from diffaug_fast.runs.provenance import write_records
 from diffaug_fast.runs.weights import load_denoiser
 from diffaug_fast.train import loop
 from diffaug_fast.train.batches import Batches
@@ -106,7 +107,7 @@ class ClassifierTrainer:
                 "num_classes": self.num_classes}
 
     def load_state_dict(self, state: dict) -> None:
-        check_same_run(state["config"], self.config, "the checkpoint")
+        check_same_run(state["config"], self.config, "the checkpoint", getattr(self, "run_dir", None))
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
@@ -188,9 +189,12 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     shape = {"image_size": config.data.image_size, "channels": config.data.channels}
     images, labels = data or load_dataset(config.data.source, "train", limit=config.data.train_limit, **shape)
     trainer = ClassifierTrainer(config, images, labels)
+    trainer.run_dir = out_dir  # resuming compares the denoiser and data with the ones this folder recorded
     loop.resume(trainer, out_dir)
     if rank == 0:
         files.write_json(out_dir / files.CONFIG, to_dict(config))
+        write_records(out_dir, config.data.source, config.diffaug.denoiser if trainer.denoiser is not None else None,
+                      getattr(config.diffaug, "denoiser_flags", None))
         write_classes(out_dir, config, labels)
     mode = config.model.mode
     desc = f"train (DiffAug {config.diffaug.mode})" if mode == "clean" else f"train ({mode} classifier)"

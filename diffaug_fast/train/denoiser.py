@@ -9,6 +9,7 @@ data order), a progress bar with loss and images/s.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from diffaug_fast.config import DenoiserConfig
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import load_verified
+from diffaug_fast.runs.provenance import data_record
 from diffaug_fast.data import load_dataset, load_fashion_mnist
 from diffaug_fast.diffusion import Schedule, get_schedule, q_sample, ve_geometric
 from diffaug_fast.diffusion.unet import UNetModel
@@ -79,6 +81,28 @@ def unet_settings(config: DenoiserConfig) -> dict:
     return dict(config.unet) if config.unet else unet_for(config.image_size, config.channels)
 
 
+def with_step_defaults(config: DenoiserConfig) -> DenoiserConfig:
+    """``--ema-decay`` / ``--warmup-steps`` auto, scaled to the step budget: EMA decay min(0.999, 1 - 10/steps)
+    (its average spans ~a tenth of the run, never mostly the random start) and warm-up min(200, steps/10)."""
+    ema = config.ema_decay if config.ema_decay is not None else min(0.999, max(0.0, 1 - 10 / config.steps))
+    warmup = config.warmup if config.warmup is not None else max(1, min(200, config.steps // 10))
+    return replace(config, ema_decay=ema, warmup=warmup)
+
+
+MIN_STEPS, MIN_PASSES, ENOUGH_IMAGES = 2000, 50, 300_000
+
+
+def too_short(steps: int, batch: int, images: int) -> str | None:
+    """The warning for a run far too short to learn its data: fewer than 2000 steps, or fewer than 50 passes over
+    the data unless 300 k images are seen (Fashion-MNIST's 2500 x 128 = 5 passes over 60 k images is enough)."""
+    seen = steps * batch
+    if steps >= MIN_STEPS and seen >= min(MIN_PASSES * images, ENOUGH_IMAGES):
+        return None
+    return (f"warning: {steps} steps x batch {batch} = {seen / images:.1f} passes over {images} images is far too "
+            f"short to learn them (need >= {MIN_STEPS} steps and >= {MIN_PASSES} passes or "
+            f"{ENOUGH_IMAGES:,} images seen); expect noise-like samples (see the report)")
+
+
 class DenoiserTrainer:
     """The denoiser's training state; ``loop.run`` drives it. Every step: a batch in keyed order, t and the
     Philox seed of its noise from the torch RNG (saved in the checkpoint), AdamW, gradient clipping, EMA."""
@@ -86,6 +110,7 @@ class DenoiserTrainer:
     def __init__(self, config: DenoiserConfig, images: torch.Tensor):
         if len(images) < config.batch_size:
             raise ValueError(f"argument --batch-size ({config.batch_size}) exceeds the {len(images)} training images")
+        config = with_step_defaults(config)
         self.config, self.images = config, images
         self.model, self.schedule = build_network(config)
         self.ema = EMA(self.model, config.ema_decay)
@@ -159,8 +184,12 @@ def train_denoiser(config: DenoiserConfig, out_dir: str | Path, *, data_root=Non
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.unet is None:
         config = replace(config, unet=unet_for(config.image_size, config.channels))
+    config = with_step_defaults(config)
     torch.manual_seed(config.seed)
     trainer = DenoiserTrainer(config, load_images(config, data_root))
+    warning = too_short(config.steps, config.batch_size, len(trainer.images))
+    if warning and progress:
+        print(warning, file=sys.stderr)
     loop.resume(trainer, out_dir)
     files.write_json(out_dir / files.CONFIG, asdict(config))
     loop.run(trainer, out_dir, desc=f"train-denoiser ({config.kind})", images_per_step=config.batch_size,
@@ -177,7 +206,8 @@ def export_ema(checkpoint: str | Path, config: DenoiserConfig, weights_out: str 
     tmp = weights_out.with_name(weights_out.name + ".tmp")
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
     tmp.replace(weights_out)
-    files.write_json(weights_out.with_suffix(".json"), export_config(config))
+    files.write_json(weights_out.with_suffix(".json"), {**export_config(config),
+                                                        "data": data_record(config.data, weights_out.parent)})
 
 
 def export_config(config: DenoiserConfig) -> dict:
@@ -187,3 +217,24 @@ def export_config(config: DenoiserConfig) -> dict:
                 "sigma_data": config.sigma_data, "parametrization": "score", "condition": "sigma",
                 "unet": unet_settings(config)}
     return {"kind": "vp", "schedule": config.schedule, "parametrization": "eps", "unet": unet_settings(config)}
+
+
+def write_denoiser_report(config: DenoiserConfig, out_dir: str | Path, *, data_root=None, limit: int = 2000,
+                          samples: int = 64, train_images: torch.Tensor | None = None) -> dict:
+    """The report ``denoiser-report`` writes, for the EMA weights just exported to ``out_dir``: x̂0 error per t on
+    the data's test split against the mean training image, a sample grid, DiffAug examples, report.md."""
+    from diffaug_fast.eval.denoiser_report import write_report
+    from diffaug_fast.runs.weights import load_exported
+
+    out_dir = Path(out_dir)
+    unet = unet_settings(config)
+    if config.data == "fmnist":
+        test = load_fashion_mnist("test", root=data_root, limit=limit)[0]
+    else:
+        test = load_dataset(config.data, "test", image_size=unet["image_size"], channels=unet["in_channels"],
+                            limit=limit)[0]
+    if train_images is None:
+        train_images = load_images(config, data_root)
+    denoiser = load_exported(out_dir / files.DENOISER_WEIGHTS)
+    return write_report(denoiser, out_dir, test, mean_image=train_images.mean(0), limit=limit, samples=samples,
+                        seed=config.seed, title=f"train-denoiser {config.kind}, {config.steps} steps on {config.data}")
