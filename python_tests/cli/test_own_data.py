@@ -202,7 +202,7 @@ def test_denoiser_step_defaults_and_too_short_warning():
 @pytest.mark.slow
 def test_cli_train_denoiser_writes_report_and_warns(tmp_path, monkeypatch, capsys):
     """The command itself (the lean 32 px UNet: seconds per step on 2 CPU cores)."""
-    make_folder(tmp_path / "imgs", per_class=6)
+    make_folder(tmp_path / "imgs", per_class=10)  # every 10th image is a test image
     monkeypatch.chdir(tmp_path)
     assert main(["train-denoiser", "--data", "imgs", "--image-size", "32", "--channels", "3", "--steps", "2",
                  "--batch-size", "4", "--report-limit", "3", "--report-samples", "1", "--out", "d"]) == 0
