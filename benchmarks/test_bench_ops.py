@@ -131,10 +131,12 @@ def _eager_ddpm_step(x, eps, g, coef, scale):
 
 
 def _eager_ddim_step(x, eps, g, coef, scale):
-    # guided-diffusion's ddim_sample (eta = 0) + condition_score, op by op
+    # guided-diffusion's ddim_sample (eta = 0) + condition_score, op by op: clip x0, shift eps, x0 from the
+    # shifted eps (not clipped again), eps from that x0
     c = _columns(coef)
-    eps = eps - c[L.COL_S] * scale * g
     x0 = ((x - c[L.COL_S] * eps) / c[L.COL_A]).clamp(-1, 1)
+    eps = (x - c[L.COL_A] * x0) / c[L.COL_S] - c[L.COL_S] * scale * g
+    x0 = (x - c[L.COL_S] * eps) / c[L.COL_A]
     eps = (x - c[L.COL_A] * x0) / c[L.COL_S]
     return c[L.COL_DDIM_A_PREV] * x0 + c[L.COL_DDIM_DIR] * eps
 

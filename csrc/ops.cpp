@@ -18,7 +18,7 @@ TORCH_LIBRARY(diffaug_fast, m) {
   // parametrization (a Parametrization code, diffaug_fast/layout.h) and (a, s); optional clamp to [-clip, clip].
   m.def("denoise_epilogue(Tensor x_t, Tensor model_out, Tensor a, Tensor s, int parametrization, float? clip)"
         " -> Tensor");
-  // One DDPM or DDIM reverse step (a StepMode code) with optional classifier
+  // One DDPM or DDIM reverse step (a StepMode code; DDIM has two guidance variants) with optional classifier
   // guidance `grad` and its noise (in-kernel Philox unless `noise` is given); coef is float32
   // [B, kStepCoefficients] with the step_col:: columns of diffaug_fast/layout.h (formulas in step.h).
   m.def("guided_step(Tensor x_t, Tensor eps, Tensor? var_interp, Tensor? grad, Tensor coef, Tensor? noise,"
@@ -54,6 +54,7 @@ PYBIND11_MODULE(_C, m) {
   // The positional contracts of csrc/include/diffaug_fast/layout.h, read by diffaug_fast/ops/layout.py.
   m.attr("PARAMETRIZATIONS") = named_values(diffaug_fast::kParametrizationNames);
   m.attr("STEP_MODES") = named_values(diffaug_fast::kStepModeNames);
+  m.attr("DDIM_GUIDANCE") = named_values(diffaug_fast::kDdimGuidanceNames);
   m.attr("STEP_COLUMNS") = named_values(diffaug_fast::kStepColumnNames);
   m.attr("STEP_COEFFICIENTS") = diffaug_fast::kStepCoefficients;
 }

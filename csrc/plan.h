@@ -156,8 +156,9 @@ inline StepPlan plan_step(const at::Tensor& xt_in, const at::Tensor& eps_in, con
                           const std::optional<at::Tensor>& noise_in, int64_t mode, std::optional<double> clip,
                           int64_t seed, int64_t offset) {
   TORCH_CHECK(xt_in.dim() >= 1, "guided_step: x_t must have a batch dimension");
-  TORCH_CHECK(mode == kDDPM || mode == kDDIM, "guided_step: mode must be ", int64_t{kDDPM}, " (DDPM) or ",
-              int64_t{kDDIM}, " (DDIM)");
+  TORCH_CHECK(mode == kDDPM || mode == kDDIM || mode == kDDIMClipAfterShift, "guided_step: mode must be ",
+              int64_t{kDDPM}, " (DDPM), ", int64_t{kDDIM}, " (DDIM) or ", int64_t{kDDIMClipAfterShift},
+              " (DDIM, clip after the guidance shift)");
   TORCH_CHECK(seed >= 0 && offset >= 0, "guided_step: seed and offset must be non-negative");
   TORCH_CHECK(coef.dim() == 2 && coef.size(0) == xt_in.size(0) && coef.size(1) == kStepCoefficients &&
                   coef.scalar_type() == at::kFloat && coef.device() == xt_in.device(),

@@ -16,12 +16,16 @@ namespace {
 
 constexpr int64_t kChunk = 1024;
 
-template <typename T, typename TO>
+// kClipAfterShift: the older DDIM guidance variant (step.h); a template argument keeps the loop branch-free.
+template <bool kClipAfterShift, typename T, typename TO>
 DAF_CLONES void ddim_run(T* __restrict out, const T* __restrict xt, const TO* __restrict eps,
                          const float* __restrict g, const float* __restrict z, const float* c, float scale,
                          float limit, int64_t n) {
-  for (int64_t j = 0; j < n; ++j)
-    out[j] = static_cast<T>(ddim_step(c, static_cast<float>(xt[j]), static_cast<float>(eps[j]), g[j], z[j], scale, limit));
+  for (int64_t j = 0; j < n; ++j) {
+    const float x = static_cast<float>(xt[j]), e = static_cast<float>(eps[j]);
+    out[j] = static_cast<T>(kClipAfterShift ? ddim_step_clip_after_shift(c, x, e, g[j], z[j], scale, limit)
+                                            : ddim_step(c, x, e, g[j], z[j], scale, limit));
+  }
 }
 
 template <typename T, typename TO>
@@ -72,7 +76,11 @@ at::Tensor guided_step_cpu(const at::Tensor& xt_in, const at::Tensor& eps_in, co
           const T* x = xp + b * l.inner + m0;
           const TO* e = ep + b * p.eps_stride + m0;
           if (mode == kDDIM) {
-            ddim_run(dst, x, e, g, z, c, static_cast<float>(scale), p.limit, n);
+            ddim_run<false>(dst, x, e, g, z, c, static_cast<float>(scale), p.limit, n);
+            continue;
+          }
+          if (mode == kDDIMClipAfterShift) {
+            ddim_run<true>(dst, x, e, g, z, c, static_cast<float>(scale), p.limit, n);
             continue;
           }
           if (learned) {  // per-element log variance, exponentiated in one vectorized pass

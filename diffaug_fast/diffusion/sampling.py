@@ -1,7 +1,9 @@
 """Ancestral DDPM and DDIM sampling, optionally classifier-guided, through the fused guided_step op.
 
 Small composable pieces in the k-diffusion spirit: any ``model(x_t, t) -> eps`` (t is the network's
-own timestep, so respaced chains work), any ``guidance(x_t, t) -> ∇log p(y|x_t)``.
+own timestep, so respaced chains work), any ``guidance(x_t, t) -> ∇log p(y|x_t)`` on the chain's x_t.
+For a VE denoiser the chain is its VP equivalent (:func:`eps_model`); :func:`chain_guidance` turns a
+guidance written for the denoiser's own x_t (what its classifiers were trained on) into the chain's.
 """
 from __future__ import annotations
 
@@ -25,11 +27,14 @@ Guidance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def sample(model: Model, shape, schedule: Schedule, *, steps: str | int | None = None, mode: str = "ddim",
            eta: float = 0.0, variance: str = "fixed_small", learn_sigma: bool = False,
            guidance: Guidance | None = None, scale: float = 1.0, clip: float | bool | None = True, seed: int = 0,
-           device="cpu", dtype=torch.float32, progress: bool = True, backend: str | None = None) -> torch.Tensor:
+           ddim_guidance: str = "guided_diffusion", device="cpu", dtype=torch.float32, progress: bool = True,
+           backend: str | None = None) -> torch.Tensor:
     """Draw samples of ``shape`` from ``model`` by walking ``schedule`` (respaced to ``steps``) backwards.
 
     The same ``seed`` gives the same images on every run and backend: the initial noise and each
-    step's noise come from the Philox stream at consecutive offsets.
+    step's noise come from the Philox stream at consecutive offsets. Guided DDIM is guided-diffusion's
+    ``ddim_sample`` with a ``cond_fn`` (condition_score) unless ``ddim_guidance='clip_after_shift'``
+    (see :func:`diffaug_fast.ops.guided_step`); guided DDPM is its ``p_sample`` (condition_mean).
     """
     chain = respace(schedule, steps) if steps is not None else schedule
     x = torch.zeros(shape, device=device, dtype=dtype)
@@ -46,7 +51,7 @@ def sample(model: Model, shape, schedule: Schedule, *, steps: str | int | None =
                 grad = guidance(x, t_model).to(x.dtype)
         coef = step_coefficients(chain, index, mode=mode, eta=eta, variance=variance, device=device)
         x = guided_step(x, out, coef, mode=mode, grad=grad, scale=scale, clip=clip, learn_sigma=learn_sigma,
-                        seed=seed, offset=numel * (step + 1), backend=backend)
+                        ddim_guidance=ddim_guidance, seed=seed, offset=numel * (step + 1), backend=backend)
     return x
 
 
@@ -77,7 +82,7 @@ def eps_model(denoiser: Denoiser) -> tuple[Model, Schedule]:
         index = torch.searchsorted(native.timesteps.to(t_model.device), t_model)
         x_native = x
         if native.kind == "ve":
-            x_native = x / chain.signal.to(x.device, torch.float32)[index].view(-1, *([1] * (x.dim() - 1)))
+            x_native = x / _chain_signal(chain, index, x)
         out = denoiser.model_output(x_native, index)
         if denoiser.parametrization == "eps":
             return out
@@ -88,3 +93,29 @@ def eps_model(denoiser: Denoiser) -> tuple[Model, Schedule]:
         return (x_native - a.view(shape) * x0) / s.view(shape)
 
     return model, chain
+
+
+def _chain_signal(chain: Schedule, index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """a = chain.signal at grid ``index``, per example, float32: x_chain = a * x_native on a VE's VP chain."""
+    return chain.signal.to(x.device, torch.float32)[index].view(-1, *([1] * (x.dim() - 1)))
+
+
+def chain_guidance(denoiser: Denoiser, guidance: Guidance) -> Guidance:
+    """The guidance :func:`sample` needs on the chain of ``eps_model(denoiser)``, from ``guidance(x, t) ->
+    ∇_x log p(y|x)`` written for the denoiser's own x_t (what its classifiers are trained on; t the network's
+    timestep, as :func:`sample` passes it).
+
+    VP denoisers walk their own chain: ``guidance`` is returned as it is. A VE denoiser's chain holds
+    ``x_vp = a*x_ve`` (``a = 1/sqrt(1 + sigma^2)``), so the classifier is shown ``x_ve = x_vp / a`` and the
+    gradient is taken with respect to the chain's variable: ``∇_{x_vp} log p(y | x_vp/a) = (1/a)·∇_{x_ve} log p``.
+    """
+    native = denoiser.schedule
+    if native.kind == "vp":
+        return guidance
+    chain = vp_equivalent(native)
+
+    def grad(x: torch.Tensor, t_model: torch.Tensor) -> torch.Tensor:
+        a = _chain_signal(chain, torch.searchsorted(native.timesteps.to(t_model.device), t_model), x)
+        return guidance(x / a, t_model) / a
+
+    return grad

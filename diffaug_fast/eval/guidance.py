@@ -35,7 +35,7 @@ def sample_command(o) -> dict:
     import numpy as np
     from torchvision.utils import save_image
 
-    from diffaug_fast.diffusion.sampling import classifier_guidance, eps_model, sample
+    from diffaug_fast.diffusion.sampling import chain_guidance, classifier_guidance, eps_model, sample
 
     guidance, labels, model_name, model_flags = None, None, o.model, o.denoiser_flags
     if o.classifier:
@@ -66,7 +66,10 @@ def sample_command(o) -> dict:
     model, chain = eps_model(denoiser)
     if labels is not None:
         index = denoiser.schedule.timesteps  # the classifier takes grid indices, the sampler passes timesteps
-        guidance = classifier_guidance(lambda x, t: classifier(x, torch.searchsorted(index, t)), labels)
+        # the classifier sees the denoiser's own x_t (a VE one's x_ve, not the VP chain's x_vp = a*x_ve), and the
+        # gradient is taken with respect to the chain's x (chain_guidance)
+        guidance = chain_guidance(denoiser, classifier_guidance(
+            lambda x, t: classifier(x, torch.searchsorted(index, t)), labels))
     out = Path(o.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -2,6 +2,8 @@
 
 * ``PARAMETRIZATIONS``: what a denoiser predicts -> the code ``denoise_epilogue`` takes;
 * ``STEP_MODES``: 'ddpm' / 'ddim' -> the code ``guided_step`` takes;
+* ``DDIM_GUIDANCE``: how DDIM applies guidance -> the step-mode code of that variant: 'guided_diffusion'
+  (the default, guided-diffusion's condition_score + ddim_sample, the code of 'ddim') or 'clip_after_shift';
 * ``STEP_COLUMNS``: the columns of ``guided_step``'s per-example coefficient row, float32
   ``[B, STEP_COEFFICIENTS]`` (built by :func:`diffaug_fast.diffusion.step_coefficients`).
 
@@ -21,6 +23,7 @@ from diffaug_fast.ops import extension as _build
 MIRROR = MappingProxyType({
     "PARAMETRIZATIONS": MappingProxyType({"eps": 0, "v": 1, "x0": 2, "score": 3}),
     "STEP_MODES": MappingProxyType({"ddpm": 0, "ddim": 1}),
+    "DDIM_GUIDANCE": MappingProxyType({"guided_diffusion": 1, "clip_after_shift": 2}),
     "STEP_COLUMNS": MappingProxyType({
         "a": 0, "s": 1,
         "ddpm_mean_x0": 2, "ddpm_mean_xt": 3, "ddpm_log_var_min": 4, "ddpm_log_var_max": 5, "ddpm_noise": 6,
@@ -39,6 +42,7 @@ def exported() -> dict | None:
     if not all(hasattr(ext, name) for name in MIRROR):
         return None
     return {"PARAMETRIZATIONS": dict(ext.PARAMETRIZATIONS), "STEP_MODES": dict(ext.STEP_MODES),
+            "DDIM_GUIDANCE": dict(ext.DDIM_GUIDANCE),
             "STEP_COLUMNS": dict(ext.STEP_COLUMNS), "STEP_COEFFICIENTS": int(ext.STEP_COEFFICIENTS)}
 
 
@@ -48,6 +52,7 @@ _SOURCE = _EXPORTED if _EXPORTED is not None else MIRROR
 
 PARAMETRIZATIONS: MappingProxyType = MappingProxyType(dict(_SOURCE["PARAMETRIZATIONS"]))
 STEP_MODES: MappingProxyType = MappingProxyType(dict(_SOURCE["STEP_MODES"]))
+DDIM_GUIDANCE: MappingProxyType = MappingProxyType(dict(_SOURCE["DDIM_GUIDANCE"]))
 STEP_COLUMNS: MappingProxyType = MappingProxyType(dict(_SOURCE["STEP_COLUMNS"]))
 STEP_COEFFICIENTS: int = int(_SOURCE["STEP_COEFFICIENTS"])
 
@@ -55,6 +60,8 @@ STEP_COEFFICIENTS: int = int(_SOURCE["STEP_COEFFICIENTS"])
 EPS, V, X0, SCORE = (PARAMETRIZATIONS[k] for k in ("eps", "v", "x0", "score"))
 # Step-mode codes.
 DDPM, DDIM = STEP_MODES["ddpm"], STEP_MODES["ddim"]
+DDIM_CLIP_AFTER_SHIFT = DDIM_GUIDANCE["clip_after_shift"]  # DDIM with the older guidance order (step.h)
+DDIM_CODES = frozenset(DDIM_GUIDANCE.values())  # every step-mode code that takes a DDIM step
 # Coefficient columns: shared, then DDPM's, then DDIM's (see csrc/include/diffaug_fast/step.h for the formulas).
 COL_A, COL_S = STEP_COLUMNS["a"], STEP_COLUMNS["s"]
 COL_DDPM_MEAN_X0 = STEP_COLUMNS["ddpm_mean_x0"]

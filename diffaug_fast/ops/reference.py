@@ -108,11 +108,17 @@ def guided_step(x_t, eps, var_interp, grad, coef, noise, mode: int, scale: float
     xt, e = x_t.to(torch.float32), eps.to(torch.float32)
     g = grad.to(torch.float32) if grad is not None else torch.zeros_like(xt)
     limit = math.inf if clip is None else clip
-    if mode == DDIM:
-        e = e - s * scale * g
-        x0 = ((xt - s * e) / a).clamp(-limit, limit)
-        e2 = (xt - a * x0) / s
-        return (col(layout.COL_DDIM_A_PREV) * x0 + col(layout.COL_DDIM_DIR) * e2
+    if mode in layout.DDIM_CODES:
+        if mode == layout.DDIM_CLIP_AFTER_SHIFT:  # the older variant: shift eps, then clip the x0 made from it
+            e = e - s * scale * g
+            x0 = ((xt - s * e) / a).clamp(-limit, limit)
+            e = (xt - a * x0) / s
+        else:  # guided-diffusion: clip x0, shift eps; x0 = (x_t - s*eps')/a is not clipped again
+            x0c = ((xt - s * e) / a).clamp(-limit, limit)
+            shift = s * scale * g
+            e = (xt - a * x0c) / s - shift
+            x0 = x0c + s * shift / a
+        return (col(layout.COL_DDIM_A_PREV) * x0 + col(layout.COL_DDIM_DIR) * e
                 + col(layout.COL_DDIM_SIGMA) * z).to(x_t.dtype)
     x0 = ((xt - s * e) / a).clamp(-limit, limit)
     mean = col(layout.COL_DDPM_MEAN_X0) * x0 + col(layout.COL_DDPM_MEAN_XT) * xt

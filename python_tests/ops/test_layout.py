@@ -32,6 +32,12 @@ def test_named_constants_are_the_tables_entries():
     assert (layout.EPS, layout.V, layout.X0, layout.SCORE) == tuple(
         layout.PARAMETRIZATIONS[k] for k in ("eps", "v", "x0", "score"))
     assert (layout.DDPM, layout.DDIM) == (layout.STEP_MODES["ddpm"], layout.STEP_MODES["ddim"])
+    # DDIM's guidance variants: the default is the 'ddim' code itself; each variant a code of its own
+    assert layout.DDIM_GUIDANCE["guided_diffusion"] == layout.DDIM
+    assert layout.DDIM_CLIP_AFTER_SHIFT == layout.DDIM_GUIDANCE["clip_after_shift"]
+    assert layout.DDIM_CODES == set(layout.DDIM_GUIDANCE.values())
+    assert len(set(layout.DDIM_GUIDANCE.values())) == len(layout.DDIM_GUIDANCE)
+    assert not (set(layout.DDIM_GUIDANCE.values()) - {layout.DDIM}) & set(layout.STEP_MODES.values())
     for name, col in layout.STEP_COLUMNS.items():
         assert getattr(layout, f"COL_{name.upper()}") == col
     assert len(set(layout.PARAMETRIZATIONS.values())) == len(layout.PARAMETRIZATIONS)
@@ -79,18 +85,29 @@ def test_named_columns_land_where_each_kernel_reads_them(backend):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     r = DDIM_ROW
     coef = _row("ddim", r)
-    e = eps - r["s"] * scale * grad
+    # guided-diffusion's order (the default): clip x0, shift eps, x0 from the shifted eps without a second clip
+    x0 = ((x - r["s"] * eps) / r["a"]).clamp(-1, 1)
+    e = (x - r["a"] * x0) / r["s"] - r["s"] * scale * grad
     x0 = (x - r["s"] * e) / r["a"]
+    expected = r["ddim_a_prev"] * x0 + r["ddim_dir"] * e + r["ddim_sigma"] * z
+    got = guided_step(x, eps, coef, mode="ddim", grad=grad, scale=scale, clip=1.0, noise=z, backend=backend)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # clip after shift
+    e = eps - r["s"] * scale * grad
+    x0 = ((x - r["s"] * e) / r["a"]).clamp(-1, 1)
     e2 = (x - r["a"] * x0) / r["s"]
     expected = r["ddim_a_prev"] * x0 + r["ddim_dir"] * e2 + r["ddim_sigma"] * z
-    got = guided_step(x, eps, coef, mode="ddim", grad=grad, scale=scale, noise=z, backend=backend)
+    got = guided_step(x, eps, coef, mode="ddim", grad=grad, scale=scale, clip=1.0, noise=z, backend=backend,
+                      ddim_guidance="clip_after_shift")
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("mode", list(layout.STEP_MODES))
-def test_kernels_read_exactly_the_named_columns(backend, mode):
-    """Changing a column changes the step if and only if the layout names it for that mode."""
+@pytest.mark.parametrize("mode, ddim_guidance", [(m, "guided_diffusion") for m in layout.STEP_MODES]
+                         + [("ddim", g) for g in layout.DDIM_GUIDANCE if g != "guided_diffusion"])
+def test_kernels_read_exactly_the_named_columns(backend, mode, ddim_guidance):
+    """Changing a column changes the step if and only if the layout names it for that mode (every DDIM guidance
+    variant reads the DDIM columns)."""
     x, eps, grad, z = _step_inputs()
     var = torch.zeros(2, 3, 4, 4) + 0.4
     learned = mode == "ddpm"
@@ -99,7 +116,7 @@ def test_kernels_read_exactly_the_named_columns(backend, mode):
 
     def step(coef):
         return guided_step(x, model_out, coef, mode=mode, grad=grad, scale=0.7, noise=z, learn_sigma=learned,
-                           backend=backend)
+                           ddim_guidance=ddim_guidance, backend=backend)
 
     before = step(base)
     used = set(MODE_COLUMNS[mode].values())
@@ -175,9 +192,9 @@ def test_without_the_extension_the_mirror_serves_the_reference():
         "from diffaug_fast.ops import guided_step, layout\n"
         "assert layout.SOURCE == 'mirror' and layout.exported() is None\n"
         "x = torch.randn(2, 1, 4, 4)\n"
-        "for mode in ('ddpm', 'ddim'):\n"
+        "for mode, how in (('ddpm', 'guided_diffusion'), ('ddim', 'guided_diffusion'), ('ddim', 'clip_after_shift')):\n"
         "    coef = step_coefficients(linear_vp(50), [10, 0], mode=mode)\n"
-        "    assert guided_step(x, x, coef, mode=mode, seed=0).isfinite().all()\n"
+        "    assert guided_step(x, x, coef, mode=mode, grad=x, ddim_guidance=how, seed=0).isfinite().all()\n"
         "print('OK', layout.STEP_COEFFICIENTS)\n")
     out = python_without_extension(code)
     assert out.returncode == 0, out.stderr

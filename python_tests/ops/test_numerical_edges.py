@@ -29,17 +29,18 @@ def test_half_precision_epilogue_near_alpha_zero_is_finite_and_matches_fp32(devi
 
 
 @pytest.mark.parametrize("schedule", [linear_vp(), cosine_vp()], ids=["linear", "cosine"])
-@pytest.mark.parametrize("mode", ["ddpm", "ddim"])
-def test_steps_at_both_ends_of_the_chain_in_half_precision(device_backend, schedule, mode):
+@pytest.mark.parametrize("mode, ddim_guidance", [("ddpm", "guided_diffusion"), ("ddim", "guided_diffusion"),
+                                                  ("ddim", "clip_after_shift")])
+def test_steps_at_both_ends_of_the_chain_in_half_precision(device_backend, schedule, mode, ddim_guidance):
     device, backend = device_backend
     for t in (0, len(schedule) - 1):
         coef = step_coefficients(schedule, torch.full((4,), t), mode=mode, device=device)
         x = torch.randn(4, 1, 8, 8).to(device, torch.float16)
         eps = torch.randn(4, 1, 8, 8).to(device, torch.float16)
         out = guided_step(x, eps, coef, mode=mode, grad=torch.ones_like(x), scale=2.0, clip=True, seed=1,
-                          backend=backend)
+                          ddim_guidance=ddim_guidance, backend=backend)
         ref = guided_step(x, eps, coef, mode=mode, grad=torch.ones_like(x), scale=2.0, clip=True, seed=1,
-                          backend="reference")
+                          ddim_guidance=ddim_guidance, backend="reference")
         assert torch.isfinite(out).all(), (t, mode)
         torch.testing.assert_close(out.float(), ref.float(), atol=2e-2, rtol=2e-2)
 

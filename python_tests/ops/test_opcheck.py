@@ -89,9 +89,9 @@ def test_denoise_epilogue_learn_sigma_half(backend):
 @pytest.mark.parametrize("dtype, fmt, mode, learned", [
     (*FP32, "ddpm", False), pytest.param(*FP32, "ddpm", True, marks=SLOW), (*FP32, "ddim", False),
     pytest.param(*FP32_CL, "ddpm", True, marks=SLOW), (*FP32_CL, "ddim", False), (*BF16, "ddpm", False),
-    (*BF16, "ddim", False)],
+    (*BF16, "ddim", False), (*FP32, "ddim_clip_after_shift", False), (*BF16, "ddim_clip_after_shift", False)],
     ids=["fp32-ddpm", "fp32-ddpm-learned", "fp32-ddim", "fp32-cl-ddpm-learned", "fp32-cl-ddim", "bf16-ddpm",
-         "bf16-ddim"])
+         "bf16-ddim", "fp32-ddim-clip-after-shift", "bf16-ddim-clip-after-shift"])
 def test_guided_step(backend, dtype, fmt, mode, learned):
     op = _op("guided_step", backend)
     x_t, eps, grad, noise = _images((2, 3, 4, 5), dtype, fmt, 0, requires_grad=True, count=4)
@@ -99,9 +99,10 @@ def test_guided_step(backend, dtype, fmt, mode, learned):
     with torch.no_grad():
         if var is not None:
             var.tanh_()
+    code = layout.STEP_MODES.get(mode, layout.DDIM_GUIDANCE.get(mode.removeprefix("ddim_")))
+    mode = "ddim" if code in layout.DDIM_CODES else mode
     coef = step_coefficients(linear_vp(100), [60, 5], mode=mode, eta=0.5, variance="learned" if learned else
                              "fixed_small")
-    code = layout.STEP_MODES[mode]
     _check(op, (x_t, eps, var, grad, coef, None, code, 1.5, None, 11, 2))
     _check(op, (x_t, eps, var, None, coef, noise, code, 0.0, 1.0, 11, 2))
 

@@ -18,6 +18,7 @@ _BLOCK = 1024
 # The layout as compile-time constants of the kernels.
 EPS, V, X0 = tl.constexpr(layout.EPS), tl.constexpr(layout.V), tl.constexpr(layout.X0)
 DDIM = tl.constexpr(layout.DDIM)
+DDIM_CLIP_AFTER_SHIFT = tl.constexpr(layout.DDIM_CLIP_AFTER_SHIFT)
 STEP_COEFFICIENTS = tl.constexpr(layout.STEP_COEFFICIENTS)
 COL_A, COL_S = tl.constexpr(layout.COL_A), tl.constexpr(layout.COL_S)
 COL_DDPM_MEAN_X0 = tl.constexpr(layout.COL_DDPM_MEAN_X0)
@@ -114,7 +115,17 @@ def _step_kernel(xt_ptr, eps_ptr, eps_bstride, var_ptr, var_bstride, grad_ptr, g
         z = tl.load(noise_ptr + b * noise_bstride + m, mask=mask, other=0.0).to(tl.float32)
     else:
         z = _noise_at(seed, offset, b, m, inner, channels, pixels, CHANNELS_LAST)
-    if MODE == DDIM:  # guidance on eps
+    if MODE == DDIM:  # guidance on eps, guided-diffusion's order: clip x0, shift eps, x0 from it unclipped
+        a_prev = tl.load(row + COL_DDIM_A_PREV, mask=mask, other=0.0)
+        direction = tl.load(row + COL_DDIM_DIR, mask=mask, other=0.0)
+        sigma = tl.load(row + COL_DDIM_SIGMA, mask=mask, other=0.0)
+        x0c = (xt - s * e) / a
+        x0c = tl.where(x0c > limit, limit, tl.where(x0c < -limit, -limit, x0c))
+        shift = s * scale * g
+        e2 = (xt - a * x0c) / s - shift
+        x0 = x0c + s * shift / a
+        r = a_prev * x0 + direction * e2 + sigma * z
+    elif MODE == DDIM_CLIP_AFTER_SHIFT:  # guidance on eps, the older order: shift eps, then clip x0
         a_prev = tl.load(row + COL_DDIM_A_PREV, mask=mask, other=0.0)
         direction = tl.load(row + COL_DDIM_DIR, mask=mask, other=0.0)
         sigma = tl.load(row + COL_DDIM_SIGMA, mask=mask, other=0.0)
