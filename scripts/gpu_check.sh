@@ -14,18 +14,24 @@ for stage in $stages; do
   case $stage in
     build)
       { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python3 -c "import torch, triton; print(torch.__version__, torch.version.cuda, triton.__version__)"; } > "$OUT/machine.txt" 2>&1
-      timeout 300 python3 -m pip install -q --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1
+      timeout 90 python3 -m pip install -q --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1
       python3 -c "import diffaug_fast, json; print(json.dumps(diffaug_fast.build_info(), indent=1, default=str))" >> "$OUT/build.log" 2>&1
       ;;
     tests)
-      timeout 240 python3 -m pytest -q -x python_tests/ops -p no:cacheprovider -m "not slow" > "$OUT/tests-ops.log" 2>&1 ;;
+      timeout ${TESTS_S:-120} python3 -m pytest -q python_tests/ops python_tests/diffusion/test_guided_ddim_reference.py \
+        -p no:cacheprovider -m "not slow" -k "${TESTS_K:-cuda or triton}" \
+        --deselect python_tests/ops/test_layout.py::test_compiled_op_checks_the_column_count > "$OUT/tests-ops.log" 2>&1 ;;
+    probe)  # seen once: a segfault when the C++ op raises inside torch 2.11's custom-op autograd path (CPU tensors)
+      timeout 30 python3 -X faulthandler -m pytest -q -p no:cacheprovider \
+        python_tests/ops/test_layout.py::test_compiled_op_checks_the_column_count > "$OUT/probe.log" 2>&1 ;;
     bench)
-      timeout 200 python3 -m pytest -q benchmarks/test_bench_ops.py --benchmark-json "$OUT/ops-h.json" > "$OUT/bench-ops.log" 2>&1 ;;
+      timeout ${BENCH_S:-60} python3 -m pytest -q benchmarks/test_bench_ops.py -k "cuda or triton or fused" \
+        --benchmark-json "$OUT/ops-h.json" > "$OUT/bench-ops.log" 2>&1 ;;
     models)
       timeout 240 python3 -m pytest -q benchmarks/test_bench_models.py --benchmark-json "$OUT/models-h.json" > "$OUT/bench-models.log" 2>&1 ;;
     loader)
-      timeout 200 python3 -m pytest -q benchmarks/test_bench_loader.py --benchmark-json "$OUT/loader-h.json" > "$OUT/bench-loader.log" 2>&1 ;;
+      timeout ${LOADER_S:-130} python3 -m pytest -q benchmarks/test_bench_loader.py --benchmark-json "$OUT/loader-h.json" > "$OUT/bench-loader.log" 2>&1 ;;
   esac
   echo "stage $stage: rc=$? $(( $(date +%s) - start )) s" | tee -a "$OUT/stages.txt"
 done
-tail -3 "$OUT"/*.log
+for f in "$OUT"/*.log; do echo "== $f"; tail -n 3 "$f"; done

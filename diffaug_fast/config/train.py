@@ -24,6 +24,16 @@ class DataOptions:
     image_size: int = option(28, "image folders are resized to this", check="positive")
     channels: Literal[1, 3] = option(1, "image folders are read as 1 grayscale or 3 RGB channels")
     train_limit: int | None = option(None, "use only the first N training images", check="positive", none="all")
+    workers: int | None = option(None, "data-loading processes per training process (auto: up to 8 for image "
+                                 "folders, 0 for the in-memory sets); they decode and augment ahead of the step",
+                                 check="nonnegative", none="auto")
+    crop: Literal["pad", "resized"] = option("pad", "training crop: pad: pad by 2, random crop back, flip (small "
+                                             "images); resized: RandomResizedCrop to --image-size + flip (ImageNet; "
+                                             "test images then get the centre view)")
+    diffaug_view: Literal["same", "center"] = option("same", "the images the DiffAug branch diffuses and denoises: "
+                                                     "the same crops as the clean branch, or resized to "
+                                                     "--image-size*256/224 and centre-cropped (the official "
+                                                     "ImageNet recipe)")
 
 
 @dataclass
@@ -38,6 +48,9 @@ class ModelOptions:
                                              "keep their own)")
     fusion: Literal["input", "feature"] = option("input", "DA classifier: channel concat of x_t and x0_hat, or "
                                                  "time-gated feature fusion")
+    init: str | None = option(None, "pretrained weights loaded before training: a .pth / .pt state dict (read with "
+                              "weights_only) or .safetensors; a head of another class count is re-initialised",
+                              none="none", metavar="FILE")
 
 
 @dataclass
@@ -49,9 +62,6 @@ class OptimOptions:
     nesterov: bool = option(True, "SGD: Nesterov momentum (off: plain momentum, as torchvision's ImageNet recipe)")
     lr: float = option(0.05, "peak learning rate", check="positive")
     weight_decay: float = option(5e-4, "weight decay", check="nonnegative")
-    init: str | None = option(None, "pretrained weights loaded before training: a .pth / .pt state dict (read with "
-                              "weights_only) or .safetensors; a head of another class count is re-initialised",
-                              none="none", metavar="FILE")
     lr_schedule: Literal["cosine", "step", "constant"] = option("cosine", "learning-rate schedule after warm-up "
                                                                "(step: x0.1 at 50% and 75%, or see --lr-step-epochs)")
     lr_step_epochs: int | None = option(None, "--lr-schedule step: x0.1 every N epochs instead (ImageNet: 30)",
@@ -173,11 +183,18 @@ class TrainConfig:
 
 
 # Options that may differ when a run is resumed or re-evaluated: they do not change what is trained.
-NOT_IDENTITY = ("eval", "run.checkpoint_every", "run.log_every", "run.device", "run.compile")
+NOT_IDENTITY = ("eval", "run.checkpoint_every", "run.log_every", "run.device", "run.compile", "data.workers")
 
 PRESETS = {
     # ~5 minutes on 2 CPU cores with DiffAug on: one epoch of Fashion-MNIST, 78 k-parameter ResNet.
     "quick": {},
     # The paper's recipe scaled to Fashion-MNIST: a WRN-16-4, 30 epochs, SGD + cosine, EMA.
     "paper": {"model": "wrn-16-4", "epochs": 30, "lr": 0.1, "ema": 0.999, "eval_limit": None},
+    # The official DiffAug ImageNet recipe (docs/guides/imagenet.md puts it beside the official script): ResNet-50,
+    # RandomResizedCrop(224) + flip for the clean branch, Resize(256) + CenterCrop(224) for the DiffAug branch,
+    # SGD 0.1 / momentum 0.9 / wd 1e-4, global batch 256, x0.1 every 30 epochs, 90 epochs. Needs --data and the
+    # 256x256 guided-diffusion model (--denoiser PATH --denoiser-flags "...").
+    "imagenet": {"model": "resnet50", "image_size": 224, "channels": 3, "crop": "resized", "diffaug_view": "center",
+                 "epochs": 90, "batch_size": 256, "optimizer": "sgd", "lr": 0.1, "nesterov": False,
+                 "weight_decay": 1e-4, "lr_schedule": "step", "lr_step_epochs": 30, "warmup_steps": 0},
 }

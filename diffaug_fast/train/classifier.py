@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from diffaug_fast.augment import FastNet, amp_dtype, autocast
 from diffaug_fast.config import TrainConfig, to_dict
-from diffaug_fast.data import dataset_classes, load_dataset
+from diffaug_fast.data import ArraySource, dataset_classes, open_source
 from diffaug_fast.models.build import build_model
 from diffaug_fast.models.pretrained import load_init
 from diffaug_fast.runs import files
@@ -26,6 +26,7 @@ from diffaug_fast.runs.provenance import write_records
 from diffaug_fast.runs.weights import load_denoiser
 from diffaug_fast.train import loop
 from diffaug_fast.train.batches import Batches
+from diffaug_fast.train.step_data import StepSpec, data_shape, loader_workers, evaluation_images
 from diffaug_fast.train.checks import check_denoiser, check_same_run, needs_denoiser, run_device
 from diffaug_fast.train.distributed import world
 from diffaug_fast.train.evaluation import evaluate_trained
@@ -36,17 +37,19 @@ from diffaug_fast.train.ssl import labeled_subset, semi_supervised_loss
 class ClassifierTrainer:
     """One run's training state; ``loop.run`` drives it."""
 
-    def __init__(self, config: TrainConfig, images: torch.Tensor, labels: torch.Tensor):
+    def __init__(self, config: TrainConfig, source):
         self.config = config
+        labels = source.labels
         self.rank, self.world = world()
         opt = config.optim
         if opt.batch_size % self.world:
             raise ValueError(f"argument --batch-size ({opt.batch_size}) must be divisible by the number of "
                              f"processes ({self.world})")
         self.device = run_device(config.run.device)
-        self.steps_per_epoch = len(images) // opt.batch_size
+        self.steps_per_epoch = len(source) // opt.batch_size
         if self.steps_per_epoch == 0:
-            raise ValueError(f"argument --batch-size ({opt.batch_size}) exceeds the {len(images)} training images")
+            raise ValueError(f"argument --batch-size ({opt.batch_size}) exceeds the {len(source)} training images")
+        image_shape = data_shape(config, source)
         self.total_steps = self.steps_per_epoch * opt.epochs
         torch.manual_seed(config.run.seed)
         num_classes = int(labels.max()) + 1
@@ -56,18 +59,18 @@ class ClassifierTrainer:
         self.num_classes = num_classes
         self.denoiser = (load_denoiser(config.diffaug.denoiser, self.device, config.diffaug.denoiser_flags)
                          if needs_denoiser(config) else None)
-        t_max = check_denoiser(config, self.denoiser, images.shape[1:]) if self.denoiser is not None else 0
+        t_max = check_denoiser(config, self.denoiser, image_shape) if self.denoiser is not None else 0
         self.model = build_model(config.model.mode, config.model.arch, denoiser=self.denoiser,
-                                 num_classes=num_classes, in_channels=images.shape[1], image_size=images.shape[-1],
+                                 num_classes=num_classes, in_channels=image_shape[0], image_size=image_shape[-1],
                                  norm=config.model.norm, fusion=config.model.fusion).to(self.device)
-        if self.world > 1 and self.device.type == "cuda" and config.model.norm == "batch":
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.model = self.model.to(memory_format=torch.channels_last)
-        self.ema = EMA(self.model, opt.ema_decay) if opt.ema_decay else None
         if config.model.init is not None:  # pretrained weights (resuming then loads the checkpoint over them)
             line = load_init(self.model, config.model.init, config.model.arch)
             if self.rank == 0:
                 print(line)
+        if self.world > 1 and self.device.type == "cuda" and config.model.norm == "batch":
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = EMA(self.model, opt.ema_decay) if opt.ema_decay else None
         self.opt = make_optimizer(self.model.parameters(), opt.optimizer, opt.lr, opt.weight_decay,
                                   nesterov=opt.nesterov)
         step_every = opt.lr_step_epochs * self.steps_per_epoch if opt.lr_step_epochs else None
@@ -77,8 +80,15 @@ class ClassifierTrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.fast_net = (FastNet(self.denoiser, compile=config.run.compile != "off", amp=config.run.amp,
                                  device=self.device) if self.denoiser is not None else None)
-        self.batches = Batches(config, images, labels, denoiser=self.denoiser, fast_net=self.fast_net,
-                               device=self.device, rank=self.rank, world=self.world, t_max=t_max, labeled=labeled)
+        semi = config.semi
+        spec = StepSpec(config.run.seed, opt.batch_size, self.rank, self.world, len(source), image_shape[-1],
+                        image_shape[0], crop=config.data.crop, diffaug_view=config.data.diffaug_view,
+                        augmix=config.diffaug.augmix, t_min=config.diffaug.t_min, t_max=t_max,
+                        last=len(self.denoiser.schedule) - 1 if self.denoiser is not None else 0,
+                        noisy=config.model.mode != "clean", semi=config.semi_supervised,
+                        unlabeled=config.semi_supervised and (semi.consistency or semi.pu), radius=semi.tc_radius)
+        self.batches = Batches(config, source, spec, denoiser=self.denoiser, fast_net=self.fast_net, device=self.device,
+                               total_steps=self.total_steps, workers=loader_workers(config, source), labeled=labeled)
         self.train_model = self.model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -186,9 +196,10 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     rank, _ = world()
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-    shape = {"image_size": config.data.image_size, "channels": config.data.channels}
-    images, labels = data or load_dataset(config.data.source, "train", limit=config.data.train_limit, **shape)
-    trainer = ClassifierTrainer(config, images, labels)
+    source = ArraySource(*data, []) if data else open_source(config.data.source, "train",
+                                                               limit=config.data.train_limit)
+    labels = source.labels
+    trainer = ClassifierTrainer(config, source)
     trainer.run_dir = out_dir  # resuming compares the denoiser and data with the ones this folder recorded
     loop.resume(trainer, out_dir)
     if rank == 0:
@@ -205,7 +216,7 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
              checkpoint_every=config.run.checkpoint_every, progress=progress, stop_after=stop_after)
     if trainer.step < trainer.total_steps or not evaluate_at_end or rank != 0:
         return {"step": trainer.step}
-    test_data = test_data or load_dataset(config.data.source, "test", **shape)
+    test_data = test_data or evaluation_images(config)
     metrics = evaluate_trained(config, trainer.eval_model(), trainer.denoiser, *test_data, device=trainer.device,
                                fast_net=trainer.fast_net, progress=progress, labeled=trainer.batches.labeled,
                                prior=trainer.prior)

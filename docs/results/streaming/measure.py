@@ -1,4 +1,4 @@
-"""Peak memory of a short training run on an image folder of N and 4N images (64x64 RGB JPEGs), streamed
+"""Peak memory of a short training run on an image folder of N and 4N images (96x96 RGB JPEGs), streamed
 (this package) and, for comparison, with every image decoded into one float32 tensor first (what
 load_image_folder did before streaming). Writes peak_memory.json beside this file.
 
@@ -20,12 +20,12 @@ RUN = textwrap.dedent("""
     from diffaug_fast.config import train_config
     from diffaug_fast.train.classifier import train_classifier
     data, out, workers, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    config = train_config("quick", data=data, image_size=64, channels=3, batch_size=32, workers=workers,
+    config = train_config("quick", data=data, image_size=96, channels=3, batch_size=32, workers=workers,
                           diffaug="off", de_timesteps=[], compile="off", checkpoint_every=1000)
     kwargs = {}
     if mode == "in_memory":
         from diffaug_fast.data import load_image_folder
-        kwargs["data"] = load_image_folder(data, "train", image_size=64, channels=3)
+        kwargs["data"] = load_image_folder(data, "train", image_size=96, channels=3)
     train_classifier(config, out, progress=False, stop_after=4, evaluate_at_end=False, **kwargs)
     print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "peak_rss_workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
@@ -35,7 +35,7 @@ if __name__ == "__main__":
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for per_class in (250, 1000):
-            root = write_tree(Path(tmp) / f"x{per_class}", per_class=per_class, size=(64, 64), seed=per_class)
+            root = write_tree(Path(tmp) / f"x{per_class}", per_class=per_class, size=(96, 96), seed=per_class)
             for mode, workers in (("streamed", 0), ("streamed", 2), ("in_memory", 0)):
                 run = subprocess.run([sys.executable, "-c", RUN, str(root), f"{tmp}/run{per_class}{mode}{workers}",
                                       str(workers), mode], capture_output=True, text=True, check=True)
@@ -44,5 +44,5 @@ if __name__ == "__main__":
                 print(row, flush=True)
                 rows.append(row)
     out = Path(__file__).with_name("peak_memory.json")
-    out.write_text(json.dumps({"setting": "64x64 RGB JPEGs, 3 classes, batch 32, 4 steps, DiffAug off; peak RSS of "
+    out.write_text(json.dumps({"setting": "96x96 RGB JPEGs, 3 classes, batch 32, 4 steps, DiffAug off; peak RSS of "
                                "the training process (and the largest loader worker)", "rows": rows}, indent=1))
