@@ -107,7 +107,8 @@ def test_center_view_is_resize_then_centre_crop_as_torchvision(shape):
 
 def test_in_memory_images_of_the_right_size_pass_through():
     x = torch.randint(0, 255, (3, 1, 28, 28), dtype=torch.uint8)
-    assert fit(x[0], 28, 1) is x[0]
+    first = x[0]
+    assert fit(first, 28, 1) is first
     source = ArraySource(x, torch.tensor([0, 1, 0]), ["a", "b"])
     assert torch.equal(source.batch(torch.tensor([2, 0])), x[[2, 0]])
 
