@@ -124,6 +124,9 @@ class SampleOptions:
     class_: str | None = option(None, "with --classifier: the class to generate (index or name), or 'all' for "
                                 "every class in turn", flag="--class")
     scale: float = option(1.0, "guidance scale", check="nonnegative")
+    ddim_guidance: Literal["guided_diffusion", "clip_after_shift"] = option(
+        "guided_diffusion", "guided DDIM: guided-diffusion's condition_score (clip x0, then shift eps) or the earlier "
+        "variant that clips x0 after the shift")
     out: str = option("runs/samples", "output folder")
 
 

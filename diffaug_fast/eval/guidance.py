@@ -76,7 +76,7 @@ def sample_command(o) -> dict:
     learned = denoiser.learn_sigma and denoiser.parametrization == "eps"  # eps_model passes the 2C output on
     images = sample(model, (o.num, *shape), chain, steps=o.steps, mode=o.mode, eta=o.eta, seed=o.seed,
                     guidance=guidance, scale=o.scale, progress=True, learn_sigma=learned,
-                    variance="learned" if learned else "fixed_small")
+                    variance="learned" if learned else "fixed_small", ddim_guidance=o.ddim_guidance)
     seconds = time.perf_counter() - start
     nrow = int(labels.max()) + 1 if o.class_ == "all" else int(o.num**0.5 + 0.5)  # --class all: a column per class
     save_image(images.add(1).div(2).clamp(0, 1), out / "samples.png", nrow=nrow, padding=1)
