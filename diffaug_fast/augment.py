@@ -20,6 +20,8 @@ from torch import nn
 from diffaug_fast import streams
 from diffaug_fast.diffusion import Denoiser
 from diffaug_fast.ops import denoise_epilogue, diffuse
+from diffaug_fast.ops.backends import PRECISIONS, resolve_precision
+from diffaug_fast.ops.compiling import repair_inductor_cache
 
 DE_TIMESTEPS = tuple(range(0, 500, 50))  # the paper's DiffAug-Ensemble: t = 0, 50, ..., 450
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -37,10 +39,50 @@ def amp_dtype(amp: str | None, device: torch.device | str) -> torch.dtype | None
     return AMP_DTYPES[amp]
 
 
+def denoiser_dtype(precision: str | None, amp: str | None, device: torch.device | str) -> torch.dtype | None:
+    """The frozen denoiser's autocast dtype: ``precision`` (fp32 | bf16 | fp16 | auto, see
+    ``ops.backends.resolve_precision``), or, where it is None / 'amp', what ``amp`` gives (the behaviour before
+    the precision setting existed)."""
+    if precision in (None, "amp"):
+        return amp_dtype(amp, device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"argument 'precision' is {precision!r}; expected one of {', '.join(PRECISIONS)} "
+                         "(or None: as 'amp')")
+    return resolve_precision(precision, device)
+
+
 def autocast(device: torch.device | str, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+class PrecisionNet(nn.Module):
+    """``net`` run under autocast at ``dtype`` (None: as it is), its output back in float32: for callers that take
+    a denoiser's network whole (sampling, the denoiser report)."""
+
+    def __init__(self, net: nn.Module, dtype: torch.dtype | None):
+        super().__init__()
+        self.net, self.dtype = net, dtype
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        with autocast(x.device, self.dtype):
+            return self.net(x, *args, **kwargs).float()
+
+
+@contextlib.contextmanager
+def at_precision(denoiser: Denoiser, precision: str):
+    """``denoiser`` with its network at ``precision`` (fp32 | bf16 | fp16 | auto) inside the block."""
+    dtype = resolve_precision(precision, _device_of(denoiser))
+    if dtype is None:
+        yield denoiser
+        return
+    net = denoiser.net
+    denoiser.net = PrecisionNet(net, dtype)
+    try:
+        yield denoiser
+    finally:
+        denoiser.net = net
 
 
 def sample_timesteps(n: int, t_min: int, t_max: int, generator: torch.Generator) -> torch.Tensor:
@@ -66,13 +108,18 @@ class FastNet:
     Compiled with inductor's ``freezing`` (weights become constants, convolution weights are prepacked):
     the network is frozen and only ever run under ``inference_mode``. On the 2-core CPU that made the
     Fashion-MNIST UNet 1.4-1.6x faster than eager; a new batch size costs a recompile (~10-25 s there).
+    ``precision`` (fp32 | bf16 | fp16 | auto) sets its autocast dtype; None follows ``amp`` (see ``denoiser_dtype``).
     """
 
-    def __init__(self, denoiser: Denoiser, *, compile: bool, amp: str | None, device):
+    def __init__(self, denoiser: Denoiser, *, compile: bool, amp: str | None = "auto", device,
+                 precision: str | None = None):
         self.denoiser = denoiser
+        if compile:  # an earlier compilation killed mid-link may have left a broken kernel in the cache
+            repair_inductor_cache()
         self.net = (torch.compile(denoiser.net, dynamic=False, options={"freezing": True}) if compile
                     else denoiser.net)
-        self.dtype = amp_dtype(amp, device)
+        self.compiled = bool(compile)
+        self.dtype = denoiser_dtype(precision, amp, device)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with autocast(x_t.device, self.dtype):
@@ -131,10 +178,13 @@ class DiffAug(nn.Module):
 
     Deterministic under ``seed``: call k draws its timesteps from a generator seeded by (seed, k) and
     its noise from the Philox stream at a running offset; both counters are saved in ``state_dict``.
+    ``precision`` (fp32 | bf16 | fp16 | auto: bf16 where the hardware computes it natively) is the denoiser's
+    autocast dtype; the default None keeps the earlier behaviour, the dtype ``amp`` gives.
     """
 
     def __init__(self, denoiser: Denoiser, *, t_min: int = 0, t_max: int | None = None, seed: int = 0,
-                 compile: bool = False, amp: str | None = "auto", max_batch: int | None = None):
+                 compile: bool = False, amp: str | None = "auto", max_batch: int | None = None,
+                 precision: str | None = None):
         super().__init__()
         steps = len(denoiser.schedule)
         t_max = steps - 1 if t_max is None else t_max
@@ -144,7 +194,7 @@ class DiffAug(nn.Module):
         self.denoiser = denoiser.eval().requires_grad_(False)
         self.t_min, self.t_max, self.seed, self.max_batch = t_min, t_max, int(seed), max_batch
         device = _device_of(denoiser)
-        self.fast_net = FastNet(denoiser, compile=compile, amp=amp, device=device)
+        self.fast_net = FastNet(denoiser, compile=compile, amp=amp, device=device, precision=precision)
         self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
         self.register_buffer("offset", torch.zeros((), dtype=torch.int64))
 
@@ -168,11 +218,13 @@ class DiffAugEnsemble(nn.Module):
     """Test-time DiffAug: average the classifier's softmax over x0_hat at several t (paper: 0, 50, ..., 450).
 
     All (image, t) pairs go through the denoiser and the classifier as one batch, cut into chunks of at
-    most ``max_batch`` images to bound memory.
+    most ``max_batch`` images to bound memory. ``precision`` is the denoiser's (as in :class:`DiffAug`); ``amp``
+    the classifier's (and the denoiser's where ``precision`` is None).
     """
 
     def __init__(self, classifier: nn.Module, denoiser: Denoiser, timesteps=DE_TIMESTEPS, *, seed: int = 0,
-                 max_batch: int = 1024, compile: bool = False, amp: str | None = "auto"):
+                 max_batch: int = 1024, compile: bool = False, amp: str | None = "auto",
+                 precision: str | None = None):
         super().__init__()
         timesteps = [int(t) for t in timesteps]
         if not timesteps or min(timesteps) < 0 or max(timesteps) >= len(denoiser.schedule):
@@ -181,7 +233,7 @@ class DiffAugEnsemble(nn.Module):
         self.classifier, self.denoiser = classifier, denoiser.eval().requires_grad_(False)
         self.timesteps, self.seed, self.max_batch = timesteps, int(seed), int(max_batch)
         device = _device_of(denoiser)
-        self.fast_net = FastNet(denoiser, compile=compile, amp=amp, device=device)
+        self.fast_net = FastNet(denoiser, compile=compile, amp=amp, device=device, precision=precision)
         self.amp = amp_dtype(amp, device)
 
     @torch.inference_mode()

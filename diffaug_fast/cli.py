@@ -58,6 +58,9 @@ def cmd_info(args) -> None:
     print("backends:")
     for name, st in info["backends"].items():
         print(f"  {name:<10} {'usable' if st['usable'] else 'unavailable: ' + st['why']}")
+    print("--denoiser-precision auto:")
+    for device, st in info["denoiser_precision_auto"].items():
+        print(f"  {device:<10} {st['choice']}: {st['why']}")
 
 
 def cmd_diffuse(args) -> None:
@@ -115,7 +118,9 @@ def cmd_train_denoiser(args) -> None:
 
 def _print_denoiser_report(report: dict) -> None:
     for row in report["x0_mse_per_t"]:
-        print(f"t {row['t_from']:>3}-{row['t_to']:>3}: x0 MSE {row['x0_mse']:.4f}")
+        print(f"t {row['t_from']:>3}-{row['t_to']:>3}: x0 MSE {row['x0_mse']:.4f}"
+              + "".join(f"; {p} {row[f'x0_mse_{p}']:.4f} ({100 * (row[f'ratio_{p}'] - 1):+.2f}%)"
+                        for p in report.get("precisions", [])[1:]))
     worse = report["worse_than_mean"]
     print(f"mean-image MSE {report['mean_image_mse']:.4f}" + (f"; the denoiser is WORSE than the mean image at "
                                                               f"{worse} t-buckets" if worse else ""))

@@ -18,8 +18,14 @@ def train_config(preset: str = "quick", **overrides) -> TrainConfig:
 
 
 def train_config_from_dict(values: dict, *, source: str = "config") -> TrainConfig:
-    """A ``TrainConfig`` from a saved config.json: nested sections, or the flat layout of earlier versions."""
-    return build(TrainConfig, (source, values))
+    """A ``TrainConfig`` from a saved config.json: nested sections, or the flat layout of earlier versions.
+
+    A config written before ``--denoiser-precision`` existed ran its denoiser at the precision ``--amp`` gave: it
+    loads as ``denoiser_precision='amp'``, so the run resumes and re-evaluates exactly as it trained."""
+    nested = values.get("diffaug") if isinstance(values.get("diffaug"), dict) else {}
+    older = "denoiser_precision" not in values and "denoiser_precision" not in nested
+    return build(TrainConfig, *([(f"{source} (before --denoiser-precision)", {"denoiser_precision": "amp"})]
+                                if older else []), (source, values))
 
 
 def flat_options(values: dict) -> dict:

@@ -9,6 +9,8 @@ from typing import Literal
 from diffaug_fast.config.options import option
 
 SUITES = ("corruptions", "ood", "certify")
+PRECISION_HELP = ("precision of the denoiser's forward: fp32, bf16, fp16, or auto = bf16 where the hardware computes "
+                  "it natively (CPUs with avx512_bf16 or AMX, CUDA sm_80+; `diffaug-fast info` says), else fp32")
 
 
 @dataclass
@@ -87,6 +89,7 @@ class RobustnessConfig:
     n: int = option(100, "noise samples to bound its probability (100: the largest certifiable radius is then "
                     "1.5 sigma at alpha 0.001)", check="positive")
     alpha: float = option(0.001, "failure probability of the certificate", check="open_unit")
+    denoiser_precision: Literal["auto", "fp32", "bf16", "fp16"] = option("auto", PRECISION_HELP + " (DiffAug-Ensemble)")
 
     def validate(self) -> None:
         if self.suites == ["all"]:
@@ -120,6 +123,7 @@ class SampleOptions:
     eta: float = option(0.0, "DDIM eta", check="nonnegative")
     seed: int = option(0, "seed of the sampler's noise", check="nonnegative")
     compile: bool = option(False, "torch.compile the network")
+    denoiser_precision: Literal["auto", "fp32", "bf16", "fp16"] = option("auto", PRECISION_HELP)
     classifier: str | None = option(None, "a `train --mode noisy|da` run folder: classifier guidance")
     class_: str | None = option(None, "with --classifier: the class to generate (index or name), or 'all' for "
                                 "every class in turn", flag="--class")
@@ -180,4 +184,14 @@ class ReportOptions:
                               "(default: the data its train-denoiser export recorded, fmnist for the shipped ones)")
     samples: int = option(64, "DDIM-50 samples in the picture", check="positive")
     seed: int = option(0, "seed of t and the noise", check="nonnegative")
+    denoiser_precision: list[str] = option(help="precisions of the x̂0 MSE columns (fp32, bf16, fp16, auto): the "
+                                           "first is the report's, each other gets its own column and its ratio to "
+                                           "the first (the quality gate: bf16 within +2% of fp32); the pictures use "
+                                           "the first", factory=lambda: ["fp32"], metavar="P,P,...")
     out: str = option("runs/denoiser-report", "output folder")
+
+    def validate(self) -> None:
+        bad = [p for p in self.denoiser_precision if p not in ("fp32", "bf16", "fp16", "auto")]
+        if bad or not self.denoiser_precision or len(set(self.denoiser_precision)) != len(self.denoiser_precision):
+            raise ValueError(f"argument --denoiser-precision: expected distinct values among fp32, bf16, fp16, auto, "
+                             f"got {','.join(self.denoiser_precision) or '(none)'}")

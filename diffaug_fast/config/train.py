@@ -84,6 +84,10 @@ class DiffAugOptions:
     denoiser_flags: str | None = option(None, "the flag line a released --denoiser checkpoint was trained with, "
                                         "model and diffusion flags (\"--image_size 256 --num_channels 256 ... "
                                         "--diffusion_steps 1000 --noise_schedule linear\"), or a JSON file of them")
+    denoiser_precision: Literal["auto", "fp32", "bf16", "fp16", "amp"] = option(
+        "auto", "precision of the frozen denoiser's forward (DiffAug, noisy / DA inputs, the evaluation): auto = bf16 "
+        "where the hardware computes it natively (CPUs with avx512_bf16 or AMX, CUDA sm_80+; `diffaug-fast info` "
+        "says), else fp32; amp = as --amp (what runs written before this option used)")
 
 
 @dataclass

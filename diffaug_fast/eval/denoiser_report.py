@@ -12,6 +12,7 @@ import torch
 from torchvision.utils import save_image
 
 from diffaug_fast import streams
+from diffaug_fast.augment import at_precision
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs import files
 
@@ -22,8 +23,14 @@ from diffaug_fast.diffusion.sampling import eps_model, sample
 
 @torch.inference_mode()
 def x0_mse_per_bucket(denoiser: Denoiser, images: torch.Tensor, buckets: int = 10, batch: int = 500,
-                      seed: int = 0) -> list[dict]:
-    """Mean squared error of x0_hat against x0 (pixels in [-1, 1]) for t drawn uniformly in each bucket."""
+                      seed: int = 0, precision: str = "fp32") -> list[dict]:
+    """Mean squared error of x0_hat against x0 (pixels in [-1, 1]) for t drawn uniformly in each bucket, the network
+    at ``precision`` (fp32 | bf16 | fp16 | auto); the same t and noise at every precision."""
+    with at_precision(denoiser, precision):
+        return _x0_mse_per_bucket(denoiser, images, buckets, batch, seed)
+
+
+def _x0_mse_per_bucket(denoiser: Denoiser, images: torch.Tensor, buckets: int, batch: int, seed: int) -> list[dict]:
     steps = len(denoiser.schedule)
     edges = torch.linspace(0, steps, buckets + 1).long()
     gen = streams.generator(seed, "report_timesteps")
@@ -44,9 +51,10 @@ def x0_mse_per_bucket(denoiser: Denoiser, images: torch.Tensor, buckets: int = 1
 @torch.inference_mode()
 def write_report(denoiser: Denoiser, out_dir: str | Path, images: torch.Tensor | None = None, *,
                  mean_image: torch.Tensor | None = None, limit: int = 2000, samples: int = 64, seed: int = 0,
-                 title: str = "denoiser") -> dict:
+                 title: str = "denoiser", precisions: tuple[str, ...] | list[str] = ("fp32",)) -> dict:
     """The report of ``denoiser`` on test ``images`` (default: Fashion-MNIST's, ``limit`` of them); ``mean_image``
-    (default: theirs) is the trivial x0 estimate each row is compared with."""
+    (default: theirs) is the trivial x0 estimate each row is compared with. ``precisions``: the first is the
+    network's precision for the report's column and pictures; each other adds ``x0_mse_<p>`` and its ratio to it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if images is None:
@@ -57,11 +65,39 @@ def write_report(denoiser: Denoiser, out_dir: str | Path, images: torch.Tensor |
         raise DiffAugError(f"argument --data does not fit the denoiser: {problem}; pass the images it was trained on")
     mean = (images.mean(0) if mean_image is None else mean_image).to(images)
     baseline = float((images - mean).square().mean())
-    rows = x0_mse_per_bucket(denoiser, images, seed=seed)
+    first, others = precisions[0], list(precisions[1:])
+    rows = x0_mse_per_bucket(denoiser, images, seed=seed, precision=first)
     for row in rows:
         row["mean_image_mse"] = baseline
+    for p in others:
+        for row, other in zip(rows, x0_mse_per_bucket(denoiser, images, seed=seed, precision=p)):
+            row[f"x0_mse_{p}"] = other["x0_mse"]
+            row[f"ratio_{p}"] = other["x0_mse"] / max(row["x0_mse"], 1e-12)
     files.write_json(out_dir / files.DENOISER_REPORT, rows)
 
+    with at_precision(denoiser, first):
+        _pictures(denoiser, images, out_dir, samples, seed)
+    extra = "".join(f" {p} x̂0 MSE | / {first} |" for p in others)
+    worse = [r for r in rows if r["x0_mse"] > baseline]
+    lines = [f"# Denoiser report: {title}", "",
+             f"x̂0 MSE on {len(images)} test images ({'x'.join(map(str, images.shape[1:]))}, pixels in [-1, 1]) per "
+             f"t-bucket, the network at {first}, next to the MSE of always answering the mean training image "
+             f"({baseline:.4f}).", "",
+             f"| t | x̂0 MSE | / mean-image MSE |{extra}", "|---|---|---|" + "---|---|" * len(others),
+             *(f"| {r['t_from']}–{r['t_to']} | {r['x0_mse']:.4f} | {r['x0_mse'] / max(baseline, 1e-12):.2f} |"
+               + "".join(f" {r[f'x0_mse_{p}']:.4f} | {r[f'ratio_{p}']:.4f} |" for p in others) for r in rows), "",
+             (f"**Worse than the mean image at {len(worse)} of {len(rows)} t-buckets**: the model has not learned "
+              "these images (train longer; see the warning of `train-denoiser`)." if worse else
+              "Better than the mean image at every t-bucket."), "",
+             "![samples](samples_ddim50.png)", "", "![DiffAug examples](diffaug_examples.png)", ""]
+    (out_dir / files.REPORT).write_text("\n".join(lines))
+    return {"x0_mse_per_t": rows, "mean_image_mse": baseline, "worse_than_mean": len(worse),
+            "pictures": ["samples_ddim50.png", "diffaug_examples.png"], "report": str(out_dir / files.REPORT),
+            "precisions": list(precisions)}
+
+
+def _pictures(denoiser: Denoiser, images: torch.Tensor, out_dir: Path, samples: int, seed: int) -> None:
+    """The DDIM-50 sample grid and the DiffAug examples (x̂0 at t = 0, 100, ..., 900 of 8 test images)."""
     model, chain = eps_model(denoiser)
     shape = tuple(images.shape[1:])
     grid = sample(model, (samples, *shape), chain, steps="ddim50", mode="ddim", seed=seed, progress=False)
@@ -77,20 +113,6 @@ def write_report(denoiser: Denoiser, out_dir: str | Path, images: torch.Tensor |
         columns.append(denoiser(q_sample(denoiser.schedule, shown, tt, seed=seed), tt))
     pictures = torch.stack(columns, 1).flatten(0, 1)
     save_image(pictures.add(1).div(2).clamp(0, 1), out_dir / "diffaug_examples.png", nrow=len(ts), padding=1)
-    worse = [r for r in rows if r["x0_mse"] > baseline]
-    lines = [f"# Denoiser report: {title}", "",
-             f"x̂0 MSE on {len(images)} test images ({'x'.join(map(str, shape))}, pixels in [-1, 1]) per t-bucket, "
-             f"next to the MSE of always answering the mean training image ({baseline:.4f}).", "",
-             "| t | x̂0 MSE | / mean-image MSE |", "|---|---|---|",
-             *(f"| {r['t_from']}–{r['t_to']} | {r['x0_mse']:.4f} | {r['x0_mse'] / max(baseline, 1e-12):.2f} |"
-               for r in rows), "",
-             (f"**Worse than the mean image at {len(worse)} of {len(rows)} t-buckets**: the model has not learned "
-              "these images (train longer; see the warning of `train-denoiser`)." if worse else
-              "Better than the mean image at every t-bucket."), "",
-             "![samples](samples_ddim50.png)", "", "![DiffAug examples](diffaug_examples.png)", ""]
-    (out_dir / files.REPORT).write_text("\n".join(lines))
-    return {"x0_mse_per_t": rows, "mean_image_mse": baseline, "worse_than_mean": len(worse),
-            "pictures": ["samples_ddim50.png", "diffaug_examples.png"], "report": str(out_dir / files.REPORT)}
 
 
 def report_command(o, out_dir: Path) -> dict:
@@ -115,4 +137,5 @@ def report_command(o, out_dir: Path) -> dict:
                            "trained on")
     train, _ = load_dataset(data, "train", limit=max(o.limit, 2000), image_size=size, channels=channels)
     return write_report(denoiser, out_dir, test, mean_image=train.mean(0), limit=o.limit, samples=o.samples,
-                        seed=o.seed, title=f"{o.model} on {data}")
+                        seed=o.seed, title=f"{o.model} on {data}",
+                        precisions=getattr(o, "denoiser_precision", None) or ["fp32"])

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import torch
 
+from diffaug_fast.augment import PrecisionNet
 from diffaug_fast.errors import DiffAugError
+from diffaug_fast.ops.backends import resolve_precision
+from diffaug_fast.ops.compiling import repair_inductor_cache
 from diffaug_fast.runs.classifiers import classifier_classes, load_classifier
 from diffaug_fast.runs.provenance import denoiser_data, same_denoiser
 from diffaug_fast.runs.weights import load_denoiser
@@ -62,7 +65,11 @@ def sample_command(o) -> dict:
     denoiser = load_denoiser(model_name or "fmnist", flags=model_flags, option="--model")
     shape = denoiser.image_shape or (1, 28, 28)
     if o.compile:
+        repair_inductor_cache()
         denoiser.net = torch.compile(denoiser.net)
+    dtype = resolve_precision(getattr(o, "denoiser_precision", "fp32"), next(denoiser.parameters()).device)
+    if dtype is not None:
+        denoiser.net = PrecisionNet(denoiser.net, dtype)
     model, chain = eps_model(denoiser)
     if labels is not None:
         index = denoiser.schedule.timesteps  # the classifier takes grid indices, the sampler passes timesteps

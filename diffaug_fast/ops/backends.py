@@ -81,6 +81,62 @@ def run_op(op: str, backend: str | None, device: torch.device, *args):
     return getattr(torch.ops.diffaug_fast, f"{op}_triton" if name == "triton" else op)(*args)
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def native_bf16(device: torch.device | str = "cpu") -> tuple[bool, str]:
+    """(bf16 is computed natively here, why): CPUs with avx512_bf16 or AMX, CUDA GPUs of compute capability >= 8.0."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False, "no CUDA GPU"
+        major, minor = torch.cuda.get_device_capability(device)
+        name = torch.cuda.get_device_name(device)
+        if major >= 8:
+            return True, f"{name} is sm_{major}{minor} (bf16 tensor cores from sm_80)"
+        return False, f"{name} is sm_{major}{minor}, older than sm_80 (no bf16 tensor cores)"
+    if device.type != "cpu":
+        return False, f"{device.type} devices are not checked for bf16"
+    probe = lambda name: bool(getattr(torch.cpu, name, lambda: False)())  # noqa: E731
+    flags = _cpu_flags()
+    amx = probe("_is_amx_tile_supported") or "amx_bf16" in flags
+    avx512_bf16 = probe("_is_avx512_bf16_supported") or "avx512_bf16" in flags
+    if amx:
+        return True, "the CPU has AMX (bf16 tile matmul)"
+    if avx512_bf16:
+        return True, "the CPU has avx512_bf16 (bf16 dot products)"
+    return False, "the CPU has neither avx512_bf16 nor AMX: bf16 would be emulated, not faster"
+
+
+def resolve_precision(precision: str, device: torch.device | str = "cpu") -> torch.dtype | None:
+    """The autocast dtype of the frozen denoiser for ``precision`` (fp32 | bf16 | fp16 | auto); None = fp32.
+    auto = bf16 where :func:`native_bf16` says the hardware computes it natively, else fp32."""
+    if precision == "auto":
+        return torch.bfloat16 if native_bf16(device)[0] else None
+    if precision not in PRECISION_DTYPES:
+        raise ValueError(f"argument 'precision' is {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    return PRECISION_DTYPES[precision]
+
+
+def auto_precision_info() -> dict:
+    """What ``--denoiser-precision auto`` picks on each device here, and why."""
+    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    out = {}
+    for name in devices:
+        ok, why = native_bf16(name)
+        out[name] = {"choice": "bf16" if ok else "fp32", "why": why}
+    return out
+
+
 def build_info() -> dict:
     """Versions, and which backends are compiled and usable on this machine."""
     info = {
@@ -94,6 +150,7 @@ def build_info() -> dict:
         "cpu_threads": torch.get_num_threads(),
         "extension": {"loaded": _build.has_extension(), "error": _build.extension_error()},
         "backends": {name: {"usable": ok, "why": why} for name, (ok, why) in backend_status().items()},
+        "denoiser_precision_auto": auto_precision_info(),
     }
     if _build.has_extension():
         ext = _build.extension()

@@ -1,6 +1,7 @@
 """Loading the compiled extension (diffaug_fast._C); what a backend needs to know about it and about Triton."""
 from __future__ import annotations
 
+import logging
 import os
 from types import ModuleType
 
@@ -12,6 +13,18 @@ try:
 except ImportError as err:  # missing or broken build: the reference backend still works
     _ext = None
     _EXT_ERROR = str(err)
+
+
+class _NoCudaRuntimeNote(logging.Filter):
+    """Drops the one warning torch.utils.cpp_extension logs when it is imported on a machine with a CUDA toolkit
+    (nvcc or $CUDA_HOME) but no GPU: "No CUDA runtime is found, using CUDA_HOME=...". Inductor imports that module
+    on every compiled CPU run, where the note is noise; its other messages pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+logging.getLogger("torch.utils.cpp_extension").addFilter(_NoCudaRuntimeNote())
 
 
 class ExtensionUnavailableError(RuntimeError):

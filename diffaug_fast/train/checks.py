@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from diffaug_fast.augment import denoiser_dtype
 from diffaug_fast.config import NOT_IDENTITY, TrainConfig, to_dict, train_config_from_dict
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs import files
@@ -79,7 +80,11 @@ def check_same_run(saved: dict, config: TrainConfig, what: str, run_dir: Path | 
     before = identity(to_dict(train_config_from_dict(saved, source=what)))
     now = identity(to_dict(config))
     recorded = denoiser.get("sha256") if denoiser else None
-    same = {"data.source": same_data,
+    device = run_device(config.run.device)
+    same = {"data.source": same_data,  # the denoiser's precision by the dtype it gives here ('amp' = 'auto' on CPUs
+            # without native bf16): runs written before --denoiser-precision resume without the flag
+            "diffaug.denoiser_precision": lambda a, b: denoiser_dtype(a, config.run.amp, device) ==
+            denoiser_dtype(b, config.run.amp, device),
             "diffaug.denoiser": lambda a, b: denoiser_key(b) == f"sha256:{recorded}" if recorded else same_denoiser(a, b)}
     changed = sorted(k for k in before if before[k] != now.get(k) and not (k in same and same[k](before[k], now[k])))
     if changed:

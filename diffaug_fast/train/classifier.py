@@ -79,7 +79,7 @@ class ClassifierTrainer:
         self.amp = amp_dtype(config.run.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.fast_net = (FastNet(self.denoiser, compile=config.run.compile != "off", amp=config.run.amp,
-                                 device=self.device) if self.denoiser is not None else None)
+                                 device=self.device, precision=config.diffaug.denoiser_precision) if self.denoiser is not None else None)
         semi = config.semi
         spec = StepSpec(config.run.seed, opt.batch_size, self.rank, self.world, len(source), image_shape[-1],
                         image_shape[0], crop=config.data.crop, diffaug_view=config.data.diffaug_view,
@@ -96,6 +96,9 @@ class ClassifierTrainer:
         compile_classifier = config.run.compile == "on" or (config.run.compile == "auto" and
                                                              self.device.type == "cuda")
         self.forward = torch.compile(self.train_model) if compile_classifier else self.train_model
+        compiled = (["the denoiser"] if self.fast_net is not None and self.fast_net.compiled else []) + \
+            (["the classifier"] if compile_classifier else [])
+        self.compiles = " and ".join(compiled) or None  # the loop shows a status line for the first step
         self.step = 0
 
     def _semi_supervised_setup(self, labels, num_classes: int):

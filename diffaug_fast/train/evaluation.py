@@ -77,7 +77,8 @@ def evaluate_only(out_dir: str | Path, eval_options: dict, *, progress: bool = T
         if config.semi.pu:
             prior = config.semi.prior if config.semi.prior is not None else \
                 float(torch.isin(train_labels, torch.tensor(config.semi.positive)).float().mean())
-    fast_net = FastNet(denoiser, compile=config.run.compile != "off", amp=config.run.amp, device=device) \
+    fast_net = FastNet(denoiser, compile=config.run.compile != "off", amp=config.run.amp, device=device,
+                       precision=config.diffaug.denoiser_precision) \
         if denoiser is not None else None
     start = time.perf_counter()
     metrics = evaluate_trained(config, model, denoiser, test_images, test_labels, device=device, fast_net=fast_net,

@@ -4,12 +4,15 @@ Ctrl-C (finish the step, save, stop) and, across data-parallel processes, stoppi
 A trainer is any object with ``step`` / ``total_steps`` ints, ``train_step() -> dict`` (one step at
 ``step``; the loop then advances ``step``), ``state_dict()`` / ``load_state_dict(state)`` (everything a
 bit-exact resume needs; ``load_state_dict`` refuses a checkpoint of other settings) and
-``log_fields() -> dict`` (extra columns of a metrics line, e.g. epoch and learning rate).
+``log_fields() -> dict`` (extra columns of a metrics line, e.g. epoch and learning rate). A trainer whose
+first step compiles names what in ``compiles`` (e.g. "the denoiser"): that step runs under a status line with
+Ctrl-C deferred until it ends (ops/compiling.py: the compiler processes are not killed mid-link).
 """
 from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from diffaug_fast.ops.compiling import sigint_deferred
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified, save_atomic
 from diffaug_fast.train.distributed import collective_device, world
@@ -60,6 +64,19 @@ def _agree(flag: bool) -> bool:
     return bool(value.item())
 
 
+def _compiling_step(trainer, what: str, bar, rank: int) -> dict:
+    """The first step of a compiled trainer: a status line, Ctrl-C waits for the compiler, the time it took."""
+    if rank == 0:
+        bar.write(f"compiling {what} (torch.compile, first step; a minute or so on a small CPU; Ctrl-C waits for it, "
+                  "then saves and stops)…", file=sys.stderr)
+    start = time.perf_counter()
+    with sigint_deferred():
+        stats = trainer.train_step()
+    if rank == 0:
+        bar.write(f"first step (compiling {what}) took {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return stats
+
+
 def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int, log_every: int = 10,
         checkpoint_every: int = 100, progress: bool = True, stop_after: int | None = None) -> int:
     """Train from ``trainer.step`` to ``trainer.total_steps`` (or ``stop_after`` more steps); returns the step
@@ -76,8 +93,13 @@ def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int, log_ev
     start, seen = time.perf_counter(), 0
     try:
         with _InterruptFlag() as interrupt:
+            first, compiles = True, getattr(trainer, "compiles", None)
             while trainer.step < end:
-                stats = trainer.train_step()
+                if first and compiles:
+                    stats = _compiling_step(trainer, compiles, bar, rank)
+                else:
+                    stats = trainer.train_step()
+                first = False
                 trainer.step += 1
                 seen += images_per_step
                 speed = seen / (time.perf_counter() - start)

@@ -43,6 +43,9 @@ def train_command(config: TrainConfig, command: TrainCommand) -> dict:
         except KeyboardInterrupt:
             if checkpoint_exists(out / files.CHECKPOINT):
                 print(f"interrupted: saved {out / files.CHECKPOINT}; add --resume to continue", file=sys.stderr)
+            else:
+                print(f"interrupted before the first checkpoint: nothing saved in {out}; run again to start over",
+                      file=sys.stderr)
             raise SystemExit(130) from None
         if world_rank() != 0:
             return {}

@@ -162,7 +162,8 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
     denoiser = load_denoiser(train_config.diffaug.denoiser, flags=train_config.diffaug.denoiser_flags)
     images, labels = load_dataset(train_config.data.source, "test", limit=max(config.limit, config.certify_limit),
                                   image_size=train_config.data.image_size, channels=train_config.data.channels)
-    ensemble = (DiffAugEnsemble(classifier, denoiser, config.de_timesteps, seed=config.seed, compile=False)
+    ensemble = (DiffAugEnsemble(classifier, denoiser, config.de_timesteps, seed=config.seed, compile=False,
+                                precision=config.denoiser_precision)
                 if config.de else None)
     partial = _Partial(out / files.EVAL_PARTIAL, config)
     x, y = images[:config.limit], labels[:config.limit]

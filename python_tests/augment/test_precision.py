@@ -1,0 +1,124 @@
+"""The frozen denoiser's precision (issue 16): fp32 | bf16 | fp16 | auto in the Python API, the train config
+(older configs load as 'amp', the behaviour they trained with), the denoiser report's columns, `info`."""
+import pytest
+import torch
+
+import diffaug_fast
+from diffaug_fast.augment import DiffAug, DiffAugEnsemble, PrecisionNet, at_precision, denoiser_dtype
+from diffaug_fast.config import to_dict, train_config, train_config_from_dict
+from diffaug_fast.data import load_fashion_mnist
+from diffaug_fast.eval.denoiser_report import x0_mse_per_bucket
+from diffaug_fast.ops import backends
+from diffaug_fast.ops.backends import native_bf16, resolve_precision
+
+
+@pytest.fixture(scope="module")
+def denoiser():
+    return diffaug_fast.pretrained("fmnist")
+
+
+def test_auto_is_bf16_exactly_where_the_hardware_computes_it():
+    native, why = native_bf16("cpu")
+    assert why and resolve_precision("auto", "cpu") == (torch.bfloat16 if native else None)
+    assert (resolve_precision("fp32"), resolve_precision("bf16"), resolve_precision("fp16")) == \
+        (None, torch.bfloat16, torch.float16)
+    assert not native_bf16("cuda")[0] or torch.cuda.is_available()
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("int8")
+
+
+def test_none_and_amp_keep_the_amp_behaviour(monkeypatch):
+    for amp in ("auto", "off", "bf16", "fp16"):
+        assert denoiser_dtype(None, amp, "cpu") == denoiser_dtype("amp", amp, "cpu") == \
+            {"auto": None, "off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    monkeypatch.setattr(backends, "native_bf16", lambda device="cpu": (True, "pretend"))
+    assert denoiser_dtype("auto", "off", "cpu") == torch.bfloat16
+    monkeypatch.setattr(backends, "native_bf16", lambda device="cpu": (False, "pretend"))
+    assert denoiser_dtype("auto", "bf16", "cpu") is None
+    with pytest.raises(ValueError, match="precision"):
+        denoiser_dtype("half", "auto", "cpu")
+
+
+def test_diffaug_and_ensemble_set_the_denoisers_dtype(denoiser):
+    for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16), ("fp16", torch.float16), (None, None)):
+        assert DiffAug(denoiser, precision=precision).fast_net.dtype == dtype
+        classifier = torch.nn.Linear(784, 10)
+        assert DiffAugEnsemble(classifier, denoiser, [100], precision=precision).fast_net.dtype == dtype
+    assert DiffAug(denoiser, amp="bf16").fast_net.dtype == torch.bfloat16  # None follows amp, as before
+    with pytest.raises(ValueError, match="precision"):
+        DiffAug(denoiser, precision="int8")
+
+
+@pytest.mark.slow  # bf16 / fp16 are emulated (slowly) on CPUs without native support: about a minute there
+def test_diffaug_and_ensemble_take_a_precision(denoiser):
+    """Two images only: on a CPU without native bf16 / fp16 the reduced precisions are emulated, ~4x slower."""
+    x0 = load_fashion_mnist("test", limit=2)[0]
+    t = torch.tensor([100, 600])
+    full = DiffAug(denoiser, seed=3, precision="fp32")(x0, t)
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        aug = DiffAug(denoiser, seed=3, precision=precision)
+        assert aug.fast_net.dtype == dtype
+        low = aug(x0, t)
+        assert low.dtype == torch.float32 and (low - full).abs().max() < 0.1
+    assert DiffAug(denoiser).fast_net.dtype is None  # default: as amp='auto' (fp32 on CPU), as before
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    ensemble = DiffAugEnsemble(classifier, denoiser, [100], precision="bf16")
+    assert ensemble.fast_net.dtype == torch.bfloat16 and ensemble.amp is None
+    assert ensemble(x0).shape == (2, 10)
+
+
+def test_at_precision_wraps_the_network_inside_the_block_only(denoiser):
+    net = denoiser.net
+    with at_precision(denoiser, "bf16"):
+        assert isinstance(denoiser.net, PrecisionNet) and denoiser.net.net is net
+    assert denoiser.net is net
+    with at_precision(denoiser, "fp32"):
+        assert denoiser.net is net
+
+
+@pytest.mark.slow  # bf16 emulated on CPUs without avx512_bf16 / AMX: about a minute there
+def test_report_columns_per_precision_share_t_and_noise(denoiser):
+    images = load_fashion_mnist("test", limit=3)[0]
+    fp32 = x0_mse_per_bucket(denoiser, images, buckets=2, batch=3)
+    again = x0_mse_per_bucket(denoiser, images, buckets=2, batch=3, precision="fp32")
+    bf16 = x0_mse_per_bucket(denoiser, images, buckets=2, batch=3, precision="bf16")
+    assert fp32 == again
+    for a, b in zip(fp32, bf16):
+        assert a["t_from"] == b["t_from"] and abs(b["x0_mse"] / a["x0_mse"] - 1) < 0.1
+
+
+def test_train_option_default_and_older_configs():
+    assert train_config().diffaug.denoiser_precision == "auto"
+    assert train_config(denoiser_precision="bf16").diffaug.denoiser_precision == "bf16"
+    nested = to_dict(train_config())
+    del nested["diffaug"]["denoiser_precision"]
+    assert train_config_from_dict(nested).diffaug.denoiser_precision == "amp"
+    assert train_config_from_dict({"lr": 0.1}).diffaug.denoiser_precision == "amp"  # flat, older layout
+    assert train_config_from_dict({"denoiser_precision": "fp16"}).diffaug.denoiser_precision == "fp16"
+    assert train_config_from_dict(to_dict(train_config())).diffaug.denoiser_precision == "auto"
+    with pytest.raises(ValueError, match="denoiser.precision"):
+        train_config(denoiser_precision="int8")
+
+
+def test_an_older_run_resumes_with_the_default_where_auto_is_what_amp_gave(monkeypatch):
+    from diffaug_fast.errors import DiffAugError
+    from diffaug_fast.train.checks import check_same_run
+
+    saved = to_dict(train_config())
+    del saved["diffaug"]["denoiser_precision"]  # a config.json written before the option
+    monkeypatch.setattr(backends, "native_bf16", lambda device="cpu": (False, "pretend"))
+    check_same_run(saved, train_config(device="cpu"), "old run")  # auto = fp32 = amp auto on this CPU
+    monkeypatch.setattr(backends, "native_bf16", lambda device="cpu": (True, "pretend"))
+    with pytest.raises(DiffAugError, match="denoiser_precision: 'amp' -> 'auto'"):
+        check_same_run(saved, train_config(device="cpu"), "old run")
+    check_same_run(saved, train_config(device="cpu", denoiser_precision="amp"), "old run")
+
+
+def test_info_says_what_auto_picks(capsys):
+    from diffaug_fast.cli import main
+
+    assert main(["info"]) in (0, None)
+    out = capsys.readouterr().out
+    choice = "bf16" if native_bf16("cpu")[0] else "fp32"
+    assert "--denoiser-precision auto:" in out and f"cpu        {choice}: {native_bf16('cpu')[1]}" in out
+    assert backends.build_info()["denoiser_precision_auto"]["cpu"]["choice"] == choice

@@ -1,0 +1,56 @@
+"""Ctrl-C during the first step's torch.compile (issue 16): one line, a checkpoint, nothing left in the compiler
+cache that breaks a later run; a fresh run and --resume afterwards both work; no "No CUDA runtime" note."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from diffaug_fast.ops.compiling import broken_shared_object
+
+CLI = [sys.executable, "-m", "diffaug_fast.cli"]
+NOTE = "No CUDA runtime is found"
+
+
+def _messages(stderr: str) -> list[str]:
+    """stderr without the progress bar's redraws."""
+    return [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and not line.startswith("train (")]
+
+
+@pytest.mark.slow  # three compiled runs with a cold cache: several minutes on 2 CPU cores
+def test_ctrl_c_while_compiling_then_fresh_and_resumed_runs_work(tmp_path):
+    cache = tmp_path / "inductor"
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    args = CLI + ["train", "--compile", "on", "--train-limit", "64", "--batch-size", "32", "--eval-limit", "8",
+                  "--de-timesteps", "", "--log-every", "1"]
+    run = tmp_path / "run"
+    proc = subprocess.Popen(args + ["--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    seen, deadline = [], time.time() + 300
+    for line in proc.stderr:  # the status line comes before the first step's compilation
+        seen.append(line)
+        if line.startswith("compiling the denoiser") or time.time() > deadline:
+            break
+    assert seen and seen[-1].startswith("compiling the denoiser"), "".join(seen)
+    time.sleep(5)  # inside the compilation
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    proc.wait(timeout=600)
+    err = "".join(seen) + rest
+    assert proc.returncode == 130, err
+    after = [m for m in _messages(rest) if not m.startswith("first step (compiling")]
+    assert len(after) == 1 and after[0].startswith("interrupted: saved"), err
+    assert "Traceback" not in err and NOTE not in err
+    assert not [p for p in cache.rglob("*.so") if broken_shared_object(p)]
+
+    resumed = subprocess.run(args + ["--out", str(run), "--resume"], capture_output=True, text=True, env=env,
+                             timeout=900)
+    assert resumed.returncode == 0, resumed.stderr
+    fresh = subprocess.run(args + ["--out", str(tmp_path / "fresh")], capture_output=True, text=True, env=env,
+                           timeout=900)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "test accuracy" in resumed.stdout and "test accuracy" in fresh.stdout
+    for done in (resumed, fresh):
+        assert NOTE not in done.stderr and "Traceback" not in done.stderr
