@@ -187,10 +187,10 @@ def train_denoiser(config: DenoiserConfig, out_dir: str | Path, *, data_root=Non
     config = with_step_defaults(config)
     torch.manual_seed(config.seed)
     trainer = DenoiserTrainer(config, load_images(config, data_root))
+    loop.resume(trainer, out_dir)  # first: a resume with other settings is refused before any warning
     warning = too_short(config.steps, config.batch_size, len(trainer.images))
     if warning and progress:
         print(warning, file=sys.stderr)
-    loop.resume(trainer, out_dir)
     files.write_json(out_dir / files.CONFIG, asdict(config))
     loop.run(trainer, out_dir, desc=f"train-denoiser ({config.kind})", images_per_step=config.batch_size,
              log_every=1, checkpoint_every=config.checkpoint_every, progress=progress, stop_after=stop_after)

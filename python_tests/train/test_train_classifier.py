@@ -171,11 +171,11 @@ def test_noisy_and_da_modes_train_and_report_per_t_bucket(tmp_path):
 
 def test_da_mode_feeds_the_classifier_x_t_and_the_denoised_image():
     from diffaug_fast.train.classifier import ClassifierTrainer
-    from diffaug_fast.data import load_fashion_mnist
+    from diffaug_fast.data import ArraySource, load_fashion_mnist
     from diffaug_fast.augment import diffuse_and_denoise
 
     config = _config(mode="da", train_limit=64)
-    job = ClassifierTrainer(config, *load_fashion_mnist("train", limit=64))
+    job = ClassifierTrainer(config, ArraySource(*load_fashion_mnist("train", limit=64), []))
     (x_t, t, x_hat), y = job.batches.supervised(0)
     assert x_t.shape == x_hat.shape == (32, 1, 28, 28) and t.shape == (32,) and t.max() > 499
     # x_hat is the denoiser's estimate from exactly this x_t
@@ -183,7 +183,7 @@ def test_da_mode_feeds_the_classifier_x_t_and_the_denoised_image():
     again = diffuse_and_denoise(job.denoiser, x_t * 0, t, seed=0)  # sanity: other inputs give other outputs
     assert not torch.allclose(again, x_hat)
     # the noisy mode sees the very same x_t (same keys), made without running the denoiser
-    noisy = ClassifierTrainer(_config(mode="noisy", train_limit=64), *load_fashion_mnist("train", limit=64))
+    noisy = ClassifierTrainer(_config(mode="noisy", train_limit=64), ArraySource(*load_fashion_mnist("train", limit=64), []))
     (x_t2, t2), _ = noisy.batches.supervised(0)
     assert torch.equal(t2, t)
     torch.testing.assert_close(x_t2, x_t)
