@@ -112,6 +112,7 @@ CLI_CASES = [
     ("a missing CIFAR batch file", ["train", "--data", "cifar10:{cifar_missing}", "--image-size", "32", "--channels", "3", "--out", "{fresh}"], "batch file"),
     ("negative loader workers", ["train", "--workers", "-1"], "argument --workers must be >= 0"),
     ("unknown guided-DDIM order", ["sample", "--ddim-guidance", "after"], "argument --ddim-guidance: invalid choice: 'after'"),
+    ("unknown denoiser precision", ["train", "--denoiser-precision", "int8"], "argument --denoiser-precision: invalid choice: 'int8'"),
     ("a classifier name that exists nowhere", ["train", "--model", "resnt50"], "neither ours nor torchvision's; did you mean resnet50"),
     ("--norm group with a torchvision model", ["train", "--model", "resnet18", "--norm", "group"], "argument --norm group is for our classifiers"),
     ("--init that is not a state dict file", ["train", "--init", "weights.bin"], "expected a state dict file ending in .pth, .pt, .safetensors"),
