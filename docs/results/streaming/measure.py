@@ -27,7 +27,9 @@ RUN = textwrap.dedent("""
         from diffaug_fast.data import load_image_folder
         kwargs["data"] = load_image_folder(data, "train", image_size=96, channels=3)
     train_classifier(config, out, progress=False, stop_after=4, evaluate_at_end=False, **kwargs)
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    # VmHWM, not getrusage's ru_maxrss: that one keeps the parent's peak across fork + exec
+    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    print(json.dumps({"peak_rss_mb": hwm / 1024,
                       "peak_rss_workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """)
 
