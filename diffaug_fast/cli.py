@@ -96,15 +96,16 @@ def cmd_train_denoiser(args) -> None:
     """Train (or resume) a VP or VE denoiser; export its EMA weights."""
     from diffaug_fast.runs import files
     from diffaug_fast.runs.checkpoint import checkpoint_exists
-    from diffaug_fast.train.checks import check_resume
+    from diffaug_fast.train.checks import check_resume, run_device
     from diffaug_fast.train.denoiser import export_ema, train_denoiser, write_denoiser_report
 
     config, command = args.options
     out = _folder(command.out)
     args.log_dir = out
+    device = run_device(command.device)  # an impossible --device fails now, not after loading data
     check_resume(out, command.resume)
     try:
-        ckpt = train_denoiser(config, out, data_root=command.data_root)
+        ckpt = train_denoiser(config, out, data_root=command.data_root, device=device)
     except KeyboardInterrupt:
         if checkpoint_exists(out / files.CHECKPOINT):
             print(f"interrupted: saved {out / files.CHECKPOINT}; add --resume to continue", file=sys.stderr)

@@ -28,7 +28,12 @@ class TrainCommand:
 
 @dataclass
 class DenoiserConfig:
-    kind: Literal["vp", "ve"] = option("vp", "vp: DDPM eps-prediction; ve: EDM-preconditioned score network")
+    kind: Literal["vp", "ve"] = option("vp", "vp: DDPM schedule, network output per --parametrization; ve: "
+                                       "EDM-preconditioned score network")
+    parametrization: Literal["auto", "eps", "v", "x0"] = option(
+        "auto", "VP: what the network predicts, with its loss: eps (eps-MSE), v (v-MSE), x0 (x0-MSE weighted by "
+        "max(SNR, 1)); auto: v for a new VP run, the run's own when resuming (eps for runs written before the "
+        "option); --kind ve takes auto only")
     data: str = option("fmnist", "fmnist, or a folder of your images (one sub-folder per class)")
     image_size: int = option(28, "image folders are resized to this (a multiple of 4, >= 8)", check="positive")
     channels: Literal[1, 3] = option(1, "1: grayscale, 3: RGB")
@@ -63,7 +68,9 @@ class DenoiserConfig:
 @dataclass
 class DenoiserCommand:
     out: str = option("runs/denoiser-vp", "the run folder")
-    resume: bool = option(False, "continue the run in --out from its checkpoint (same settings)")
+    resume: bool = option(False, "continue the run in --out from its checkpoint (same settings; --steps may grow)")
+    device: str = option("auto", "auto, cpu, cuda, cuda:1, ... (not part of the run: a run started on a GPU "
+                         "continues on the CPU with --resume)")
     data_root: str | None = option(None, "folder with the Fashion-MNIST IDX files")
     report_limit: int = option(2000, "test images for the report's x0 error per t", check="positive")
     report_samples: int = option(64, "DDIM-50 samples in the report's picture", check="positive")

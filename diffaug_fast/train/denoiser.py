@@ -1,11 +1,13 @@
 """Train a small diffusion model on Fashion-MNIST: the package's embedded denoisers.
 
-``kind="vp"``: DDPM eps-prediction on a linear/cosine VP schedule. ``kind="ve"``: a score-SDE style
+``kind="vp"``: a DDPM linear/cosine VP schedule; the network predicts eps, v or x0 (``parametrization``, with its
+loss weighting: :mod:`diffaug_fast.diffusion.targets`). ``kind="ve"``: a score-SDE style
 sigma-conditioned score network (:class:`~diffaug_fast.diffusion.ve.VEScoreNet`, EDM-preconditioned)
 on the geometric VE grid, trained by denoising score matching with EDM's loss weighting.
 
-bf16 autocast on CPU, EMA weights, atomic checkpoints with exact resume (model, optimizer, EMA, RNG,
-data order), a progress bar with loss and images/s.
+On the CPU or a GPU (``device``; not part of the run, so a run started on a GPU continues on the CPU); bf16
+autocast, EMA weights, atomic checkpoints with exact resume (model, optimizer, EMA, RNG, data order; a resumed run
+may be given a larger ``steps``), a progress bar with loss and images/s.
 """
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ from diffaug_fast import streams
 from diffaug_fast.config import DenoiserConfig
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs import files
-from diffaug_fast.runs.checkpoint import load_verified
+from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified
 from diffaug_fast.runs.provenance import data_record
 from diffaug_fast.data import load_dataset, load_fashion_mnist
 from diffaug_fast.diffusion import Schedule, get_schedule, q_sample, ve_geometric
+from diffaug_fast.diffusion.targets import VP_PARAMETRIZATIONS, prediction_loss
 from diffaug_fast.diffusion.unet import UNetModel
 from diffaug_fast.diffusion.ve import VEScoreNet
 from diffaug_fast.train import loop
@@ -34,6 +37,9 @@ FMNIST_UNET = dict(image_size=28, in_channels=1, num_channels=32, num_res_blocks
 
 
 KINDS = ("vp", "ve")
+# What a new VP run predicts when --parametrization is auto (docs/results/denoiser_parametrization/: v against eps
+# and x0 at the same budget). Runs written before the option predicted eps, and resume as eps.
+DEFAULT_VP_PARAMETRIZATION = "v"
 
 
 def unet_for(image_size: int = 28, channels: int = 1) -> dict:
@@ -55,15 +61,16 @@ def build_network(config: DenoiserConfig) -> tuple[torch.nn.Module, Schedule]:
     return UNetModel(**unet_settings(config)), get_schedule(config.schedule)
 
 
-def denoising_loss(model: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, seed: int):
-    """VP: eps MSE. VE: MSE of the preconditioned network's output against its exact target (EDM weighting)."""
+def denoising_loss(model: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, seed: int,
+                   parametrization: str = "eps"):
+    """VP: the ``parametrization``'s loss (eps-MSE, v-MSE or max(SNR, 1)-weighted x0-MSE; diffusion/targets.py).
+    VE: MSE of the preconditioned network's output against its exact target (EDM weighting)."""
     xt, eps = q_sample(schedule, x0, t, seed=seed, return_noise=True)
     if isinstance(model, VEScoreNet):
-        sigma = schedule.sigmas[t].float()
-        pred, target = model.raw(xt, sigma), model.training_target(xt, x0, sigma)
-    else:
-        pred, target = model(xt, t), eps
-    return torch.nn.functional.mse_loss(pred.float(), target)
+        sigma = schedule.sigmas.to(t.device)[t].float()
+        return torch.nn.functional.mse_loss(model.raw(xt, sigma).float(), model.training_target(xt, x0, sigma))
+    a, s = schedule.coefficients(t, device=x0.device)
+    return prediction_loss(parametrization, model(xt, t), x0, eps, a, s)
 
 
 def _batches(n: int, batch: int, seed: int, consumed: int):
@@ -83,10 +90,41 @@ def unet_settings(config: DenoiserConfig) -> dict:
 
 def with_step_defaults(config: DenoiserConfig) -> DenoiserConfig:
     """``--ema-decay`` / ``--warmup-steps`` auto, scaled to the step budget: EMA decay min(0.999, 1 - 10/steps)
-    (its average spans ~a tenth of the run, never mostly the random start) and warm-up min(200, steps/10)."""
+    (its average spans ~a tenth of the run, never mostly the random start) and warm-up min(200, steps/10);
+    ``--parametrization`` auto: v for VP (DEFAULT_VP_PARAMETRIZATION), the preconditioned score for VE."""
     ema = config.ema_decay if config.ema_decay is not None else min(0.999, max(0.0, 1 - 10 / config.steps))
     warmup = config.warmup if config.warmup is not None else max(1, min(200, config.steps // 10))
-    return replace(config, ema_decay=ema, warmup=warmup)
+    return replace(config, ema_decay=ema, warmup=warmup, parametrization=resolved_parametrization(config))
+
+
+def resolved_parametrization(config: DenoiserConfig) -> str:
+    """What the network of ``config`` predicts: the given VP parametrization, or auto's choice."""
+    value = config.parametrization
+    if config.kind == "ve":
+        if value not in ("auto", "score"):
+            raise ValueError(f"argument --parametrization {value} is for --kind vp; --kind ve trains an "
+                             "EDM-preconditioned score network (leave --parametrization auto)")
+        return "score"
+    if value == "auto":
+        return DEFAULT_VP_PARAMETRIZATION
+    if value not in VP_PARAMETRIZATIONS:
+        raise ValueError(f"argument --parametrization is {value!r}; expected auto or one of "
+                         f"{', '.join(VP_PARAMETRIZATIONS)}")
+    return value
+
+
+def saved_settings(saved: dict) -> dict:
+    """A checkpoint's config as this version reads it: runs written before --parametrization predicted eps (VP)."""
+    return {"parametrization": "score" if saved.get("kind", "vp") == "ve" else "eps", **saved}
+
+
+def continued(config: DenoiserConfig, saved: dict) -> DenoiserConfig:
+    """``config`` for continuing a run saved with ``saved``: options left auto take the run's own values (its EMA
+    decay, warm-up and parametrization), so a run given a larger --steps keeps training what it trained."""
+    saved = saved_settings(saved)
+    auto = {"ema_decay": config.ema_decay is None, "warmup": config.warmup is None,
+            "parametrization": config.parametrization == "auto"}
+    return replace(config, **{k: saved[k] for k, is_auto in auto.items() if is_auto and k in saved})
 
 
 MIN_STEPS, MIN_PASSES, ENOUGH_IMAGES = 2000, 50, 300_000
@@ -107,12 +145,14 @@ class DenoiserTrainer:
     """The denoiser's training state; ``loop.run`` drives it. Every step: a batch in keyed order, t and the
     Philox seed of its noise from the torch RNG (saved in the checkpoint), AdamW, gradient clipping, EMA."""
 
-    def __init__(self, config: DenoiserConfig, images: torch.Tensor):
+    def __init__(self, config: DenoiserConfig, images: torch.Tensor, device: torch.device | str = "cpu"):
         if len(images) < config.batch_size:
             raise ValueError(f"argument --batch-size ({config.batch_size}) exceeds the {len(images)} training images")
         config = with_step_defaults(config)
-        self.config, self.images = config, images
-        self.model, self.schedule = build_network(config)
+        self.device = torch.device(device)
+        self.config, self.images = config, images.to(self.device)
+        model, self.schedule = build_network(config)  # initialised on the CPU: the same weights on every device
+        self.model = model.to(self.device)
         self.ema = EMA(self.model, config.ema_decay)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=0.0)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / config.warmup))
@@ -128,6 +168,9 @@ class DenoiserTrainer:
         saved = state.get("config")
         if saved is not None:
             same_denoiser_run(saved, self.config, "the checkpoint")
+        if state["step"] > self.config.steps:
+            raise DiffAugError(f"argument --steps is {self.config.steps} but the run in --out already reached step "
+                               f"{state['step']}; pass --steps >= {state['step']}")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
@@ -141,11 +184,11 @@ class DenoiserTrainer:
     def train_step(self) -> dict:
         if self._order is None:
             self._order = _batches(len(self.images), self.config.batch_size, self.config.seed, self.consumed)
-        x0 = self.images[next(self._order)]
-        t = torch.randint(0, len(self.schedule), (len(x0),))
-        seed = int(torch.randint(0, 2**62, ()))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
-            loss = denoising_loss(self.model, self.schedule, x0, t, seed)
+        x0 = self.images[next(self._order).to(self.device)]
+        t = torch.randint(0, len(self.schedule), (len(x0),))  # t and the noise seed from the CPU generator, on any
+        seed = int(torch.randint(0, 2**62, ()))  # device: the checkpoint's torch_rng is all a resume needs
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
+            loss = denoising_loss(self.model, self.schedule, x0, t.to(self.device), seed, self.config.parametrization)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -156,10 +199,13 @@ class DenoiserTrainer:
         return {"loss": loss.item()}
 
 
+NOT_IDENTITY = ("checkpoint_every", "steps")  # a run may be continued to more steps, with another cadence
+
+
 def same_denoiser_run(saved: dict, config: DenoiserConfig, what: str) -> None:
-    """Refuse to continue a denoiser run with other settings (checkpoint cadence aside)."""
-    now = asdict(config)
-    changed = sorted(k for k in now if k != "checkpoint_every" and k in saved and saved[k] != now[k])
+    """Refuse to continue a denoiser run with other settings (step budget and checkpoint cadence aside)."""
+    saved, now = saved_settings(saved), asdict(config)
+    changed = sorted(k for k in now if k not in NOT_IDENTITY and k in saved and saved[k] != now[k])
     if changed:
         detail = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
         raise DiffAugError(f"{what} was written with different settings ({detail}); use the same settings to "
@@ -175,33 +221,44 @@ def load_images(config: DenoiserConfig, data_root=None) -> torch.Tensor:
 
 
 def train_denoiser(config: DenoiserConfig, out_dir: str | Path, *, data_root=None, progress: bool = True,
-                   stop_after: int | None = None, limit: int | None = None) -> Path:
-    """Train (or resume from out_dir's checkpoint) up to config.steps; ``stop_after`` ends this call early;
-    ``limit`` (if given) replaces ``config.limit``."""
+                   stop_after: int | None = None, limit: int | None = None, device: torch.device | str = "cpu") -> Path:
+    """Train (or resume from out_dir's checkpoint) up to config.steps on ``device``; ``stop_after`` ends this call
+    early; ``limit`` (if given) replaces ``config.limit``. Returns the checkpoint's path (which
+    :func:`export_ema` reads). A resumed run takes its own values for the options left auto and may be given a
+    larger ``config.steps``; a checkpoint written on a GPU continues on the CPU and the other way round."""
     out_dir = Path(out_dir)
     if limit is not None:
         config = replace(config, limit=limit)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if config.unet is None:
         config = replace(config, unet=unet_for(config.image_size, config.channels))
-    config = with_step_defaults(config)
+    checkpoint = out_dir / files.CHECKPOINT
+    state = load_verified(checkpoint) if checkpoint_exists(checkpoint) else None  # tensors on the CPU
+    if state is not None and state.get("config") is not None:
+        config = continued(config, state["config"])
+    config = with_step_defaults(config)  # a bad --parametrization fails here, before the run folder is made
+    out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    trainer = DenoiserTrainer(config, load_images(config, data_root))
-    loop.resume(trainer, out_dir)  # first: a resume with other settings is refused before any warning
+    trainer = DenoiserTrainer(config, load_images(config, data_root), device)
+    if state is not None:  # first: a resume with other settings is refused before any warning
+        trainer.load_state_dict(state)
     warning = too_short(config.steps, config.batch_size, len(trainer.images))
     if warning and progress:
         print(warning, file=sys.stderr)
-    files.write_json(out_dir / files.CONFIG, asdict(config))
+    files.write_json(out_dir / files.CONFIG, asdict(trainer.config))
     loop.run(trainer, out_dir, desc=f"train-denoiser ({config.kind})", images_per_step=config.batch_size,
              log_every=1, checkpoint_every=config.checkpoint_every, progress=progress, stop_after=stop_after)
-    return out_dir / files.CHECKPOINT
+    return checkpoint
 
 
 def export_ema(checkpoint: str | Path, config: DenoiserConfig, weights_out: str | Path) -> None:
-    """EMA weights as safetensors plus the config JSON beside them."""
+    """EMA weights as safetensors plus the config JSON beside them (the parametrization the checkpoint was trained
+    with, when ``config`` leaves it auto)."""
     from safetensors.torch import save_file
 
-    state = load_verified(checkpoint)["ema"]
+    saved = load_verified(checkpoint)
+    if saved.get("config") is not None:
+        config = continued(config, saved["config"])
+    state = saved["ema"]
     weights_out = Path(weights_out)
     tmp = weights_out.with_name(weights_out.name + ".tmp")
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
@@ -216,7 +273,8 @@ def export_config(config: DenoiserConfig) -> dict:
         return {"kind": "ve", "schedule": "ve", "sigma_min": config.sigma_min, "sigma_max": config.sigma_max,
                 "sigma_data": config.sigma_data, "parametrization": "score", "condition": "sigma",
                 "unet": unet_settings(config)}
-    return {"kind": "vp", "schedule": config.schedule, "parametrization": "eps", "unet": unet_settings(config)}
+    return {"kind": "vp", "schedule": config.schedule, "parametrization": resolved_parametrization(config),
+            "unet": unet_settings(config)}
 
 
 def write_denoiser_report(config: DenoiserConfig, out_dir: str | Path, *, data_root=None, limit: int = 2000,
