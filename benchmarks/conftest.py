@@ -6,26 +6,13 @@ a memory-bound op on a large tensor (~14 ms per 50 MB output here). A caching
 allocator avoids that, so the benchmarks raise the threshold: every
 implementation (ours and the baselines) then reuses freed memory, and the copy
 yardstick copies into a preallocated buffer. Set MALLOC_MMAP_THRESHOLD_ in your
-own CPU jobs for the same effect.
+own CPU jobs for the same effect (the diffaug-fast command does it itself: ``ops/allocator.py``).
 """
-import ctypes
-import ctypes.util
-
 import torch
 
-_M_MMAP_THRESHOLD = -3
-_M_TRIM_THRESHOLD = -1
+from diffaug_fast.ops.allocator import keep_freed_memory
 
-
-def _keep_freed_memory() -> bool:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 31 - 1))
-    except (OSError, AttributeError):
-        return False
-
-
-ALLOCATOR_TUNED = _keep_freed_memory()
+ALLOCATOR_TUNED = keep_freed_memory()
 torch.set_float32_matmul_precision("high")
 
 

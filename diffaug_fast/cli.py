@@ -17,6 +17,7 @@ from diffaug_fast.config import (DenoiserCommand, DenoiserConfig, DiffuseOptions
                                  TrainConfig, build, read_config_file)
 from diffaug_fast.config.options import add_arguments, given
 from diffaug_fast.errors import USER_ERRORS, DiffAugError
+from diffaug_fast.ops.allocator import keep_freed_memory
 
 PROG = "diffaug-fast"
 
@@ -288,6 +289,7 @@ def _internal_error(args, err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = bool(getattr(args, "debug", False))
+    keep_freed_memory()  # CPU steps reuse their activations' memory instead of faulting fresh pages in each time
     try:
         args.options = _options(args)
         args.func(args)
