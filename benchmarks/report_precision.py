@@ -36,8 +36,8 @@ def rows(results: dict) -> list[dict]:
                         "images_per_s": info["images"] / t,
                         "vs_official_eager": eager / t if eager else None,
                         "vs_official_compiled": compiled / t if compiled else None,
-                        "gflops": gflops, "matmul_share": gflops / rates[info["precision"]]
-                        if info["precision"] in rates else None})
+                        "gflops": gflops, "emulated": bool(info.get("emulated")),
+                        "matmul_share": gflops / rates[info["precision"]] if info["precision"] in rates else None})
     return out
 
 
@@ -60,6 +60,8 @@ def table(results: dict) -> str:
              "| GFLOP/s | share of matmul rate |", "|---|---|---|---|---|---|---|---|"]
     for r in rows(results):
         share = "-" if r["matmul_share"] is None else f"{100 * r['matmul_share']:.0f}%"
+        if r["emulated"]:  # no native bf16 / fp16 matmul to compare with: the yardstick is emulated too
+            share = "emulated (one round)"
         lines.append(f"| {r['task']} | {r['impl']} | {r['median_s'] * 1e3:.1f} | {r['images_per_s']:,.0f} | "
                      f"{_ratio(r['vs_official_eager'])} | {_ratio(r['vs_official_compiled'])} | "
                      f"{r['gflops']:,.0f} | {share} |")

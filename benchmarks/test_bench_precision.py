@@ -30,6 +30,7 @@ from diffaug_fast import pretrained
 from diffaug_fast.augment import DiffAugEnsemble, FastNet, autocast, diffuse_and_denoise
 from diffaug_fast.data import load_fashion_mnist
 from diffaug_fast.models.classifiers import build_classifier
+from diffaug_fast.ops.backends import native_bf16
 from diffaug_fast.runs.weights import WEIGHTS_DIR
 
 sys.path.insert(0, os.environ.get("GUIDED_DIFFUSION", str(Path(__file__).parent / "third_party")))
@@ -49,19 +50,36 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def _run(benchmark, fn, *, rounds, images, group, impl, precision, flops, official=None):
+@pytest.fixture(autouse=True)
+def _fresh_compiler_caches():
+    """Each row compiles its own graphs: dynamo's per-code caches (and their recompile limit) carry nothing over
+    from the rows before it (with them kept, one CPU row once ran 2.7x slower than alone)."""
+    torch._dynamo.reset()
+    yield
+
+
+def _emulated(precision):
+    """bf16 / fp16 where the hardware has no native support (e.g. an AVX2 CPU): 5-25x slower than fp32 there, so
+    such rows are timed over one round (their slowness, not their spread, is the finding)."""
+    return precision != "fp32" and not native_bf16(DEVICE)[0]
+
+
+def _run(benchmark, fn, *, rounds, images, group, impl, precision, flops, official=None, emulated=False):
     fn()  # warm up (and compile)
     _sync()
+    warmup = 1
+    if emulated:
+        rounds, warmup = 1, 0
     benchmark.group = group
     benchmark.extra_info.update(task=group, impl=impl, images=images, precision=precision, flops=flops,
-                                official=official, device=DEVICE,
+                                official=official, device=DEVICE, emulated=emulated,
                                 gpu=torch.cuda.get_device_name() if DEVICE == "cuda" else None)
 
     def call():
         fn()
         _sync()
 
-    benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=warmup)
 
 
 @functools.lru_cache(maxsize=None)
@@ -124,9 +142,8 @@ def _forward_flops(n):
 def _ours(precision, variant):
     """FastNet for a row name's variant: eager | compiled | graphs, optionally '_contiguous'."""
     mode = variant.removesuffix("_contiguous")
-    compile = {"eager": False, "compiled": True, "graphs": "graphs"}[mode]
-    return FastNet(_denoiser(), compile=compile, precision=precision, device=DEVICE,
-                   channels_last=not variant.endswith("_contiguous"))
+    return FastNet(_denoiser(), compile=mode != "eager", cuda_graphs=mode == "graphs", precision=precision,
+                   device=DEVICE, channels_last=not variant.endswith("_contiguous"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -144,7 +161,7 @@ def test_matmul_rate(benchmark, precision):
     out = torch.empty(MATMUL_N, MATMUL_N, device=DEVICE, dtype=dtype)
     _run(benchmark, functools.partial(torch.mm, a, b, out=out), rounds=10, images=0,
          group=f"matmul {MATMUL_N}x{MATMUL_N}x{MATMUL_N}", impl=f"matmul_{precision}", precision=precision,
-         flops=2 * MATMUL_N**3)
+         flops=2 * MATMUL_N**3, emulated=_emulated(precision))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -165,7 +182,8 @@ def test_diffaug_augmentation(benchmark, impl):
         _, precision, variant = impl.split("_", 2)
         fn = functools.partial(diffuse_and_denoise, _denoiser(), x0, t, seed=0, net=_ours(precision, variant))
     _run(benchmark, fn, rounds=5, images=BATCH, group=f"DiffAug augmentation, batch {BATCH}", impl=impl,
-         precision=precision, flops=_forward_flops(BATCH), official=impl.startswith("official"))
+         precision=precision, flops=_forward_flops(BATCH), official=impl.startswith("official"),
+         emulated=_emulated(precision))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -216,7 +234,7 @@ def test_diffaug_ensemble(benchmark, impl):
         fn = functools.partial(de, x0)
     flops = _forward_flops(n * len(DE_TS)) + _classifier_flops(n * len(DE_TS))
     _run(benchmark, fn, rounds=3, images=n, group=f"DiffAug-Ensemble, {n} images x {len(DE_TS)} t", impl=impl,
-         precision=precision, flops=flops, official=impl.startswith("official"))
+         precision=precision, flops=flops, official=impl.startswith("official"), emulated=_emulated(precision))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,4 +275,5 @@ def test_diffaug_train_step(benchmark, impl):
     flops = _forward_flops(BATCH) + _classifier_flops(2 * BATCH, backward=True)
     _run(benchmark, _train_step(impl), rounds=5, images=BATCH,
          group=f"DiffAug training step, batch {BATCH} (+{BATCH} DiffAug)", impl=impl, precision=precision,
-         flops=flops, official=impl.startswith("official"))
+         flops=flops, official=impl.startswith("official"),
+         emulated=_emulated(precision) or (impl.endswith("bf16") and not native_bf16(DEVICE)[0]))

@@ -107,20 +107,22 @@ class FastNet:
 
     Compiled with inductor's ``freezing`` (weights become constants, convolution weights are prepacked):
     the network is frozen and only ever run under ``inference_mode``. On the 2-core CPU that made the
-    Fashion-MNIST UNet 1.4-1.6x faster than eager; a new batch size costs a recompile (~10-25 s there).
-    ``compile="graphs"`` also replays the compiled kernels as CUDA graphs (CUDA only: a small network's
-    launch overhead is most of its time on a large GPU). ``channels_last`` hands the network NHWC input
-    (what oneDNN's and cuDNN's fast convolutions take). ``precision`` (fp32 | bf16 | fp16 | auto) sets its
+    Fashion-MNIST UNet 1.17x (AMD EPYC) to 1.4-1.6x (Xeon) faster than eager; a new batch size costs a
+    recompile (~10-25 s there).
+    On CUDA a compiled network is also replayed as CUDA graphs (``cuda_graphs``, default on): a small network's
+    launch overhead is most of its time on a large GPU (H200, the Fashion-MNIST UNet, batch 128, bf16: 5.8 ms
+    compiled, 5.0 ms with graphs; benchmarks/results/precision-h200.md). The graphs' output buffers are reused by
+    the next call, so a caller consumes each output before calling again (``diffuse_and_denoise`` does: the
+    epilogue writes x̂0 to a new tensor). ``channels_last`` hands the network NHWC input (what oneDNN's and
+    cuDNN's fast convolutions take). ``precision`` (fp32 | bf16 | fp16 | auto) sets its
     autocast dtype; None follows ``amp`` (see ``denoiser_dtype``).
     """
 
-    def __init__(self, denoiser: Denoiser, *, compile: bool | str, amp: str | None = "auto", device,
-                 precision: str | None = None, channels_last: bool = True):
-        if compile not in (True, False, "graphs"):
-            raise ValueError(f"argument 'compile' is {compile!r}; expected True, False or 'graphs'")
+    def __init__(self, denoiser: Denoiser, *, compile: bool, amp: str | None = "auto", device,
+                 precision: str | None = None, channels_last: bool = True, cuda_graphs: bool = True):
         self.denoiser = denoiser
         options = {"freezing": True}
-        if compile == "graphs" and torch.device(device).type == "cuda":
+        if compile and cuda_graphs and torch.device(device).type == "cuda":
             options["triton.cudagraphs"] = True
         if compile:  # an earlier compilation killed mid-link may have left a broken kernel in the cache
             repair_inductor_cache()
