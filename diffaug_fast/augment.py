@@ -13,6 +13,7 @@ offset) gives the same images as the whole batch in one process.
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import torch
 from torch import nn
@@ -21,7 +22,7 @@ from diffaug_fast import streams
 from diffaug_fast.diffusion import Denoiser
 from diffaug_fast.ops import denoise_epilogue, diffuse
 from diffaug_fast.ops.backends import PRECISIONS, resolve_precision
-from diffaug_fast.ops.compiling import repair_inductor_cache
+from diffaug_fast.ops.compiling import repair_inductor_cache, sigint_deferred
 
 DE_TIMESTEPS = tuple(range(0, 500, 50))  # the paper's DiffAug-Ensemble: t = 0, 50, ..., 450
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -102,6 +103,12 @@ def _device_of(module: nn.Module) -> torch.device:
     return next(module.parameters(), torch.empty(0)).device
 
 
+def _checked_chunk(chunk: int | None) -> int | None:
+    if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"argument 'chunk' must be a positive number of images or None, got {chunk!r}")
+    return chunk
+
+
 class FastNet:
     """The denoiser's network as DiffAug calls it: compiled on request, channels_last, autocast.
 
@@ -113,14 +120,18 @@ class FastNet:
     launch overhead is most of its time on a large GPU (H200, the Fashion-MNIST UNet, batch 128, bf16: 5.8 ms
     compiled, 5.0 ms with graphs; benchmarks/results/precision-h200.md). The graphs' output buffers are reused by
     the next call, so a caller consumes each output before calling again (``diffuse_and_denoise`` does: the
-    epilogue writes x̂0 to a new tensor). ``channels_last`` hands the network NHWC input (what oneDNN's and
-    cuDNN's fast convolutions take). ``precision`` (fp32 | bf16 | fp16 | auto) sets its
-    autocast dtype; None follows ``amp`` (see ``denoiser_dtype``).
+    epilogue writes x̂0 to a new tensor). ``chunk`` cuts larger batches into pieces of exactly that many images (the
+    last one padded with blank images, cut off again): on a CPU the evaluation's 2 500-image DiffAug-Ensemble
+    batches then reuse the training step's compiled graph instead of compiling another (about a minute, cold) and
+    stay cache-sized. ``channels_last`` hands the network NHWC input (what oneDNN's and cuDNN's fast convolutions
+    take). ``precision`` (fp32 | bf16 | fp16 | auto) sets its autocast dtype; None follows ``amp`` (see
+    ``denoiser_dtype``).
     """
 
     def __init__(self, denoiser: Denoiser, *, compile: bool, amp: str | None = "auto", device,
-                 precision: str | None = None, channels_last: bool = True, cuda_graphs: bool = True):
-        self.denoiser = denoiser
+                 precision: str | None = None, channels_last: bool = True, cuda_graphs: bool = True,
+                 chunk: int | None = None):
+        self.denoiser, self.chunk = denoiser, _checked_chunk(chunk)
         options = {"freezing": True}
         if compile and cuda_graphs and torch.device(device).type == "cuda":
             options["triton.cudagraphs"] = True
@@ -131,10 +142,31 @@ class FastNet:
         self.channels_last = channels_last
         self.dtype = denoiser_dtype(precision, amp, device)
 
+    def chunked(self, chunk: int | None) -> "FastNet":
+        """This network (the same compiled graphs) feeding pieces of ``chunk`` images."""
+        twin = copy.copy(self)
+        twin.chunk = _checked_chunk(chunk)
+        return twin
+
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.chunk is None or len(x_t) <= self.chunk:
+            return self._forward(x_t, t)
+        # pieces of exactly ``chunk`` images (the last one padded): one compiled graph serves every batch size
+        pieces = []
+        for start in range(0, len(x_t), self.chunk):
+            xs, ts = x_t[start:start + self.chunk], t[start:start + self.chunk]
+            short = self.chunk - len(xs)
+            if short:
+                xs = torch.cat([xs, xs.new_zeros((short, *xs.shape[1:]))])
+                ts = torch.cat([ts, ts.new_zeros(short)])
+            pieces.append(self._forward(xs, ts)[:self.chunk - short])
+        return torch.cat(pieces)
+
+    def _forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x_t.dim() == 4:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        with autocast(x_t.device, self.dtype):
+        # any call may compile (a new batch size, the evaluation's chunks): Ctrl-C waits for the compiler to finish
+        with sigint_deferred() if self.compiled else contextlib.nullcontext(), autocast(x_t.device, self.dtype):
             return self.net(x_t, self.denoiser.conditioning(t))
 
 

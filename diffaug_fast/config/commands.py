@@ -119,7 +119,7 @@ class EvalCommand:
 
 @dataclass
 class SampleOptions:
-    model: str | None = option(None, "fmnist, fmnist-ve, an exported ema.safetensors, a released .pt / .safetensors "
+    model: str | None = option(None, "fmnist, fmnist-v, fmnist-ve, an exported ema.safetensors, a released .pt / .safetensors "
                         "(with --denoiser-flags) or a diffusers folder (default: the classifier run's denoiser with "
                         "--classifier, else fmnist)")
     denoiser_flags: str | None = option(None, "with a released --model checkpoint: the flag line it was trained "
@@ -182,7 +182,7 @@ class DiffuseOptions:
 
 @dataclass
 class ReportOptions:
-    model: str = option("fmnist", "fmnist (= fmnist-vp), fmnist-ve, an exported ema.safetensors, a released .pt / "
+    model: str = option("fmnist", "fmnist (= fmnist-vp), fmnist-v, fmnist-ve, an exported ema.safetensors, a released .pt / "
                         ".safetensors (with --denoiser-flags) or a diffusers folder")
     denoiser_flags: str | None = option(None, "with a released --model checkpoint: the flag line it was trained "
                                         "with (model and diffusion flags)")

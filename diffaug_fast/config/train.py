@@ -78,7 +78,7 @@ class DiffAugOptions:
     augmix: bool = option(False, "AugMix on the clean images (before DiffAug)")
     t_min: int = option(0, "smallest DiffAug timestep", check="nonnegative")
     t_max: int | None = option(None, "largest DiffAug timestep", check="nonnegative", none="last")
-    denoiser: str = option("fmnist", "fmnist | fmnist-ve | path/to/ema.safetensors (train-denoiser export) | a "
+    denoiser: str = option("fmnist", "fmnist | fmnist-v | fmnist-ve | path/to/ema.safetensors (train-denoiser export) | a "
                            "released guided-/improved-diffusion .pt or .safetensors (with --denoiser-flags) | a "
                            "diffusers folder")
     denoiser_flags: str | None = option(None, "the flag line a released --denoiser checkpoint was trained with, "

@@ -11,7 +11,7 @@ from diffaug_fast.diffusion.ve import VEScoreNet
 from diffaug_fast.errors import DiffAugError
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # diffaug_fast/weights: package data
-MODELS = {"fmnist": "fmnist_vp", "fmnist-vp": "fmnist_vp", "fmnist-ve": "fmnist_ve"}
+MODELS = {"fmnist": "fmnist_vp", "fmnist-vp": "fmnist_vp", "fmnist-v": "fmnist_vp_v", "fmnist-ve": "fmnist_ve"}
 # A clean Fashion-MNIST classifier: FID/IS/KID feature extractor and judge of generated samples.
 CLASSIFIERS = {"fmnist-classifier": "fmnist_classifier"}
 

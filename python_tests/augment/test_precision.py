@@ -134,3 +134,43 @@ def test_fast_net_layouts_agree(denoiser):
     nchw = FastNet(denoiser, compile=False, device="cpu", precision="fp32", channels_last=False)
     with torch.inference_mode():
         torch.testing.assert_close(nhwc(x, t), nchw(x, t), rtol=1e-5, atol=1e-5)
+
+
+def test_a_compiled_fast_net_defers_ctrl_c_on_every_call(denoiser):
+    """Any call of a compiled network may compile (a new batch size): SIGINT is blocked while it runs, so a
+    terminal's Ctrl-C cannot kill the C++ compiler mid-link; an eager one leaves the signal mask alone."""
+    import signal
+
+    from diffaug_fast.augment import FastNet
+
+    seen = []
+
+    def probe(x, cond):
+        seen.append(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set()))
+        return x
+
+    for compiled in (True, False):
+        net = FastNet(denoiser, compile=False, device="cpu", precision="fp32")
+        net.net, net.compiled = probe, compiled  # the wrapper's behaviour, without paying for a compilation
+        net(torch.zeros(1, 1, 28, 28), torch.tensor([3]))
+    assert seen == [True, False]
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+
+
+def test_a_chunked_fast_net_gives_the_same_output_with_one_batch_size(denoiser):
+    """chunk=k: the network sees only k-image batches (the last piece padded), and the output is the unchunked one
+    (the UNet treats images independently); odd sizes, learn-sigma-free, non-contiguous input."""
+    from diffaug_fast.augment import FastNet
+
+    x = torch.randn(11, 1, 28, 28).transpose(2, 3)
+    t = torch.randint(0, 1000, (11,), generator=torch.Generator().manual_seed(0))
+    whole = FastNet(denoiser, compile=False, device="cpu", precision="fp32")
+    sizes = []
+    pieces = whole.chunked(4)
+    inner = pieces.net
+    pieces.net = lambda xs, cond: (sizes.append(len(xs)), inner(xs, cond))[1]
+    with torch.inference_mode():
+        torch.testing.assert_close(pieces(x, t), whole(x, t), rtol=1e-5, atol=1e-5)
+    assert sizes == [4, 4, 4] and whole.chunk is None
+    with pytest.raises(ValueError, match="argument 'chunk'"):
+        whole.chunked(0)

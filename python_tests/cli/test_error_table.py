@@ -98,6 +98,8 @@ CLI_CASES = [
     ("--resume and --evaluate-only together", ["train", "--resume", "--evaluate-only", "--out", "{existing}"], "choose one of --resume"),
     ("--evaluate-only on a folder without a run", ["train", "--evaluate-only", "--out", "{fresh}"], "holds no finished `diffaug-fast train` run"),
     ("zero denoiser training steps", ["train-denoiser", "--steps", "0"], "argument --steps must be > 0, got 0"),
+    ("unknown denoiser parametrization", ["train-denoiser", "--parametrization", "score"], "argument --parametrization: invalid choice: 'score'"),
+    ("v/x0/eps asked of a VE denoiser", ["train-denoiser", "--kind", "ve", "--parametrization", "v", "--out", "{fresh}"], "argument --parametrization v is for --kind vp"),
     ("existing denoiser run without --resume", ["train-denoiser", "--out", "{denoiser}"], "already holds a run; pass --resume"),
     ("denoiser resumed with another --lr", ["train-denoiser", "--out", "{denoiser}", "--resume", "--steps", "1", "--limit", "32", "--batch-size", "16", "--lr", "0.1"], "different settings (lr: 0.002 -> 0.1)"),
     ("--out naming a file", ["train", "--out", "{file}"], "argument --out: {file} is a file; expected a folder"),
