@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffaug_fast import pretrained
+from common import DEVICE, denoiser, sync, timesteps, train_images
 from diffaug_fast.augment import DiffAugEnsemble, FastNet, diffuse_and_denoise
 from diffaug_fast.models.classifiers import build_classifier
 from diffaug_fast.data import load_fashion_mnist
@@ -21,36 +21,23 @@ from diffaug_fast.diffusion import step_coefficients
 from diffaug_fast.ops import guided_step, reference
 from diffaug_fast.diffusion.sampling import sample
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 AUG_BATCH = 128
 
-
-def _sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
 
 
 def _run(benchmark, fn, *, rounds, images, group, impl, baseline=False):
     fn()  # warm up (and compile)
-    _sync()
+    sync()
     benchmark.group = group
     benchmark.extra_info.update(task=group, impl=impl, images=images, baseline=baseline, device=DEVICE)
 
     def call():
         fn()
-        _sync()
+        sync()
 
     benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=1)
 
 
-@functools.lru_cache(maxsize=None)
-def _denoiser():
-    return pretrained("fmnist", DEVICE)
-
-
-@functools.lru_cache(maxsize=None)
-def _images(n):
-    return load_fashion_mnist("train", limit=n)[0].to(DEVICE)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -88,14 +75,11 @@ class OfficialDiffusion:
         return pred_xstart
 
 
-def _timesteps(n, seed=0):
-    return torch.randint(0, 1000, (n,), generator=torch.Generator().manual_seed(seed)).to(DEVICE)
-
 
 @pytest.mark.parametrize("impl", ["official_p_sample_eager_fp32", "ours_eager", "ours_compiled"])
 def test_diffaug_augmentation(benchmark, impl):
-    den = _denoiser()
-    x0, t = _images(AUG_BATCH), _timesteps(AUG_BATCH)
+    den = denoiser()
+    x0, t = train_images(AUG_BATCH), timesteps(AUG_BATCH)
     if impl == "official_p_sample_eager_fp32":
         official = OfficialDiffusion(den.schedule)
         fn = functools.partial(official.diffaug, den.net, x0, t)
@@ -112,10 +96,10 @@ def test_diffaug_augmentation(benchmark, impl):
 
 @pytest.mark.parametrize("impl", ["one_call_per_t", "batched"])
 def test_diffaug_ensemble(benchmark, impl):
-    den, n = _denoiser(), 64
+    den, n = denoiser(), 64
     torch.manual_seed(0)
     clf = build_classifier("resnet-small").to(DEVICE).eval()
-    x0 = _images(n)
+    x0 = train_images(n)
     ts = list(range(0, 500, 50))
     if impl == "batched":
         de = DiffAugEnsemble(clf, den, ts, max_batch=n * len(ts))
@@ -138,11 +122,11 @@ def test_diffaug_ensemble(benchmark, impl):
 
 
 def _train_step_fn(impl):
-    den = _denoiser()
+    den = denoiser()
     torch.manual_seed(0)
     clf = build_classifier("resnet-small").to(DEVICE)
     opt = torch.optim.SGD(clf.parameters(), lr=0.01, momentum=0.9)
-    x0, t = _images(AUG_BATCH), _timesteps(AUG_BATCH)
+    x0, t = train_images(AUG_BATCH), timesteps(AUG_BATCH)
     y = torch.zeros(2 * AUG_BATCH, dtype=torch.long, device=DEVICE)
     if impl == "eager_fp32_official_augmentation":
         official = OfficialDiffusion(den.schedule)
@@ -186,7 +170,7 @@ STEP_SHAPES = {"256x1x28x28": (256, 1, 28, 28), "16x3x256x256": (16, 3, 256, 256
 def test_sampler_step(benchmark, impl, shape_name, mode):
     diffusers = pytest.importorskip("diffusers")
     shape = STEP_SHAPES[shape_name]
-    sched = _denoiser().schedule
+    sched = denoiser().schedule
     gen = torch.Generator(device=DEVICE).manual_seed(0)
     x = torch.randn(shape, device=DEVICE, generator=gen)
     eps = torch.randn(shape, device=DEVICE, generator=gen)
@@ -219,7 +203,7 @@ def test_sampler_step(benchmark, impl, shape_name, mode):
 
 @pytest.mark.parametrize("impl", ["eager", "compiled"])
 def test_ddim50_sampling(benchmark, impl):
-    den = _denoiser()
+    den = denoiser()
     net = torch.compile(den.net) if impl == "compiled" else den.net
     n = 64
 
@@ -235,7 +219,7 @@ def _guide(kind):
     from diffaug_fast.models.noisy import build_noisy_classifier
 
     torch.manual_seed(0)
-    return build_noisy_classifier(kind, _denoiser()).to(DEVICE).eval()
+    return build_noisy_classifier(kind, denoiser()).to(DEVICE).eval()
 
 
 @pytest.mark.parametrize("classifier", ["noisy", "da"])
@@ -244,7 +228,7 @@ def test_guided_ddim50_sampling(benchmark, impl, classifier):
     """Classifier-guided DDIM-50: the PyTorch reference ops vs the fused guided step (+ compiled UNet)."""
     from diffaug_fast.diffusion.sampling import classifier_guidance
 
-    den, clf, n = _denoiser(), _guide(classifier), 32
+    den, clf, n = denoiser(), _guide(classifier), 32
     net = torch.compile(den.net) if impl == "fused_compiled" else den.net
     index = den.schedule.timesteps.to(DEVICE)
     guidance = classifier_guidance(lambda x, t: clf(x, torch.searchsorted(index, t)),
@@ -279,7 +263,7 @@ def test_temporal_consistency_share_of_a_step(benchmark, impl, tmp_path):
     else:
         config = train_config("quick", mode="da", ssl=True, labels_per_class=10, batch_size=b, compile="off",
                               eval_limit=10, train_limit=1280)
-        images, labels = _images(1280).cpu(), load_fashion_mnist("train", limit=1280)[1]
+        images, labels = train_images(1280).cpu(), load_fashion_mnist("train", limit=1280)[1]
         job = ClassifierTrainer(config, images, labels)
 
         def fn():

@@ -26,9 +26,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffaug_fast import pretrained
+from common import DEVICE, denoiser, sync, timesteps, train_images
 from diffaug_fast.augment import DiffAugEnsemble, FastNet, autocast, diffuse_and_denoise
-from diffaug_fast.data import load_fashion_mnist
 from diffaug_fast.models.classifiers import build_classifier
 from diffaug_fast.ops.backends import native_bf16
 from diffaug_fast.runs.weights import WEIGHTS_DIR
@@ -37,17 +36,12 @@ sys.path.insert(0, os.environ.get("GUIDED_DIFFUSION", str(Path(__file__).parent 
 gd_unet = pytest.importorskip("guided_diffusion.unet", reason="guided-diffusion is not importable (see docstring)")
 gd_diffusion = pytest.importorskip("guided_diffusion.gaussian_diffusion")
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BATCH, DE_IMAGES = 128, 64
 DE_TS = list(range(0, 500, 50))
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # a compiled variant per device: CUDA graphs only mean something on CUDA
 COMPILED = ("compiled", "graphs") if DEVICE == "cuda" else ("compiled",)
 
-
-def _sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +60,7 @@ def _emulated(precision):
 
 def _run(benchmark, fn, *, rounds, images, group, impl, precision, flops, official=None, emulated=False):
     fn()  # warm up (and compile)
-    _sync()
+    sync()
     warmup = 1
     if emulated:
         rounds, warmup = 1, 0
@@ -77,29 +71,18 @@ def _run(benchmark, fn, *, rounds, images, group, impl, precision, flops, offici
 
     def call():
         fn()
-        _sync()
+        sync()
 
     benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=warmup)
 
 
-@functools.lru_cache(maxsize=None)
-def _denoiser():
-    return pretrained("fmnist", DEVICE)
 
-
-@functools.lru_cache(maxsize=None)
-def _images(n):
-    return load_fashion_mnist("train", limit=n)[0].to(DEVICE)
-
-
-def _timesteps(n, seed=0):
-    return torch.randint(0, 1000, (n,), generator=torch.Generator().manual_seed(seed)).to(DEVICE)
 
 
 @functools.lru_cache(maxsize=None)
 def _official():
     """guided-diffusion's UNetModel holding the embedded weights (strict load) and its GaussianDiffusion."""
-    den = _denoiser()
+    den = denoiser()
     unet = json.loads((WEIGHTS_DIR / "fmnist_vp.json").read_text())["unet"]
     size = unet["image_size"]
     model = gd_unet.UNetModel(
@@ -132,7 +115,7 @@ def _compiled_official():
 
 def _forward_flops(n):
     """FLOPs of one denoiser forward over n images (convolutions, matmuls, attention)."""
-    den = _denoiser()
+    den = denoiser()
     x = torch.zeros(n, *den.image_shape, device=DEVICE)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         den.net(x, den.conditioning(torch.zeros(n, dtype=torch.long, device=DEVICE)))
@@ -142,7 +125,7 @@ def _forward_flops(n):
 def _ours(precision, variant):
     """FastNet for a row name's variant: eager | compiled | graphs, optionally '_contiguous'."""
     mode = variant.removesuffix("_contiguous")
-    return FastNet(_denoiser(), compile=mode != "eager", cuda_graphs=mode == "graphs", precision=precision,
+    return FastNet(denoiser(), compile=mode != "eager", cuda_graphs=mode == "graphs", precision=precision,
                    device=DEVICE, channels_last=not variant.endswith("_contiguous"))
 
 
@@ -174,13 +157,13 @@ AUG_ROWS = (["official_eager_fp32", "official_compiled_fp32"]
 
 @pytest.mark.parametrize("impl", AUG_ROWS)
 def test_diffaug_augmentation(benchmark, impl):
-    x0, t = _images(BATCH), _timesteps(BATCH)
+    x0, t = train_images(BATCH), timesteps(BATCH)
     if impl.startswith("official"):
         model, diffusion = _compiled_official() if "compiled" in impl else _official()
         fn, precision = functools.partial(_official_diffaug, model, diffusion, x0, t), "fp32"
     else:
         _, precision, variant = impl.split("_", 2)
-        fn = functools.partial(diffuse_and_denoise, _denoiser(), x0, t, seed=0, net=_ours(precision, variant))
+        fn = functools.partial(diffuse_and_denoise, denoiser(), x0, t, seed=0, net=_ours(precision, variant))
     _run(benchmark, fn, rounds=5, images=BATCH, group=f"DiffAug augmentation, batch {BATCH}", impl=impl,
          precision=precision, flops=_forward_flops(BATCH), official=impl.startswith("official"),
          emulated=_emulated(precision))
@@ -197,7 +180,7 @@ def _classifier():
 
 def _classifier_flops(n, *, backward=False):
     clf = _classifier()
-    x = torch.zeros(n, *_denoiser().image_shape, device=DEVICE, requires_grad=False)
+    x = torch.zeros(n, *denoiser().image_shape, device=DEVICE, requires_grad=False)
     with FlopCounterMode(display=False) as counter:
         if backward:
             clf.train()
@@ -216,7 +199,7 @@ DE_ROWS = (["official_eager_fp32", "official_compiled_fp32"]
 
 @pytest.mark.parametrize("impl", DE_ROWS)
 def test_diffaug_ensemble(benchmark, impl):
-    x0, clf, n = _images(DE_IMAGES), _classifier(), DE_IMAGES
+    x0, clf, n = train_images(DE_IMAGES), _classifier(), DE_IMAGES
     if impl.startswith("official"):
         model, diffusion = _compiled_official() if "compiled" in impl else _official()
         precision = "fp32"
@@ -229,7 +212,7 @@ def test_diffaug_ensemble(benchmark, impl):
             return probs / len(DE_TS)
     else:
         _, precision, variant = impl.split("_", 2)
-        de = DiffAugEnsemble(clf, _denoiser(), DE_TS, max_batch=n * len(DE_TS), amp="off", precision=precision)
+        de = DiffAugEnsemble(clf, denoiser(), DE_TS, max_batch=n * len(DE_TS), amp="off", precision=precision)
         de.fast_net = _ours(precision, variant)
         fn = functools.partial(de, x0)
     flops = _forward_flops(n * len(DE_TS)) + _classifier_flops(n * len(DE_TS))
@@ -248,7 +231,7 @@ def _train_step(impl):
     torch.manual_seed(0)
     clf = build_classifier("resnet-small").to(DEVICE)
     opt = torch.optim.SGD(clf.parameters(), lr=0.01, momentum=0.9)
-    x0, t = _images(BATCH), _timesteps(BATCH)
+    x0, t = train_images(BATCH), timesteps(BATCH)
     y = torch.zeros(2 * BATCH, dtype=torch.long, device=DEVICE)
     if impl.startswith("official"):
         model, diffusion = _official()
@@ -256,7 +239,7 @@ def _train_step(impl):
     else:
         _, precision, variant, _, clf_precision = impl.split("_")
         net = _ours(precision, variant)
-        augment = functools.partial(diffuse_and_denoise, _denoiser(), x0, t, seed=0, net=net)
+        augment = functools.partial(diffuse_and_denoise, denoiser(), x0, t, seed=0, net=net)
         clf, clf_dtype = clf.to(memory_format=torch.channels_last), PRECISIONS[clf_precision]
 
     def step():
