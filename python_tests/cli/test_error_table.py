@@ -161,8 +161,9 @@ def existing_run(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("paths")
     denoiser = base / "denoiser"
-    out = subprocess.run(CLI + ["train-denoiser", "--steps", "1", "--limit", "32", "--batch-size", "16", "--out",
-                                str(denoiser)], capture_output=True, text=True, timeout=600)
+    out = subprocess.run(CLI + ["train-denoiser", "--steps", "1", "--limit", "32", "--batch-size", "16",
+                                "--report-limit", "64", "--report-samples", "4", "--out", str(denoiser)],
+                         capture_output=True, text=True, timeout=600)  # a small report: 2000 images took minutes
     assert out.returncode == 0, out.stderr
     (base / "file.txt").write_text("not a folder, not JSON\n")
     data = (WEIGHTS_DIR / "fmnist_vp.safetensors").read_bytes()
