@@ -103,12 +103,6 @@ def _device_of(module: nn.Module) -> torch.device:
     return next(module.parameters(), torch.empty(0)).device
 
 
-def _checked_chunk(chunk: int | None) -> int | None:
-    if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
-        raise ValueError(f"argument 'chunk' must be a positive number of images or None, got {chunk!r}")
-    return chunk
-
-
 class FastNet:
     """The denoiser's network as DiffAug calls it: compiled on request, channels_last, autocast.
 
@@ -120,7 +114,7 @@ class FastNet:
     launch overhead is most of its time on a large GPU (H200, the Fashion-MNIST UNet, batch 128, bf16: 5.8 ms
     compiled, 5.0 ms with graphs; benchmarks/results/precision-h200.md). The graphs' output buffers are reused by
     the next call, so a caller consumes each output before calling again (``diffuse_and_denoise`` does: the
-    epilogue writes x̂0 to a new tensor). ``chunk`` cuts larger batches into pieces of exactly that many images (the
+    epilogue writes x̂0 to a new tensor). ``chunked(k)`` cuts larger batches into pieces of exactly that many images (the
     last one padded with blank images, cut off again): on a CPU the evaluation's 2 500-image DiffAug-Ensemble
     batches then reuse the training step's compiled graph instead of compiling another (about a minute, cold) and
     stay cache-sized. ``channels_last`` hands the network NHWC input (what oneDNN's and cuDNN's fast convolutions
@@ -129,9 +123,8 @@ class FastNet:
     """
 
     def __init__(self, denoiser: Denoiser, *, compile: bool, amp: str | None = "auto", device,
-                 precision: str | None = None, channels_last: bool = True, cuda_graphs: bool = True,
-                 chunk: int | None = None):
-        self.denoiser, self.chunk = denoiser, _checked_chunk(chunk)
+                 precision: str | None = None, channels_last: bool = True, cuda_graphs: bool = True):
+        self.denoiser, self.chunk = denoiser, None
         options = {"freezing": True}
         if compile and cuda_graphs and torch.device(device).type == "cuda":
             options["triton.cudagraphs"] = True
@@ -144,8 +137,10 @@ class FastNet:
 
     def chunked(self, chunk: int | None) -> "FastNet":
         """This network (the same compiled graphs) feeding pieces of ``chunk`` images."""
+        if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+            raise ValueError(f"argument 'chunk' must be a positive number of images or None, got {chunk!r}")
         twin = copy.copy(self)
-        twin.chunk = _checked_chunk(chunk)
+        twin.chunk = chunk
         return twin
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,12 @@ import torch
 VP_PARAMETRIZATIONS = ("eps", "v", "x0")
 
 
+def _check(parametrization: str) -> None:
+    if parametrization not in VP_PARAMETRIZATIONS:
+        raise ValueError(f"argument 'parametrization' is {parametrization!r}; expected one of "
+                         f"{', '.join(VP_PARAMETRIZATIONS)}")
+
+
 def _per_example(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.to(torch.float32).view(-1, *([1] * (x.dim() - 1)))
 
@@ -26,24 +32,20 @@ def _per_example(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def training_target(parametrization: str, x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor,
                     s: torch.Tensor) -> torch.Tensor:
     """The exact network output for clean ``x0`` noised by ``eps`` with per-example coefficients ``a``, ``s`` [B]."""
+    _check(parametrization)
     if parametrization == "eps":
         return eps
     if parametrization == "v":
         return _per_example(a, x0) * eps.float() - _per_example(s, x0) * x0.float()
-    if parametrization == "x0":
-        return x0
-    raise ValueError(f"argument 'parametrization' is {parametrization!r}; expected one of "
-                     f"{', '.join(VP_PARAMETRIZATIONS)}")
+    return x0  # "x0"
 
 
 def loss_weight(parametrization: str, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
     """Per-example weight [B] of the squared error of the network output; None means 1 (a plain MSE)."""
+    _check(parametrization)
     if parametrization in ("eps", "v"):
         return None
-    if parametrization == "x0":
-        return (a.to(torch.float32).square() / s.to(torch.float32).square()).clamp(min=1.0)
-    raise ValueError(f"argument 'parametrization' is {parametrization!r}; expected one of "
-                     f"{', '.join(VP_PARAMETRIZATIONS)}")
+    return (a.to(torch.float32).square() / s.to(torch.float32).square()).clamp(min=1.0)  # "x0"
 
 
 def prediction_loss(parametrization: str, pred: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor,
