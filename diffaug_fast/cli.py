@@ -259,7 +259,7 @@ def _options(args) -> list:
         if cls is TrainConfig:
             from diffaug_fast.config import PRESETS
 
-            preset, config_file = getattr(args, "preset", "quick"), getattr(args, "config", None)
+            preset, config_file = getattr(args, "preset", "default"), getattr(args, "config", None)
             layers = [(f"preset {preset!r}", PRESETS[preset])]
             if config_file:
                 layers.append((f"--config {config_file}", read_config_file(config_file)))

@@ -9,7 +9,7 @@ from diffaug_fast.config.options import build, read_config_file, to_dict
 from diffaug_fast.config.train import NOT_IDENTITY, PRESETS, TrainConfig
 
 
-def train_config(preset: str = "quick", **overrides) -> TrainConfig:
+def train_config(preset: str = "default", **overrides) -> TrainConfig:
     """A validated ``TrainConfig``: ``preset`` (see ``PRESETS``), then options by their flag names
     (``lr=0.1``, ``ema=0.999``, ``de_timesteps=[0, 100]``) or as nested sections (``optim={"lr": 0.1}``)."""
     if preset not in PRESETS:

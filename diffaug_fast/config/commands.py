@@ -16,7 +16,11 @@ PRECISION_HELP = ("precision of the denoiser's forward: fp32, bf16, fp16, or aut
 @dataclass
 class TrainCommand:
     """How ``diffaug-fast train`` runs: not part of the run's identity, never saved with it."""
-    preset: Literal["quick", "paper"] = option("quick", "a partial config that flags and --config override")
+    preset: Literal["default", "quick", "diffaugmix", "paper", "imagenet"] = option(
+        "default", "a partial config that flags and --config override: default (5 epochs, DiffAug on 1/8 of each "
+        "batch: about 10 min on 2 CPU cores), quick (1 epoch, DiffAug on every image), diffaugmix (default + AugMix with its Jensen-Shannon term, "
+        "the official recipe), paper (WRN-16-4, 30 epochs), "
+        "imagenet (the official ResNet-50 recipe)")
     config: str | None = option(None, "a JSON config (e.g. another run's config.json); flags override it")
     out: str = option("runs/train", "the run folder")
     resume: bool = option(False, "continue the run in --out from its checkpoint (same settings)")

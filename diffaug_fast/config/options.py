@@ -31,6 +31,7 @@ CHECKS = {
     "nonnegative": (lambda v: v >= 0, ">= 0"),
     "unit": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "open_unit": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
 }
 

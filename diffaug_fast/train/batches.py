@@ -12,6 +12,11 @@ from diffaug_fast.ops import diffuse
 from diffaug_fast.train.step_data import StepImages, StepSpec, check_item, step_items, step_numbers
 
 
+def diffaug_count(batch: int, fraction: float) -> int:
+    """Images of a global batch of ``batch`` that get a DiffAug copy: the first round(fraction x batch), >= 1."""
+    return max(1, min(batch, round(fraction * batch)))
+
+
 class Batches:
     """Batches of one run: ``supervised(step)`` (clean / DiffAug / noisy / DA) and ``semi_supervised(step)``.
 
@@ -24,6 +29,9 @@ class Batches:
         self.denoiser, self.fast_net, self.device = denoiser, fast_net, device
         self.labeled, self.total_steps, self.workers = labeled, total_steps, workers
         self.batch = config.optim.batch_size
+        self.augmix_views = spec.augmix_views if config.model.mode == "clean" else 0
+        both = config.diffaug.mode == "on" and config.model.mode == "clean"  # only --diffaug on keeps a share
+        self.diffaug_images = diffaug_count(self.batch, config.diffaug.fraction) if both else self.batch
         self.per_image = spec.channels * spec.image_size ** 2
         self.dataset = StepImages(source, spec, labeled)
         self._items, self._next = None, None
@@ -47,14 +55,21 @@ class Batches:
         offset = streams.batch_offset(step, self.batch, shard.start, self.per_image)
         if config.model.mode != "clean":  # a classifier of noisy images: t over the whole chain
             return self.noisy_inputs(x, numbers["t_all"].to(self.device), offset), y
+        views, y_views = [], []
+        if "augmix_views" in item:  # the JSD recipe: clean images, then the AugMix views, then the DiffAug copies
+            views, y_views = [self._images(item["augmix_views"])], [y] * self.augmix_views
         if config.diffaug.mode == "off":
-            return (x,), y
+            return (torch.cat([x, *views]),), torch.cat([y, *y_views])
         branch = self._images(item["x_view"]) if "x_view" in item else x  # the official recipe's own DiffAug view
-        x_hat = diffuse_and_denoise(self.denoiser, branch, numbers["ts"], seed=config.run.seed, offset=offset,
-                                    net=self.fast_net)
+        # this shard's part of the global batch's first `diffaug_images` images; noise keyed by global index
+        n = max(0, min(self.diffaug_images, shard.stop) - shard.start)
+        if n == 0:
+            return (torch.cat([x, *views]),), torch.cat([y, *y_views])
+        x_hat = diffuse_and_denoise(self.denoiser, branch[:n], numbers["ts"][:n], seed=config.run.seed,
+                                    offset=offset, net=self.fast_net)
         if config.diffaug.mode == "only":
             return (x_hat,), y
-        return (torch.cat([x, x_hat]),), torch.cat([y, y])
+        return (torch.cat([x, *views, x_hat]),), torch.cat([y, *y_views, y[:n]])
 
     def noisy_inputs(self, x: torch.Tensor, t: torch.Tensor, offset: int) -> tuple:
         """(x_t, t) for a noisy classifier, (x_t, t, x̂0) for a DA classifier; noise at ``offset``. The noisy

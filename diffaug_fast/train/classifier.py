@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from diffaug_fast.augment import FastNet, amp_dtype, autocast
 from diffaug_fast.config import TrainConfig, to_dict
@@ -25,6 +24,7 @@ from diffaug_fast.runs import files
 from diffaug_fast.runs.provenance import write_records
 from diffaug_fast.runs.weights import load_denoiser
 from diffaug_fast.train import loop
+from diffaug_fast.train.losses import clean_classifier_loss
 from diffaug_fast.train.batches import Batches
 from diffaug_fast.train.step_data import StepSpec, data_shape, loader_workers, evaluation_images
 from diffaug_fast.train.checks import check_denoiser, check_same_run, needs_denoiser, run_device
@@ -83,7 +83,7 @@ class ClassifierTrainer:
         semi = config.semi
         spec = StepSpec(config.run.seed, opt.batch_size, self.rank, self.world, len(source), image_shape[-1],
                         image_shape[0], crop=config.data.crop, diffaug_view=config.data.diffaug_view,
-                        augmix=config.diffaug.augmix, t_min=config.diffaug.t_min, t_max=t_max,
+                        augmix=config.diffaug.augmix, augmix_views=2 if config.diffaug.jsd else 0, t_min=config.diffaug.t_min, t_max=t_max,
                         last=len(self.denoiser.schedule) - 1 if self.denoiser is not None else 0,
                         noisy=config.model.mode != "clean", semi=config.semi_supervised,
                         unlabeled=config.semi_supervised and (semi.consistency or semi.pu), radius=semi.tc_radius)
@@ -96,7 +96,9 @@ class ClassifierTrainer:
         compile_classifier = config.run.compile == "on" or (config.run.compile == "auto" and
                                                              self.device.type == "cuda")
         self.forward = torch.compile(self.train_model) if compile_classifier else self.train_model
-        compiled = (["the denoiser"] if self.fast_net is not None and self.fast_net.compiled else []) + \
+        step_denoises = config.model.mode != "clean" or config.diffaug.mode != "off"  # off: only the evaluation
+        compiled = (["the denoiser"] if self.fast_net is not None and self.fast_net.compiled and step_denoises
+                    else []) + \
             (["the classifier"] if compile_classifier else [])
         self.compiles = " and ".join(compiled) or None  # the loop shows a status line for the first step
         self.step = 0
@@ -138,14 +140,18 @@ class ClassifierTrainer:
             return self._semi_supervised_step(self.batches.semi_supervised(self.step))
         inputs, y = self.batches.supervised(self.step)
         logits = self._logits(inputs)
-        per_example = F.cross_entropy(logits.float(), y, reduction="none")
-        halves = 2 if self.config.diffaug.mode == "on" and self.config.model.mode == "clean" else 1
-        loss = per_example.mean() * halves  # = CE(clean) + CE(DiffAug): each half is a mean over its images
+        shard, batches = self.batches.spec.shard, self.batches
+        clean = shard.stop - shard.start  # this rank's clean images come first, then AugMix views, then copies
+        views = batches.augmix_views
+        loss = clean_classifier_loss(logits, y, clean=clean, batch=batches.batch, world=self.world,
+                                     copies_share=batches.diffaug_images < batches.batch, augmix_views=views,
+                                     jsd_weight=self.config.diffaug.jsd)
         self._optimize(loss)
         correct = (logits.argmax(1) == y).float()
-        return {"loss": float(loss.detach()), "acc": float(correct.mean()),
-                **({"acc_clean": float(correct[:len(y) // 2].mean()),
-                    "acc_diffaug": float(correct[len(y) // 2:].mean())} if halves == 2 else {})}
+        copies = correct[clean * (1 + views):]
+        return {"loss": float(loss.detach()), "acc": float(torch.cat([correct[:clean], copies]).mean()),
+                **({"acc_clean": float(correct[:clean].mean()), "acc_diffaug": float(copies.mean())}
+                   if len(copies) and self.config.diffaug.mode == "on" else {})}
 
     # --- one step -----------------------------------------------------------------------------------------------
     def _logits(self, inputs) -> torch.Tensor:
@@ -214,7 +220,8 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     desc = f"train (DiffAug {config.diffaug.mode})" if mode == "clean" else f"train ({mode} classifier)"
     start = time.perf_counter()
     doubled = mode == "clean" and config.diffaug.mode == "on" and not config.semi_supervised
-    per_step = config.optim.batch_size * (2 if doubled else 1)  # images the classifier sees per step
+    per_step = config.optim.batch_size * (1 + trainer.batches.augmix_views) + \
+        (trainer.batches.diffaug_images if doubled else 0)  # the images the classifier sees per step
     loop.run(trainer, out_dir, desc=desc, images_per_step=per_step, log_every=config.run.log_every,
              checkpoint_every=config.run.checkpoint_every, progress=progress, stop_after=stop_after)
     if trainer.step < trainer.total_steps or not evaluate_at_end or rank != 0:

@@ -25,7 +25,19 @@ def _label(run: dict) -> str:
     cfg = run["config"]
     if cfg.get("mode", "clean") != "clean":
         return f"{run['dir'].name} ({cfg['mode']} classifier)"
-    return f"{run['dir'].name} (DiffAug {cfg.get('diffaug', '?')}{', AugMix' if cfg.get('augmix') else ''})"
+    augmix = (f", AugMix + JSD {cfg['jsd']:g}" if cfg.get("jsd") else ", AugMix") if cfg.get("augmix") else ""
+    return f"{run['dir'].name} (DiffAug {cfg.get('diffaug', '?')}{augmix})"
+
+
+def _augmix(cfg: dict) -> str:
+    if not cfg.get("augmix"):
+        return "off"
+    return f"on with Jensen-Shannon weight {cfg['jsd']:g}" if cfg.get("jsd") else "on"
+
+
+def _share(cfg: dict) -> str:
+    share = cfg.get("diffaug_fraction") or 1
+    return "" if share == 1 or cfg.get("diffaug") != "on" else f", DiffAug copies of {share:g} of each batch"
 
 
 def _smooth(values: list[float], k: int = 5) -> list[float]:
@@ -94,7 +106,7 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path
              f"Classifier `{cfg.get('model')}` on {cfg.get('data')}, {cfg.get('epochs')} epoch(s), batch "
              f"{cfg.get('batch_size')}, DiffAug `{cfg.get('diffaug')}` (t in [{cfg.get('t_min')}, "
              f"{cfg.get('t_max') if cfg.get('t_max') is not None else 'T-1'}], denoiser `{cfg.get('denoiser')}`), "
-             f"AugMix {'on' if cfg.get('augmix') else 'off'}, seed {cfg.get('seed')}.",
+             f"AugMix {_augmix(cfg)}{_share(cfg)}, seed {cfg.get('seed')}.",
              f"Evaluation subset: {m.get('eval_images')} test images; noisy = Gaussian noise of std "
              f"{cfg.get('noise_std')} (pixels in [-1, 1]); DiffAug-Ensemble over t = "
              f"{', '.join(map(str, cfg.get('de_timesteps', [])))}.", "",

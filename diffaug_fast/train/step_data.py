@@ -43,6 +43,7 @@ class StepSpec:
     crop: str = "pad"            # pad: pad-2 random crop + flip; resized: RandomResizedCrop + flip
     diffaug_view: str = "same"   # center: the DiffAug branch gets Resize(S·256/224) + CenterCrop(S)
     augmix: bool = False
+    augmix_views: int = 0        # > 0: the clean image stays, with this many AugMix views beside it (JSD recipe)
     t_min: int = 0
     t_max: int = 0
     last: int = 0                # the denoiser's last timestep (noisy / DA / semi-supervised draws)
@@ -70,6 +71,8 @@ def step_numbers(spec: StepSpec, step: int, labeled: torch.Tensor | None = None)
                "augmix_seeds": torch.randint(0, 2**62, (b,), generator=gen)[sh]}
         if spec.noisy:
             out["t_all"] = sample_timesteps(b, 0, spec.last, gen)[sh]
+        if spec.augmix_views > 1:  # drawn last: runs without the views keep every earlier draw
+            out["augmix_seeds_more"] = torch.randint(0, 2**62, (spec.augmix_views - 1, b), generator=gen)[:, sh]
         return out
     out = {"labeled": labeled[torch.randint(len(labeled), (b,), generator=gen)][sh],
            "crops": crop_flip_params(b, gen)[sh], "t_lab": sample_timesteps(b, 0, spec.last, gen)[sh]}
@@ -87,7 +90,8 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 class StepImages(torch.utils.data.Dataset):
-    """Item ``step``: {"step", "x", "y"} (+ "x_view": the DiffAug branch's images) for supervised runs,
+    """Item ``step``: {"step", "x", "y"} (+ "x_view": the DiffAug branch's images, + "augmix_views": the AugMix
+    views of the JSD recipe, view after view) for supervised runs,
     {"step", "labeled", "y", "unlabeled"} for semi-supervised ones; images uint8 [b, C, S, S] (or float in
     [-1, 1] when the caller's in-memory images are float). A file that cannot be decoded gives {"error": ...}:
     the training process raises it as one line (an exception inside a worker would arrive as a traceback)."""
@@ -110,7 +114,10 @@ class StepImages(torch.utils.data.Dataset):
                 out["x"], view = self._load(idx, numbers["crops"], step, lane=0, with_view=spec.diffaug_view == "center")
                 if view is not None:
                     out["x_view"] = view
-                if spec.augmix:
+                if spec.augmix and spec.augmix_views:  # views beside the clean image, each with its own seeds
+                    seeds = [numbers["augmix_seeds"], *numbers.get("augmix_seeds_more", [])]
+                    out["augmix_views"] = torch.cat([augmix(out["x"], s) for s in seeds])
+                elif spec.augmix:
                     out["x"] = augmix(out["x"], numbers["augmix_seeds"])
                 return out
             lab = numbers["labeled"]
