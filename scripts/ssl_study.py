@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BUDGET = ["--train-limit", "12800", "--batch-size", "32", "--eval-limit", "1000"]
+BUDGET = ["--preset", "quick", "--train-limit", "12800", "--batch-size", "32", "--eval-limit", "1000"]
 UPPER_BODY = "0,2,4,6"  # T-shirt/top, Pullover, Coat, Shirt
 RADII = (0, 10, 50, 150, 400)
 

@@ -21,6 +21,13 @@ from diffaug_fast.models.classifiers import build_classifier
 from diffaug_fast.runs.weights import load_denoiser
 
 
+def cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def per_image_ms(fn, images: int, repeats: int) -> float:
     fn(), fn()  # compile / warm the allocator
     start = time.perf_counter()
@@ -35,7 +42,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     cpu = torch.device("cpu")
-    out = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+    out = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}",
            "threads": torch.get_num_threads(), "denoiser_ms_per_image": {}, "classifier_ms_per_image": {}}
     for name in ("fmnist", "fmnist-v"):
         den = load_denoiser(name, cpu, None)

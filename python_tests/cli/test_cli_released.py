@@ -19,7 +19,7 @@ FMNIST_FLAGS = ("--image_size 28 --in_channels 1 --num_channels 32 --num_res_blo
 # RGB 16x16 (one downsampling), improved-diffusion's spelling with a short cosine chain
 RGB_FLAGS = ("--image_size 16 --num_channels 32 --num_res_blocks 1 --attention_resolutions 8 --channel_mult 1,2 "
              "--learn_sigma False --diffusion_steps 200 --noise_schedule cosine")
-FAST = ["--batch-size", "8", "--eval-limit", "4", "--de-timesteps", "", "--compile", "off", "--log-every", "1"]
+FAST = ["--preset", "quick", "--batch-size", "8", "--eval-limit", "4", "--de-timesteps", "", "--compile", "off", "--log-every", "1"]
 
 
 def _save(flags, path):

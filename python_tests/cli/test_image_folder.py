@@ -90,7 +90,7 @@ def test_denoiser_of_other_images_is_refused(fmnist_folder):
 def test_two_commands_train_a_guidance_classifier_on_a_folder_and_sample(fmnist_folder, tmp_path):
     root, _, _ = fmnist_folder
     run = tmp_path / "guide"
-    train = subprocess.run(CLI + ["train", "--mode", "noisy", "--data", str(root), "--batch-size", "32",
+    train = subprocess.run(CLI + ["train", "--preset", "quick", "--mode", "noisy", "--data", str(root), "--batch-size", "32",
                                   "--eval-limit", "18", "--compile", "off", "--out", str(run)],
                            capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr

@@ -23,7 +23,7 @@ def _messages(stderr: str) -> list[str]:
 def test_ctrl_c_while_compiling_then_fresh_and_resumed_runs_work(tmp_path):
     cache = tmp_path / "inductor"
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
-    args = CLI + ["train", "--compile", "on", "--train-limit", "64", "--batch-size", "32", "--eval-limit", "8",
+    args = CLI + ["train", "--preset", "quick", "--compile", "on", "--train-limit", "64", "--batch-size", "32", "--eval-limit", "8",
                   "--de-timesteps", "", "--log-every", "1"]
     run = tmp_path / "run"
     proc = subprocess.Popen(args + ["--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

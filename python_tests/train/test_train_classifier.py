@@ -82,7 +82,7 @@ def test_baseline_learns(tmp_path):
 
 
 def test_train_command_writes_run_folder_and_report(tmp_path):
-    common = ["--train-limit", "256", "--batch-size", "64", "--eval-limit", "30", "--de-timesteps", "0,100,400"]
+    common = ["--preset", "quick", "--train-limit", "256", "--batch-size", "64", "--eval-limit", "30", "--de-timesteps", "0,100,400"]
     base = subprocess.run(CLI + ["train", "--diffaug", "off", "--compile", "off", "--out", str(tmp_path / "base")]
                           + common,
                           capture_output=True, text=True, timeout=600)
@@ -112,7 +112,7 @@ def test_train_command_errors_are_one_line(tmp_path):
 
 
 def test_ctrl_c_saves_and_resume_finishes(tmp_path):
-    args = CLI + ["train", "--train-limit", "1280", "--batch-size", "32", "--eval-limit", "10", "--de-timesteps", "0",
+    args = CLI + ["train", "--preset", "quick", "--train-limit", "1280", "--batch-size", "32", "--eval-limit", "10", "--de-timesteps", "0",
                   "--compile", "off", "--out", str(tmp_path)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -135,7 +135,7 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path):
 
 def test_noisy_and_da_modes_train_and_report_per_t_bucket(tmp_path):
     for mode in ("noisy", "da"):
-        out = subprocess.run(CLI + ["train", "--mode", mode, "--train-limit", "128", "--batch-size", "32",
+        out = subprocess.run(CLI + ["train", "--preset", "quick", "--mode", mode, "--train-limit", "128", "--batch-size", "32",
                                     "--eval-limit", "20", "--compile", "off", "--out", str(tmp_path / mode)]
                              + (["--compare", str(tmp_path / "noisy")] if mode == "da" else []),
                              capture_output=True, text=True, timeout=600)
