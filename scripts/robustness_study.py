@@ -38,6 +38,9 @@ def ensure_eval(run: Path, out: Path, extra: list[str], baseline: Path | None) -
 
 ROWS = {  # name -> (plain metric, DiffAug-Ensemble metric), each a function of eval.json
     "clean accuracy": (lambda e: e["clean_acc"], lambda e: e["clean_de_acc"]),
+    "worst corruption (mean over its severities)": (
+        lambda e: min(statistics.mean(r["acc"] for r in sev.values()) for sev in e["corruptions"]["per_corruption"].values()),
+        None),
     "mean corruption accuracy": (lambda e: e["corruptions"]["mean_acc"], lambda e: e["corruptions"]["mean_de_acc"]),
     "mCE (relative to the same seed's plain baseline)": (lambda e: e["mce"], lambda e: e["de_mce"]),
     "OOD digits AUROC (MSP)": (lambda e: e["ood"]["digits"]["msp"]["auroc"], lambda e: e["ood"]["digits"]["de_msp"]["auroc"]),
@@ -48,6 +51,14 @@ ROWS = {  # name -> (plain metric, DiffAug-Ensemble metric), each a function of 
     "certified acc σ=0.25, r=0.25": (lambda e: e["certify"]["0.25"]["certified_acc"]["0.25"], None),
     "certified acc σ=0.5, r=0.5": (lambda e: e["certify"]["0.5"]["certified_acc"]["0.5"], None),
 }
+
+
+def value(fn, e: dict):
+    """A row's number from one eval.json, or None where that suite or DiffAug-Ensemble was not run."""
+    try:
+        return fn(e)
+    except (KeyError, TypeError):
+        return None
 
 
 def stat(values: list[float]) -> str:
@@ -75,10 +86,16 @@ def main() -> None:
 
     for mode in evals:
         for e, base in zip(evals[mode], evals["off"]):
+            if "corruptions" not in e:
+                continue
             e["mce"] = corruption_error(e["corruptions"], base["corruptions"])["mce"]
-            e["de_mce"] = corruption_error(e["corruptions"], base["corruptions"], "de_acc")["mce"]
+            if "de_acc_per_severity" in e["corruptions"]:
+                e["de_mce"] = corruption_error(e["corruptions"], base["corruptions"], "de_acc")["mce"]
     header = "| metric (%) | baseline | baseline + DE | DiffAug | DiffAug + DE |"
-    lines = [f"Fashion-MNIST, `diffaug-fast train` defaults (1 epoch, 78 k ResNet), seeds {args.seeds}{', mean ± std' if len(seeds) > 1 else ''}; "
+    first = json.loads((Path(args.runs) / f"diffaug-on-seed{seeds[0]}" / "config.json").read_text())
+    recipe = (f"{first['optim']['epochs']} epoch(s), 78 k ResNet, DiffAug copies of "
+              f"{first['diffaug'].get('fraction', 1):g} of each batch")
+    lines = [f"Fashion-MNIST, `diffaug-fast train` runs of `{args.runs}` ({recipe}), seeds {args.seeds}{', mean ± std' if len(seeds) > 1 else ''}; "
              f"`diffaug-fast eval {' '.join(EVAL_BUDGET + args.extra)}` (DE = DiffAug-Ensemble over t = 0, 100, …, 400; "
              "certified accuracy by randomized smoothing with the embedded denoiser, n = 100, alpha = 0.001).", "",
              header, "|---|---|---|---|---|"]
@@ -87,7 +104,10 @@ def main() -> None:
         cells = []
         for mode in ("off", "on"):
             for fn in (plain, de):
-                cells.append(stat([fn(e) for e in evals[mode]]) if fn else "—")
+                values = [value(fn, e) for e in evals[mode]] if fn else [None]
+                cells.append(stat(values) if None not in values else "—")
+        if set(cells) == {"—"}:  # a suite this study did not run
+            continue
         table[name] = cells
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     out = Path(args.out)
@@ -103,6 +123,8 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for mode, label in (("off", "baseline"), ("on", "DiffAug")):
         for key, style, suffix in (("acc_per_severity", "-o", ""), ("de_acc_per_severity", "--s", " + DE")):
+            if any(key not in e.get("corruptions", {}) for e in evals[mode]):
+                continue
             per_seed = [e["corruptions"][key] for e in evals[mode]]
             mean = [statistics.mean(v) * 100 for v in zip(*per_seed)]
             ax.plot(range(1, 6), mean, style, label=label + suffix)

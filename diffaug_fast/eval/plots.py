@@ -8,7 +8,8 @@ from pathlib import Path
 def finish_figure(fig, path: Path, legend_axes, fontsize: int = 8) -> None:
     import matplotlib.pyplot as plt
 
-    legend_axes.legend(fontsize=fontsize)
+    if legend_axes.get_legend_handles_labels()[1]:  # a run without DiffAug-Ensemble t's has nothing to label
+        legend_axes.legend(fontsize=fontsize)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

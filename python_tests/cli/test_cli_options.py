@@ -80,7 +80,7 @@ def test_user_error_is_not_an_internal_error(capsys):
 @pytest.mark.slow
 def test_evaluate_only_reevaluates_without_touching_training_state(tmp_path):
     run = tmp_path / "run"
-    base = ["train", "--train-limit", "128", "--batch-size", "64", "--eval-limit", "20", "--de-timesteps", "0",
+    base = ["train", "--preset", "quick", "--train-limit", "128", "--batch-size", "64", "--eval-limit", "20", "--de-timesteps", "0",
             "--compile", "off", "--out", str(run)]
     assert main(base) == 0
     checkpoint = (run / "checkpoint.pt").read_bytes()

@@ -235,7 +235,7 @@ def test_ctrl_c_with_loader_workers_saves_and_resumes(jpeg_tree, tmp_path):
     import time
 
     out = tmp_path / "run"
-    args = CLI + ["train", "--data", str(jpeg_tree), "--image-size", "28", "--channels", "1", "--workers", "2",
+    args = CLI + ["train", "--preset", "quick", "--data", str(jpeg_tree), "--image-size", "28", "--channels", "1", "--workers", "2",
                   "--train-limit", "1280", "--batch-size", "32", "--diffaug", "off", "--de-timesteps", "",
                   "--eval-limit", "10", "--compile", "off", "--out", str(out)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
