@@ -19,6 +19,18 @@ def train_quick_classifier(run_dir, **overrides) -> Path:
     return Path(run_dir)
 
 
+def fmnist_trainer(limit: int = 256, **options):
+    """A ``ClassifierTrainer`` over the first ``limit`` Fashion-MNIST training images (in memory), batch 16, eager,
+    from the default preset, for tests that look at single steps; ``options`` by flag name."""
+    from diffaug_fast.config import train_config
+    from diffaug_fast.data import ArraySource, load_fashion_mnist
+    from diffaug_fast.train.classifier import ClassifierTrainer
+
+    base = dict(batch_size=16, compile="off", warmup_steps=2, de_timesteps=[])
+    return ClassifierTrainer(train_config("default", **{**base, **options}),
+                             ArraySource(*load_fashion_mnist("train", limit=limit), []))
+
+
 def python_without_extension(code: str):
     """Run ``code`` in a fresh Python whose import of the compiled extension fails (a missing or broken build),
     with the backend left to its default; returns the CompletedProcess."""

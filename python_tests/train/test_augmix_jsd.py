@@ -9,21 +9,14 @@ from scipy.stats import entropy
 
 from diffaug_fast.cli import main
 from diffaug_fast.config import PRESETS, train_config
-from diffaug_fast.data import ArraySource, load_fashion_mnist
 from diffaug_fast.runs.checkpoint import load_verified
-from diffaug_fast.train.classifier import ClassifierTrainer, train_classifier
+from diffaug_fast.train.classifier import train_classifier
 from diffaug_fast.train.losses import AUGMIX_JSD_WEIGHT, jensen_shannon
+from helpers import fmnist_trainer
 
 
-@pytest.fixture(scope="module")
-def source():
-    images, labels = load_fashion_mnist("train", limit=256)
-    return ArraySource(images, labels, [])
-
-
-def _trainer(source, **kw):
-    base = dict(batch_size=16, compile="off", warmup_steps=2, de_timesteps=[], seed=7)
-    return ClassifierTrainer(train_config("default", **{**base, **kw}), source)
+def _trainer(**kw):
+    return fmnist_trainer(seed=7, **kw)
 
 
 @pytest.mark.parametrize("views, batch, classes", [(2, 5, 3), (3, 17, 10), (4, 1, 7)])
@@ -52,10 +45,10 @@ def test_jensen_shannon_is_zero_for_equal_views_and_has_the_right_gradient():
         jensen_shannon(z)
 
 
-def test_the_step_holds_clean_views_and_copies_of_the_unaugmented_image(source):
-    jsd = _trainer(source, augmix=True, jsd=AUGMIX_JSD_WEIGHT, diffaug_fraction=0.25)
-    plain = _trainer(source, diffaug_fraction=0.25)          # no AugMix: the same crops, timesteps and noise
-    mixed = _trainer(source, augmix=True, diffaug_fraction=0.25)  # AugMix replacing the clean image, same seeds
+def test_the_step_holds_clean_views_and_copies_of_the_unaugmented_image():
+    jsd = _trainer(augmix=True, jsd=AUGMIX_JSD_WEIGHT, diffaug_fraction=0.25)
+    plain = _trainer(diffaug_fraction=0.25)          # no AugMix: the same crops, timesteps and noise
+    mixed = _trainer(augmix=True, diffaug_fraction=0.25)  # AugMix replacing the clean image, same seeds
     (x,), y = jsd.batches.supervised(1)
     (x_plain,), y_plain = plain.batches.supervised(1)
     (x_mixed,), _ = mixed.batches.supervised(1)
@@ -66,8 +59,8 @@ def test_the_step_holds_clean_views_and_copies_of_the_unaugmented_image(source):
     torch.testing.assert_close(x[48:], x_plain[16:], rtol=1e-5, atol=1e-5)  # copies of the un-augmented image
 
 
-def test_loss_is_cross_entropy_plus_weighted_jensen_shannon(source):
-    trainer = _trainer(source, augmix=True, jsd=AUGMIX_JSD_WEIGHT, diffaug_fraction=0.25)
+def test_loss_is_cross_entropy_plus_weighted_jensen_shannon():
+    trainer = _trainer(augmix=True, jsd=AUGMIX_JSD_WEIGHT, diffaug_fraction=0.25)
     (inputs,), y = trainer.batches.supervised(0)
     state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.model.train()

@@ -8,21 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from diffaug_fast.cli import main
-from diffaug_fast.config import train_config
-from diffaug_fast.data import ArraySource, load_fashion_mnist
 from diffaug_fast.train.batches import Batches, diffaug_count
-from diffaug_fast.train.classifier import ClassifierTrainer
+from helpers import fmnist_trainer
 
 
-@pytest.fixture(scope="module")
-def source():
-    images, labels = load_fashion_mnist("train", limit=256)
-    return ArraySource(images, labels, [])
-
-
-def _trainer(source, **kw):
-    base = dict(batch_size=16, compile="off", warmup_steps=2, de_timesteps=[], seed=5)
-    return ClassifierTrainer(train_config("quick", **{**base, **kw}), source)
+def _trainer(**kw):
+    return fmnist_trainer(seed=5, **kw)
 
 
 def test_count_rounds_and_keeps_at_least_one():
@@ -41,17 +32,17 @@ def test_bad_fractions_are_one_line_errors(args, needle, capsys):
 
 
 @pytest.mark.parametrize("mode", ["off", "only"])
-def test_other_diffaug_modes_ignore_the_share(source, mode):
+def test_other_diffaug_modes_ignore_the_share(mode):
     """The default preset's share must not stop `--diffaug off` (the baseline) or `only` from running as before."""
-    shared, full = _trainer(source, diffaug=mode, diffaug_fraction=0.125), _trainer(source, diffaug=mode,
+    shared, full = _trainer(diffaug=mode, diffaug_fraction=0.125), _trainer(diffaug=mode,
                                                                                      diffaug_fraction=1.0)
     (x_shared,), y_shared = shared.batches.supervised(1)
     (x_full,), y_full = full.batches.supervised(1)
     assert x_shared.shape[0] == 16 and torch.equal(x_shared, x_full) and torch.equal(y_shared, y_full)
 
 
-def test_the_copies_are_those_of_a_full_diffaug_run(source):
-    full, part = _trainer(source), _trainer(source, diffaug_fraction=0.25)
+def test_the_copies_are_those_of_a_full_diffaug_run():
+    full, part = _trainer(diffaug_fraction=1.0), _trainer(diffaug_fraction=0.25)
     assert part.batches.diffaug_images == 4
     for step in (0, 3):
         (x_full,), y_full = full.batches.supervised(step)
@@ -64,14 +55,14 @@ def test_the_copies_are_those_of_a_full_diffaug_run(source):
 
 
 @pytest.mark.parametrize("fraction", [0.25, 0.75])
-def test_two_ranks_shards_make_the_global_batch(source, fraction):
-    one = _trainer(source, diffaug_fraction=fraction)
+def test_two_ranks_shards_make_the_global_batch(fraction):
+    one = _trainer(diffaug_fraction=fraction)
     (x_one,), y_one = one.batches.supervised(2)
     k = one.batches.diffaug_images
     clean, copies, labels = [], [], []
     for rank in (0, 1):
         spec = dataclasses.replace(one.batches.spec, rank=rank, world=2)
-        shard = Batches(one.config, source, spec, denoiser=one.denoiser, fast_net=None, device=torch.device("cpu"),
+        shard = Batches(one.config, one.batches.source, spec, denoiser=one.denoiser, fast_net=None, device=torch.device("cpu"),
                         total_steps=one.total_steps)
         (x,), y = shard.supervised(2)
         clean.append(x[:8])
@@ -83,8 +74,8 @@ def test_two_ranks_shards_make_the_global_batch(source, fraction):
     assert torch.equal(torch.cat([labels[0][0], labels[1][0], labels[0][1], labels[1][1]]), y_one)
 
 
-def test_loss_is_clean_mean_plus_diffaug_mean(source):
-    trainer = _trainer(source, diffaug_fraction=0.25)
+def test_loss_is_clean_mean_plus_diffaug_mean():
+    trainer = _trainer(diffaug_fraction=0.25)
     model = trainer.model
     (inputs,), y = trainer.batches.supervised(0)
     state = {k: v.clone() for k, v in model.state_dict().items()}
