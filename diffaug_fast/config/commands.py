@@ -17,7 +17,7 @@ PRECISION_HELP = ("precision of the denoiser's forward: fp32, bf16, fp16, or aut
 class TrainCommand:
     """How ``diffaug-fast train`` runs: not part of the run's identity, never saved with it."""
     preset: Literal["default", "quick", "diffaugmix", "paper", "imagenet"] = option(
-        "default", "a partial config that flags and --config override: default (5 epochs, DiffAug on 1/8 of each "
+        "default", "a partial config that flags and --config override: default (4 epochs, DiffAug on 1/8 of each "
         "batch: about 10 min on 2 CPU cores), quick (1 epoch, DiffAug on every image), diffaugmix (default + AugMix with its Jensen-Shannon term, "
         "the official recipe), paper (WRN-16-4, 30 epochs), "
         "imagenet (the official ResNet-50 recipe)")

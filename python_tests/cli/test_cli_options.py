@@ -96,3 +96,11 @@ def test_evaluate_only_reevaluates_without_touching_training_state(tmp_path):
     # and the re-evaluated run still resumes as the same run (evaluation settings are not its identity)
     assert main(base[:-2] + ["--out", str(run), "--resume", "--eval-limit", "30", "--de-timesteps", "0,100"]) == 0
     assert torch.equal(torch.tensor(json.loads((run / "metrics.json").read_text())["step"]), torch.tensor(2))
+
+
+def test_preset_help_states_the_default_presets_budget(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    default = PRESETS["default"]
+    assert f"default ({default['epochs']} epochs, DiffAug on 1/{round(1 / default['diffaug_fraction'])} of each" in text
