@@ -17,6 +17,15 @@ def diffaug_count(batch: int, fraction: float) -> int:
     return max(1, min(batch, round(fraction * batch)))
 
 
+def denoised_per_batch(config) -> int:
+    """Images of each global batch the denoiser sees in training: a share with --diffaug on for a clean classifier,
+    every image otherwise (--diffaug only, noisy / DA classifiers; none are denoised with --diffaug off, but the
+    evaluation then compiles its pieces at the full batch)."""
+    if config.diffaug.mode == "on" and config.model.mode == "clean":
+        return diffaug_count(config.optim.batch_size, config.diffaug.fraction)
+    return config.optim.batch_size
+
+
 class Batches:
     """Batches of one run: ``supervised(step)`` (clean / DiffAug / noisy / DA) and ``semi_supervised(step)``.
 
@@ -30,8 +39,7 @@ class Batches:
         self.labeled, self.total_steps, self.workers = labeled, total_steps, workers
         self.batch = config.optim.batch_size
         self.augmix_views = spec.augmix_views if config.model.mode == "clean" else 0
-        both = config.diffaug.mode == "on" and config.model.mode == "clean"  # only --diffaug on keeps a share
-        self.diffaug_images = diffaug_count(self.batch, config.diffaug.fraction) if both else self.batch
+        self.diffaug_images = denoised_per_batch(config)
         self.per_image = spec.channels * spec.image_size ** 2
         self.dataset = StepImages(source, spec, labeled)
         self._items, self._next = None, None

@@ -83,7 +83,8 @@ class ClassifierTrainer:
         semi = config.semi
         spec = StepSpec(config.run.seed, opt.batch_size, self.rank, self.world, len(source), image_shape[-1],
                         image_shape[0], crop=config.data.crop, diffaug_view=config.data.diffaug_view,
-                        augmix=config.diffaug.augmix, augmix_views=2 if config.diffaug.jsd else 0, t_min=config.diffaug.t_min, t_max=t_max,
+                        augmix=config.diffaug.augmix, augmix_views=2 if config.diffaug.jsd else 0,
+                        t_min=config.diffaug.t_min, t_max=t_max,
                         last=len(self.denoiser.schedule) - 1 if self.denoiser is not None else 0,
                         noisy=config.model.mode != "clean", semi=config.semi_supervised,
                         unlabeled=config.semi_supervised and (semi.consistency or semi.pu), radius=semi.tc_radius)

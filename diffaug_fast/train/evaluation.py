@@ -17,7 +17,7 @@ from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified
 from diffaug_fast.runs.classifiers import load_classifier, run_config
 from diffaug_fast.runs.weights import load_denoiser
-from diffaug_fast.train.batches import diffaug_count
+from diffaug_fast.train.batches import denoised_per_batch
 from diffaug_fast.train.checks import check_denoiser, check_same_run, run_device
 from diffaug_fast.train.distributed import world
 from diffaug_fast.train.step_data import evaluation_images
@@ -33,10 +33,7 @@ def evaluate_trained(config: TrainConfig, model, denoiser, test_images, test_lab
     seed = config.run.seed
     if fast_net is not None and torch.device(device).type == "cpu":
         # the training step's DiffAug batch: its compiled graph serves the evaluation too, at a cache-sized batch
-        chunk = max(config.optim.batch_size // world()[1], 1)
-        if config.diffaug.mode == "on":
-            chunk = min(diffaug_count(config.optim.batch_size, config.diffaug.fraction), chunk)
-        fast_net = fast_net.chunked(chunk)
+        fast_net = fast_net.chunked(max(min(denoised_per_batch(config), config.optim.batch_size // world()[1]), 1))
     if config.model.mode == "clean":
         metrics = evaluate(model, denoiser, test_images[:n], test_labels[:n], timesteps=config.eval.de_timesteps,
                            noise_std=config.eval.noise_std, seed=seed, fast_net=fast_net, device=device,
