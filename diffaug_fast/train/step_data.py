@@ -23,7 +23,8 @@ from diffaug_fast.augment import partner_timesteps, sample_timesteps
 from diffaug_fast.data import ArraySource, ImageReadError, eval_images
 from diffaug_fast.data.views import center, fit, resized_crop
 from diffaug_fast.train.distributed import world
-from diffaug_fast.train.transforms import augmix, crop_flip, crop_flip_params
+from diffaug_fast.train.augmix import augmix
+from diffaug_fast.train.transforms import crop_flip, crop_flip_params
 
 CROPS = ("pad", "resized")
 DIFFAUG_VIEWS = ("same", "center")

@@ -1,4 +1,5 @@
-"""Standard augmentation on image batches in [-1, 1]: random crop with padding + horizontal flip, and AugMix.
+"""Standard augmentation on image batches in [-1, 1]: random crop with padding + horizontal flip (AugMix is
+in ``diffaug_fast.train.augmix``).
 
 Randomness is drawn for the whole (global) batch from a seeded generator and applied to any slice of
 it, so a data-parallel shard gets exactly the augmentation its images would get in one process.
@@ -29,20 +30,3 @@ def crop_flip(x: torch.Tensor, params: torch.Tensor, pad: int = 2, fill: float |
     bi = torch.arange(b).view(b, 1, 1, 1)
     ci = torch.arange(c).view(1, c, 1, 1)
     return padded[bi, ci, rows.view(b, 1, h, 1).to(x.device), cols.view(b, 1, 1, w).to(x.device)]
-
-
-def augmix(x: torch.Tensor, seeds: torch.Tensor, severity: int = 3) -> torch.Tensor:
-    """torchvision's AugMix (mixture of augmentation chains) per image, image i seeded by ``seeds[i]``; uint8
-    images give uint8, images in [-1, 1] give images in [-1, 1]."""
-    from torchvision.transforms import v2
-
-    op = v2.AugMix(severity=severity)
-    as_uint8 = x.cpu() if x.dtype == torch.uint8 else ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-    out = torch.empty_like(as_uint8)
-    with torch.random.fork_rng(devices=[]):
-        for i in range(len(x)):
-            torch.manual_seed(int(seeds[i]))
-            out[i] = op(as_uint8[i])
-    if x.dtype == torch.uint8:
-        return out.to(x.device)
-    return out.to(x.device, torch.float32).div_(127.5).sub_(1.0)

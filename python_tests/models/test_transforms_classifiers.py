@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from diffaug_fast.models.classifiers import CLASSIFIERS, build_classifier
-from diffaug_fast.train.transforms import augmix, crop_flip, crop_flip_params
+from diffaug_fast.train.augmix import augmix
+from diffaug_fast.train.transforms import crop_flip, crop_flip_params
 
 
 def test_crop_flip_identity_shift_and_mirror():
