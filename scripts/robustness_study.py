@@ -48,9 +48,9 @@ ROWS = {  # name -> (plain metric, DiffAug-Ensemble metric), each a function of 
                                 lambda e: e["ood"]["digits"]["de_msp"]["fpr_at_95_tpr"]),
     "OOD digits AUROC (energy)": (lambda e: e["ood"]["digits"]["energy"]["auroc"],
                                   lambda e: e["ood"]["digits"]["de_energy"]["auroc"]),
-    "certified acc σ=0.25, r=0.25": (lambda e: e["certify"]["0.25"]["certified_acc"]["0.25"], None),
-    "certified acc σ=0.5, r=0.5": (lambda e: e["certify"]["0.5"]["certified_acc"]["0.5"], None),
 }
+ROWS.update({f"certified acc σ={sigma}, r={r}": (lambda e, s=sigma, r=r: e["certify"][s]["certified_acc"][r], None)
+             for sigma in ("0.25", "0.5") for r in ("0.0", "0.25", "0.5", "0.75", "1.0")})
 
 
 def value(fn, e: dict):
@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--runs", default="runs/study")
     parser.add_argument("--out", default="docs/results/fmnist_robustness")
+    parser.add_argument("--eval-dir", default="robustness", help="each run's evaluation folder (reused if done)")
     parser.add_argument("extra", nargs="*", help="more `diffaug-fast eval` options, after --")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -78,10 +79,10 @@ def main() -> None:
     for seed in seeds:
         base = Path(args.runs) / f"diffaug-off-seed{seed}"
         ensure_run(base, "off", seed)
-        evals["off"].append(ensure_eval(base, base / "robustness", args.extra, None))
+        evals["off"].append(ensure_eval(base, base / args.eval_dir, args.extra, None))
         run = Path(args.runs) / f"diffaug-on-seed{seed}"
         ensure_run(run, "on", seed)
-        evals["on"].append(ensure_eval(run, run / "robustness", args.extra, base / "robustness"))
+        evals["on"].append(ensure_eval(run, run / args.eval_dir, args.extra, base / args.eval_dir))
     from diffaug_fast.eval.robustness.suite import corruption_error
 
     for mode in evals:
@@ -97,7 +98,7 @@ def main() -> None:
               f"{first['diffaug'].get('fraction', 1):g} of each batch")
     lines = [f"Fashion-MNIST, `diffaug-fast train` runs of `{args.runs}` ({recipe}), seeds {args.seeds}{', mean ± std' if len(seeds) > 1 else ''}; "
              f"`diffaug-fast eval {' '.join(EVAL_BUDGET + args.extra)}` (DE = DiffAug-Ensemble over t = 0, 100, …, 400; "
-             "certified accuracy by randomized smoothing with the embedded denoiser, n = 100, alpha = 0.001).", "",
+             "certified accuracy by randomized smoothing with the embedded denoiser, alpha = 0.001).", "",
              header, "|---|---|---|---|---|"]
     table = {}
     for name, (plain, de) in ROWS.items():
@@ -114,6 +115,13 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"seeds": seeds, "eval_budget": EVAL_BUDGET + args.extra,
                                                     "table": table, "evals": evals}, indent=2))
+    if any("corruptions" in e for e in evals["on"]):
+        lines += ["", f"![accuracy vs severity]({severity_plot(evals, out).name})"]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def severity_plot(evals: dict, out: Path) -> Path:
     png = out.parent / f"{out.name}_severity.png"
     import matplotlib
 
@@ -132,9 +140,7 @@ def main() -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
-    lines += ["", f"![accuracy vs severity]({png.name})"]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return png
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 randomized-smoothing certification is pinned on a linear classifier whose radius is known in closed form;
 `diffaug-fast eval` runs every suite on a trained run, resumes, and reads CIFAR-10-C-style folders."""
 import json
+from dataclasses import dataclass
 import subprocess
 import sys
 
@@ -115,6 +116,68 @@ def test_certify_recovers_the_closed_form_radius_of_a_linear_classifier():
                               0.5) == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="sigma > 0"):
         certify(classify, points, sigma=0.0, num_classes=2)
+
+
+def test_certify_in_pieces_gives_the_answers_of_one_go():
+    """Each image's noise is its own stream, so a certification split into pieces (as `eval` saves it) and
+    resumed gives exactly the uninterrupted answers; the noise really is random (a point near the boundary)."""
+    w = torch.tensor([3.0, -4.0])
+
+    def classify(x):
+        return ((x @ w + 0.5) > 0).long()
+
+    points = torch.tensor([[0.05, 0.1], [0.0, 0.13], [0.2, 0.1], [0.1, 0.2], [0.02, 0.12]])
+    whole = certify(classify, points, sigma=0.25, num_classes=2, n=300, seed=5)
+    pieces = [certify(classify, points[i:i + 2], sigma=0.25, num_classes=2, n=300, seed=5, first_index=i)
+              for i in range(0, 5, 2)]
+    assert torch.equal(whole[0], torch.cat([p for p, _ in pieces]))
+    assert torch.equal(whole[1], torch.cat([r for _, r in pieces]))
+    assert not torch.equal(whole[1], certify(classify, points, sigma=0.25, num_classes=2, n=300, seed=6)[1])
+
+
+def test_run_certify_saves_every_piece_and_resumes_from_them(tmp_path, monkeypatch):
+    """An interrupted certification keeps its finished pieces in eval.partial.json; the rerun certifies only
+    the rest and its numbers equal an uninterrupted run's."""
+    from types import SimpleNamespace
+
+    from diffaug_fast.eval.robustness import suite
+
+    monkeypatch.setattr(suite, "CERTIFY_PIECE", 2)
+    monkeypatch.setattr(suite, "denoised_classifier", lambda clf, den, sigma: _Counting(clf))
+    config = SimpleNamespace(sigmas=(0.25,), certify_limit=5, n0=10, n=200, alpha=0.001, seed=1)
+    images, labels = torch.tensor([[0.05, 0.1], [0.0, 0.13], [0.2, 0.1], [0.1, 0.2], [0.3, 0.12]]), torch.ones(5).long()
+    linear = lambda x: ((x @ torch.tensor([3.0, -4.0]) + 0.5) > 0).long()  # noqa: E731
+    partial = suite._Partial(tmp_path / "eval.partial.json", _Config())
+    whole = suite.run_certify(linear, None, images, labels, config, partial, progress=False)
+    assert sorted(k for k in partial.items if k.startswith("certify/0.25/")) == [
+        "certify/0.25/images-from-0", "certify/0.25/images-from-2", "certify/0.25/images-from-4"]
+    # as if stopped after two pieces: the last piece and the result are not there
+    del partial.items["certify/0.25/images-from-4"], partial.items["certify/0.25"]
+    partial.put("certify/0.25/images-from-0", partial.get("certify/0.25/images-from-0"))
+    resumed_partial = suite._Partial(tmp_path / "eval.partial.json", _Config())
+    calls = []
+    monkeypatch.setattr(suite, "denoised_classifier", lambda clf, den, sigma: _Counting(clf, calls))
+    resumed = suite.run_certify(linear, None, images, labels, config, resumed_partial, progress=False)
+    assert resumed == whole and whole["0.25"]["images"] == 5
+    assert sum(calls) == 10 + 200  # one image (the last piece) certified again, n0 + n samples
+
+
+class _Counting:
+    """The base classifier, counting the noisy samples it is asked about."""
+
+    timestep = 0
+
+    def __init__(self, classify, calls=None):
+        self.classify, self.calls = classify, calls if calls is not None else []
+
+    def __call__(self, x):
+        self.calls.append(len(x))
+        return self.classify(x)
+
+
+@dataclass
+class _Config:
+    n: int = 200
 
 
 @pytest.mark.slow  # the shipped denoiser on real images

@@ -41,19 +41,20 @@ def _counts(classify, x: torch.Tensor, num: int, sigma_model: float, num_classes
 @torch.inference_mode()
 def certify(classify: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, *, sigma: float,
             num_classes: int, n0: int = 10, n: int = 100, alpha: float = 0.001, batch: int = 200, seed: int = 0,
-            progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+            first_index: int = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Cohen et al.'s CERTIFY for each image: (predicted class or −1 for abstain, certified L2 radius).
 
     ``classify(x_noisy) -> class indices`` is the base classifier on noisy images in [-1, 1] units; the
     noise added here has std 2σ (σ in [0, 1] units). n0 samples pick the class, n fresh samples bound its
-    probability from below at confidence 1 − alpha; radius = σ Φ⁻¹(p_A) when p_A > 1/2.
+    probability from below at confidence 1 − alpha; radius = σ Φ⁻¹(p_A) when p_A > 1/2. Image i's noise is
+    its own stream (``first_index + i``), so certifying a set in pieces gives the same answers as in one go.
     """
     if sigma <= 0 or n0 < 1 or n < 1 or not 0 < alpha < 1:
         raise ValueError(f"certify: need sigma > 0, n0 >= 1, n >= 1 and 0 < alpha < 1; got sigma={sigma}, "
                          f"n0={n0}, n={n}, alpha={alpha}")
-    gen = streams.generator(seed, "certify")
     preds, radii = [], []
-    for x in tqdm(images, desc=f"certify σ={sigma}", disable=not progress, unit="img"):
+    for i, x in enumerate(tqdm(images, desc=f"certify σ={sigma}", disable=not progress, unit="img")):
+        gen = streams.generator(seed, "certify", first_index + i)
         guess = int(_counts(classify, x, n0, 2 * sigma, num_classes, batch, gen).argmax())
         count = int(_counts(classify, x, n, 2 * sigma, num_classes, batch, gen)[guess])
         p_lower = clopper_pearson_lower(count, n, alpha)

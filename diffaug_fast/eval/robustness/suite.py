@@ -122,20 +122,37 @@ def run_ood(classifier, ensemble, images, config, partial, progress):
     return results
 
 
+CERTIFY_PIECE = 10  # images certified between two saves: an interrupted run loses at most this many
+
+
 def run_certify(classifier, denoiser, images, labels, config, partial, progress):
+    """Per σ: certify the first ``certify_limit`` images piece by piece (each piece saved as it finishes, so a
+    long certification resumes where it stopped), then certified accuracy at each radius."""
     results = {}
+    images, y = images[:config.certify_limit], labels[:config.certify_limit]
     for sigma in config.sigmas:
         key = f"certify/{sigma}"
         result = partial.get(key)
         if result is None:
             base = denoised_classifier(classifier, denoiser, sigma)
-            preds, radii = certify(base, images[:config.certify_limit], sigma=sigma,
+            preds, radii = [], []
+            bar = tqdm(total=len(images), desc=f"certify σ={sigma}", disable=not progress, unit="img")
+            for start in range(0, len(images), CERTIFY_PIECE):
+                piece = partial.get(f"{key}/images-from-{start}")
+                if piece is None:
+                    p, r = certify(base, images[start:start + CERTIFY_PIECE], sigma=sigma,
                                    num_classes=int(labels.max()) + 1, n0=config.n0, n=config.n, alpha=config.alpha,
-                                   seed=config.seed, progress=progress)
-            y = labels[:config.certify_limit]
+                                   seed=config.seed, first_index=start)
+                    piece = partial.put(f"{key}/images-from-{start}", {"preds": p.tolist(), "radii": r.tolist()})
+                preds += piece["preds"]
+                radii += piece["radii"]
+                bar.update(len(piece["preds"]))
+            bar.close()
+            preds, radii = torch.tensor(preds), torch.tensor(radii)
             result = partial.put(key, {"timestep": base.timestep, "abstain": float((preds == -1).float().mean()),
                                        "certified_acc": {str(r): certified_accuracy(preds, radii, y, r) for r in RADII},
-                                       "max_radius_possible": sigma * float(norm.ppf(config.alpha ** (1 / config.n)))})
+                                       "max_radius_possible": sigma * float(norm.ppf(config.alpha ** (1 / config.n))),
+                                       "images": len(y)})
         results[str(sigma)] = result
     return results
 
