@@ -56,6 +56,9 @@ class DenoiserConfig:
                                 flag="--warmup-steps", check="positive", none="auto")
     seed: int = option(0, "seed of the run's random streams", check="nonnegative")
     checkpoint_every: int = option(100, "steps between checkpoints", check="positive")
+    snapshot_every: int | None = option(None, "also keep the EMA weights every N steps as snapshots/step-N.safetensors "
+                                        "(+ .json; `--denoiser PATH` loads them): a denoiser-quality ladder from one "
+                                        "run", check="positive", none="off")
     bf16: bool = option(False, "bf16 autocast (slower than fp32 on the 2-core AVX-512 CPU: 1.2 vs 0.85 s/step)")
     limit: int | None = option(None, "use only the first N training images", check="positive", none="all")
     unet: dict | None = option(None, "UNet settings (default: the lean UNet for --image-size / --channels)",

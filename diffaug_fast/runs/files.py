@@ -10,6 +10,7 @@ A ``diffaug-fast train`` / ``train-denoiser`` run folder::
     report.md, *.png  the training report
     eval.json, eval.md, eval.partial.json   ``diffaug-fast eval``
     ema.safetensors + ema.json              an exported denoiser (train-denoiser)
+    snapshots/step-N.safetensors (+ .json)  its EMA weights at step N (train-denoiser --snapshot-every)
     denoiser.json, data.json                where the run's denoiser (+ its sha256) and data are (runs/provenance.py)
     error.log         the traceback of a run that failed with an internal error
 """
@@ -29,6 +30,7 @@ EVAL = "eval.json"
 EVAL_REPORT = "eval.md"
 EVAL_PARTIAL = "eval.partial.json"
 DENOISER_WEIGHTS = "ema.safetensors"
+SNAPSHOTS = "snapshots"
 DENOISER_RECORD = "denoiser.json"
 DATA_RECORD = "data.json"
 DENOISER_REPORT = "x0_mse_per_t.json"

@@ -181,6 +181,12 @@ class DenoiserTrainer:
     def log_fields(self) -> dict:
         return {}
 
+    def after_step(self, out_dir: Path) -> None:
+        """Every --snapshot-every steps: the EMA weights as they are now, exported beside the run."""
+        every = self.config.snapshot_every
+        if every and self.step % every == 0:
+            write_ema(self.ema.state_dict(), self.config, Path(out_dir) / files.SNAPSHOTS / f"step-{self.step}.safetensors")
+
     def train_step(self) -> dict:
         if self._order is None:
             self._order = _batches(len(self.images), self.config.batch_size, self.config.seed, self.consumed)
@@ -199,7 +205,8 @@ class DenoiserTrainer:
         return {"loss": loss.item()}
 
 
-NOT_IDENTITY = ("checkpoint_every", "steps")  # a run may be continued to more steps, with another cadence
+# a run may be continued to more steps, with another checkpoint / snapshot cadence
+NOT_IDENTITY = ("checkpoint_every", "snapshot_every", "steps")
 
 
 def same_denoiser_run(saved: dict, config: DenoiserConfig, what: str) -> None:
@@ -253,15 +260,20 @@ def train_denoiser(config: DenoiserConfig, out_dir: str | Path, *, data_root=Non
 def export_ema(checkpoint: str | Path, config: DenoiserConfig, weights_out: str | Path) -> None:
     """EMA weights as safetensors plus the config JSON beside them (the parametrization the checkpoint was trained
     with, when ``config`` leaves it auto)."""
-    from safetensors.torch import save_file
-
     saved = load_verified(checkpoint)
     if saved.get("config") is not None:
         config = continued(config, saved["config"])
-    state = saved["ema"]
+    write_ema(saved["ema"], config, weights_out)
+
+
+def write_ema(state: dict, config: DenoiserConfig, weights_out: str | Path) -> None:
+    """EMA weights -> ``weights_out`` (safetensors, atomically) + ``.json`` (what rebuilds the model)."""
+    from safetensors.torch import save_file
+
     weights_out = Path(weights_out)
+    weights_out.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights_out.with_name(weights_out.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
     tmp.replace(weights_out)
     files.write_json(weights_out.with_suffix(".json"), {**export_config(config),
                                                         "data": data_record(config.data, weights_out.parent)})

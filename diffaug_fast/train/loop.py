@@ -111,6 +111,8 @@ def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int, log_ev
                 stop = _agree(interrupt.raised)
                 if rank == 0 and (trainer.step % checkpoint_every == 0 or trainer.step == end or stop):
                     save_atomic(trainer.state_dict(), out_dir / files.CHECKPOINT)
+                if rank == 0 and hasattr(trainer, "after_step"):  # e.g. the denoiser's weight snapshots
+                    trainer.after_step(out_dir)
                 if stop:
                     raise KeyboardInterrupt
     finally:

@@ -37,3 +37,30 @@ def test_loss_goes_down_and_exports_safetensors(tmp_path):
     weights = load_file(str(tmp_path / "w.safetensors"))
     assert set(weights) == set(load_verified(ckpt)["ema"])
     assert (tmp_path / "w.json").exists()
+
+
+def test_snapshots_are_the_ema_at_their_step_and_load_as_denoisers(tmp_path):
+    """--snapshot-every 2 over 6 steps (interrupted at 3, resumed): snapshots at steps 2, 4, 6; the one at 6 is
+    the exported EMA, the one at 4 that of a run stopped at 4; each loads as a denoiser like `--denoiser PATH`."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from diffaug_fast.runs.weights import load_exported
+
+    config = replace(_config(6), snapshot_every=2)
+    train_denoiser(config, tmp_path / "run", progress=False, limit=64, stop_after=3)
+    ckpt = train_denoiser(config, tmp_path / "run", progress=False, limit=64)
+    snaps = tmp_path / "run" / "snapshots"
+    assert sorted(p.name for p in snaps.glob("*.safetensors")) == ["step-2.safetensors", "step-4.safetensors",
+                                                                   "step-6.safetensors"]
+    final = load_verified(ckpt)["ema"]
+    last = load_file(str(snaps / "step-6.safetensors"))
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    at_four = load_verified(train_denoiser(_config(4), tmp_path / "four", progress=False, limit=64))["ema"]
+    mid = load_file(str(snaps / "step-4.safetensors"))
+    assert all(torch.equal(mid[k], at_four[k]) for k in at_four)
+    assert not all(torch.equal(mid[k], last[k]) for k in last)
+    denoiser = load_exported(snaps / "step-2.safetensors")
+    x = torch.zeros(2, 1, 28, 28)
+    assert denoiser(x, torch.tensor([10, 500])).shape == x.shape
