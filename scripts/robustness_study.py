@@ -25,9 +25,15 @@ def ensure_run(run: Path, diffaug: str, seed: int) -> None:
                               *(["--resume"] if (run / "checkpoint.pt").exists() else [])], check=True)
 
 
+def budget(extra: list[str]) -> list[str]:
+    """EVAL_BUDGET's flag / value pairs that ``extra`` does not set, then ``extra``: the options in effect."""
+    pairs = [EVAL_BUDGET[i:i + 2] for i in range(0, len(EVAL_BUDGET), 2)]
+    return [x for flag, value in pairs if flag not in extra for x in (flag, value)] + extra
+
+
 def ensure_eval(run: Path, out: Path, extra: list[str], baseline: Path | None) -> dict:
     if not (out / "eval.json").exists():
-        cmd = CLI + ["eval", str(run), *EVAL_BUDGET, *extra, "--out", str(out),
+        cmd = CLI + ["eval", str(run), *budget(extra), "--out", str(out),
                      *(["--baseline", str(baseline)] if baseline else [])]
         print(" ".join(cmd), flush=True)
         out.mkdir(parents=True, exist_ok=True)
@@ -97,8 +103,9 @@ def main() -> None:
     recipe = (f"{first['optim']['epochs']} epoch(s), 78 k ResNet, DiffAug copies of "
               f"{first['diffaug'].get('fraction', 1):g} of each batch")
     lines = [f"Fashion-MNIST, `diffaug-fast train` runs of `{args.runs}` ({recipe}), seeds {args.seeds}{', mean ± std' if len(seeds) > 1 else ''}; "
-             f"`diffaug-fast eval {' '.join(EVAL_BUDGET + args.extra)}` (DE = DiffAug-Ensemble over t = 0, 100, …, 400; "
-             "certified accuracy by randomized smoothing with the embedded denoiser, alpha = 0.001).", "",
+             f"`diffaug-fast eval {' '.join(budget(args.extra))}` ("
+             + ("" if "--no-de" in args.extra else "DE = DiffAug-Ensemble over t = 0, 100, …, 400; ")
+             + "certified accuracy by randomized smoothing with the embedded denoiser, alpha = 0.001).", "",
              header, "|---|---|---|---|---|"]
     table = {}
     for name, (plain, de) in ROWS.items():
@@ -113,7 +120,7 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"seeds": seeds, "eval_budget": EVAL_BUDGET + args.extra,
+    out.with_suffix(".json").write_text(json.dumps({"seeds": seeds, "eval_budget": budget(args.extra),
                                                     "table": table, "evals": evals}, indent=2))
     if any("corruptions" in e for e in evals["on"]):
         lines += ["", f"![accuracy vs severity]({severity_plot(evals, out).name})"]
