@@ -6,9 +6,10 @@ torchvision's ``v2.AugMix`` draws one set of chains per call, so a per-image Aug
 - ``augmix_plan(seeds)``: every image's random choices (mixing weights, chain depths, operations, signed
   magnitudes), drawn from a generator keyed by the image's seed alone, so an image's AugMix does not depend on
   its batch, its shard or the device;
-- ``apply_augmix(x, plan)``: the chains, run batch-wide. At each chain step the images are grouped by
-  (operation, magnitude) and each group goes through torchvision's own functional op in one call, so every
-  image gets exactly the pixels torchvision's AugMix gives for the same choices (tested image by image).
+- ``apply_augmix(x, plan)``: the chains, run batch-wide: at each chain step one resampling for every geometric
+  op (per-image maps) and one call per other op (per-image magnitudes). Every image gets exactly the pixels
+  torchvision's AugMix gives for the same choices: ``apply_augmix_reference`` sends each (op, magnitude) group
+  through torchvision's own functional ops, and the two are tested equal bit for bit.
 
 The operation space and magnitudes are torchvision's defaults (all 13 ops, severity 3, width 3, depth 1-3,
 alpha 1, bilinear, black fill).
@@ -117,7 +118,7 @@ def apply_op(images: torch.Tensor, name: str, magnitude: float) -> torch.Tensor:
     return adjust(images, factor)
 
 
-GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+GEOMETRIC = OPS[:5]  # ShearX, ShearY, TranslateX, TranslateY, Rotate
 
 
 def _inverse_affine(names: list[str], mags: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -189,8 +190,7 @@ def _grey(images: torch.Tensor) -> torch.Tensor:
 
 def apply_ops(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     """Image i through operation OPS[op[i]] at magnitude[i], batched: one resampling for every geometric op,
-    one call per other op with per-image magnitudes. Matches ``apply_op`` image by image up to a rounding step
-    (a pixel may differ by 1 where a bilinear sample or a blend lands on .5)."""
+    one call per other op with per-image magnitudes. Equals ``apply_op`` image by image, bit for bit (tested)."""
     out = images.clone()
     dev = images.device
     names = [OPS[i] for i in op.tolist()]
