@@ -1,7 +1,7 @@
 """Baseline vs DiffAug on Fashion-MNIST over several seeds with `diffaug-fast train`'s defaults.
 
 Usage: python scripts/fmnist_study.py [--seeds 0,1,2] [--runs runs/study] [--out docs/results/fmnist_default]
-       [-- more train options, e.g. --preset quick]
+       [--labels "off row,on row"] [-- more train options, e.g. --preset quick]
 Runs (or reuses finished) `diffaug-fast train --diffaug {off,on} --seed S` and writes mean ± std of the
 final metrics, every seed's values, the runs' config and their training + evaluation seconds as JSON and a
 Markdown table.
@@ -24,8 +24,13 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--runs", default="runs/study")
     parser.add_argument("--out", default="docs/results/fmnist_default")
+    parser.add_argument("--labels", default="baseline (crop + flip),DiffAug (crop + flip + DiffAug)",
+                        help="the table's names of the --diffaug off and on rows, comma-separated")
     parser.add_argument("extra", nargs="*", help="more `diffaug-fast train` options, after --")
     args = parser.parse_args()
+    labels = args.labels.split(",")
+    if len(labels) != 2:
+        parser.error(f"--labels: expected two names separated by a comma, got {args.labels!r}")
     seeds = [int(s) for s in args.seeds.split(",")]
     table = {}
     for mode in ("off", "on"):
@@ -50,7 +55,7 @@ def main() -> None:
              f"seeds {args.seeds}: test accuracy in %, mean ± std. DiffAug-Ensemble and noisy columns on the first "
              f"{table['on']['eval_images']} test images (the eval subset).", "",
              "| training | " + " | ".join(name for _, name in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
-    for mode, label in (("off", "baseline (crop + flip)"), ("on", "DiffAug (crop + flip + DiffAug)")):
+    for mode, label in zip(("off", "on"), labels):
         cells = [f"{100 * table[mode][k]['mean']:.2f} ± {100 * table[mode][k]['std']:.2f}" for k, _ in METRICS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -1,10 +1,11 @@
 """Baseline vs DiffAug (each with and without DiffAug-Ensemble) under `diffaug-fast eval`, over seeds.
 
 Usage: python scripts/robustness_study.py [--seeds 0,1,2] [--runs runs/study] [--out docs/results/fmnist_robustness]
-       [-- more `diffaug-fast eval` options]
+       [--labels "off,on"] [--reference-runs runs/study-default] [-- more `diffaug-fast eval` options]
 Trains missing `diffaug-fast train --diffaug {off,on} --seed S` runs (the names scripts/fmnist_study.py uses),
 evaluates the baselines first (mCE reference, per seed), then the DiffAug runs, and writes a mean ± std table
-(Markdown + JSON) and accuracy vs corruption severity (PNG).
+(Markdown + JSON) and accuracy vs corruption severity (PNG). mCE is relative to the same seed's `--diffaug off`
+run, or to that of --reference-runs (its evaluation must exist), e.g. to compare AugMix runs with the plain baseline.
 """
 from __future__ import annotations
 
@@ -78,8 +79,14 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/study")
     parser.add_argument("--out", default="docs/results/fmnist_robustness")
     parser.add_argument("--eval-dir", default="robustness", help="each run's evaluation folder (reused if done)")
+    parser.add_argument("--labels", default="baseline,DiffAug", help="names of the off and on columns, comma-separated")
+    parser.add_argument("--reference-runs", default=None,
+                        help="a study folder whose diffaug-off-seedS/<eval-dir> evaluations are the mCE reference")
     parser.add_argument("extra", nargs="*", help="more `diffaug-fast eval` options, after --")
     args = parser.parse_args()
+    labels = args.labels.split(",")
+    if len(labels) != 2:
+        parser.error(f"--labels: expected two names separated by a comma, got {args.labels!r}")
     seeds = [int(s) for s in args.seeds.split(",")]
     evals = {"off": [], "on": []}
     for seed in seeds:
@@ -89,23 +96,31 @@ def main() -> None:
         run = Path(args.runs) / f"diffaug-on-seed{seed}"
         ensure_run(run, "on", seed)
         evals["on"].append(ensure_eval(run, run / args.eval_dir, args.extra, base / args.eval_dir))
+    reference = evals["off"]
+    if args.reference_runs:
+        files = [Path(args.reference_runs) / f"diffaug-off-seed{seed}" / args.eval_dir / "eval.json" for seed in seeds]
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            parser.error(f"--reference-runs: no evaluation at {', '.join(missing)}; run this script on that study first")
+        reference = [json.loads(f.read_text()) for f in files]
     from diffaug_fast.eval.robustness.suite import corruption_error
 
     for mode in evals:
-        for e, base in zip(evals[mode], evals["off"]):
+        for e, base in zip(evals[mode], reference):
             if "corruptions" not in e:
                 continue
             e["mce"] = corruption_error(e["corruptions"], base["corruptions"])["mce"]
             if "de_acc_per_severity" in e["corruptions"]:
                 e["de_mce"] = corruption_error(e["corruptions"], base["corruptions"], "de_acc")["mce"]
-    header = "| metric (%) | baseline | baseline + DE | DiffAug | DiffAug + DE |"
+    header = f"| metric (%) | {labels[0]} | {labels[0]} + DE | {labels[1]} | {labels[1]} + DE |"
     first = json.loads((Path(args.runs) / f"diffaug-on-seed{seeds[0]}" / "config.json").read_text())
     recipe = (f"{first['optim']['epochs']} epoch(s), 78 k ResNet, DiffAug copies of "
               f"{first['diffaug'].get('fraction', 1):g} of each batch")
     lines = [f"Fashion-MNIST, `diffaug-fast train` runs of `{args.runs}` ({recipe}), seeds {args.seeds}{', mean ± std' if len(seeds) > 1 else ''}; "
              f"`diffaug-fast eval {' '.join(budget(args.extra))}` ("
              + ("" if "--no-de" in args.extra else "DE = DiffAug-Ensemble over t = 0, 100, …, 400; ")
-             + "certified accuracy by randomized smoothing with the embedded denoiser, alpha = 0.001).", "",
+             + "certified accuracy by randomized smoothing with the embedded denoiser, alpha = 0.001)"
+             + (f"; mCE relative to `{args.reference_runs}`'s diffaug-off runs" if args.reference_runs else "") + ".", "",
              header, "|---|---|---|---|---|"]
     table = {}
     for name, (plain, de) in ROWS.items():
@@ -120,15 +135,16 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"seeds": seeds, "eval_budget": budget(args.extra),
+    out.with_suffix(".json").write_text(json.dumps({"seeds": seeds, "eval_budget": budget(args.extra), "labels": labels,
+                                                    "mce_reference": args.reference_runs or args.runs,
                                                     "table": table, "evals": evals}, indent=2))
     if any("corruptions" in e for e in evals["on"]):
-        lines += ["", f"![accuracy vs severity]({severity_plot(evals, out).name})"]
+        lines += ["", f"![accuracy vs severity]({severity_plot(evals, out, labels).name})"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
-def severity_plot(evals: dict, out: Path) -> Path:
+def severity_plot(evals: dict, out: Path, labels: list[str]) -> Path:
     png = out.parent / f"{out.name}_severity.png"
     import matplotlib
 
@@ -136,7 +152,7 @@ def severity_plot(evals: dict, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for mode, label in (("off", "baseline"), ("on", "DiffAug")):
+    for mode, label in zip(("off", "on"), labels):
         for key, style, suffix in (("acc_per_severity", "-o", ""), ("de_acc_per_severity", "--s", " + DE")):
             if any(key not in e.get("corruptions", {}) for e in evals[mode]):
                 continue
