@@ -1,11 +1,13 @@
 """Baseline vs DiffAug (each with and without DiffAug-Ensemble) under `diffaug-fast eval`, over seeds.
 
 Usage: python scripts/robustness_study.py [--seeds 0,1,2] [--runs runs/study] [--out docs/results/fmnist_robustness]
-       [--labels "off,on"] [--reference-runs runs/study-default] [-- more `diffaug-fast eval` options]
+       [--labels "off,on"] [--reference-runs runs/study-default] [--compare OTHER.json]
+       [-- more `diffaug-fast eval` options]
 Trains missing `diffaug-fast train --diffaug {off,on} --seed S` runs (the names scripts/fmnist_study.py uses),
 evaluates the baselines first (mCE reference, per seed), then the DiffAug runs, and writes a mean ± std table
 (Markdown + JSON) and accuracy vs corruption severity (PNG). mCE is relative to the same seed's `--diffaug off`
-run, or to that of --reference-runs (its evaluation must exist), e.g. to compare AugMix runs with the plain baseline.
+run, or to that of --reference-runs (its evaluation must exist), e.g. to compare AugMix runs with the plain baseline;
+--compare draws another study's curves (its JSON output) in the same severity plot.
 """
 from __future__ import annotations
 
@@ -82,6 +84,7 @@ def main() -> None:
     parser.add_argument("--labels", default="baseline,DiffAug", help="names of the off and on columns, comma-separated")
     parser.add_argument("--reference-runs", default=None,
                         help="a study folder whose diffaug-off-seedS/<eval-dir> evaluations are the mCE reference")
+    parser.add_argument("--compare", default=None, help="another study's JSON output whose curves join the severity plot")
     parser.add_argument("extra", nargs="*", help="more `diffaug-fast eval` options, after --")
     args = parser.parse_args()
     labels = args.labels.split(",")
@@ -139,12 +142,17 @@ def main() -> None:
                                                     "mce_reference": args.reference_runs or args.runs,
                                                     "table": table, "evals": evals}, indent=2))
     if any("corruptions" in e for e in evals["on"]):
-        lines += ["", f"![accuracy vs severity]({severity_plot(evals, out, labels).name})"]
+        curves = [(evals, labels)]
+        if args.compare:
+            other = json.loads(Path(args.compare).read_text())
+            curves.insert(0, (other["evals"], other.get("labels", ["baseline", "DiffAug"])))
+        lines += ["", f"![accuracy vs severity]({severity_plot(curves, out).name})"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
-def severity_plot(evals: dict, out: Path, labels: list[str]) -> Path:
+def severity_plot(curves: list[tuple[dict, list[str]]], out: Path) -> Path:
+    """Mean accuracy over corruptions per severity, one line per (study, off / on) and DiffAug-Ensemble variant."""
     png = out.parent / f"{out.name}_severity.png"
     import matplotlib
 
@@ -152,13 +160,14 @@ def severity_plot(evals: dict, out: Path, labels: list[str]) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for mode, label in zip(("off", "on"), labels):
-        for key, style, suffix in (("acc_per_severity", "-o", ""), ("de_acc_per_severity", "--s", " + DE")):
-            if any(key not in e.get("corruptions", {}) for e in evals[mode]):
-                continue
-            per_seed = [e["corruptions"][key] for e in evals[mode]]
-            mean = [statistics.mean(v) * 100 for v in zip(*per_seed)]
-            ax.plot(range(1, 6), mean, style, label=label + suffix)
+    for evals, labels in curves:
+        for mode, label in zip(("off", "on"), labels):
+            for key, style, suffix in (("acc_per_severity", "-o", ""), ("de_acc_per_severity", "--s", " + DE")):
+                if any(key not in e.get("corruptions", {}) for e in evals[mode]):
+                    continue
+                per_seed = [e["corruptions"][key] for e in evals[mode]]
+                mean = [statistics.mean(v) * 100 for v in zip(*per_seed)]
+                ax.plot(range(1, 6), mean, style, label=label + suffix)
     ax.set(xlabel="corruption severity", ylabel="accuracy (%), mean of 15 corruptions", xticks=range(1, 6))
     ax.legend(fontsize=8)
     fig.tight_layout()
