@@ -118,7 +118,9 @@ def main() -> None:
     header = f"| metric (%) | {labels[0]} | {labels[0]} + DE | {labels[1]} | {labels[1]} + DE |"
     first = json.loads((Path(args.runs) / f"diffaug-on-seed{seeds[0]}" / "config.json").read_text())
     recipe = (f"{first['optim']['epochs']} epoch(s), 78 k ResNet, DiffAug copies of "
-              f"{first['diffaug'].get('fraction', 1):g} of each batch")
+              f"{first['diffaug'].get('fraction', 1):g} of each batch"
+              + (f", AugMix views with a Jensen–Shannon term of {first['diffaug']['jsd']:g}" if first["diffaug"].get("jsd")
+                 else ", AugMix" if first["diffaug"].get("augmix") else ""))
     lines = [f"Fashion-MNIST, `diffaug-fast train` runs of `{args.runs}` ({recipe}), seeds {args.seeds}{', mean ± std' if len(seeds) > 1 else ''}; "
              f"`diffaug-fast eval {' '.join(budget(args.extra))}` ("
              + ("" if "--no-de" in args.extra else "DE = DiffAug-Ensemble over t = 0, 100, …, 400; ")
