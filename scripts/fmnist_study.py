@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
+
+from study_common import train_study_run, two_labels
 
 METRICS = (("clean_acc_full_test", "clean (10k test)"), ("clean_acc", "clean (eval subset)"), ("de_acc", "DiffAug-Ensemble"),
            ("noisy_acc", "noisy test"), ("noisy_de_acc", "noisy + DiffAug-Ensemble"))
@@ -28,20 +28,13 @@ def main() -> None:
                         help="the table's names of the --diffaug off and on rows, comma-separated")
     parser.add_argument("extra", nargs="*", help="more `diffaug-fast train` options, after --")
     args = parser.parse_args()
-    labels = args.labels.split(",")
-    if len(labels) != 2:
-        parser.error(f"--labels: expected two names separated by a comma, got {args.labels!r}")
+    labels = two_labels(parser, args.labels)
     seeds = [int(s) for s in args.seeds.split(",")]
     table = {}
     for mode in ("off", "on"):
         rows = []
         for seed in seeds:
-            run = Path(args.runs) / f"diffaug-{mode}-seed{seed}"
-            if not (run / "metrics.json").exists():
-                cmd = [sys.executable, "-m", "diffaug_fast.cli", "train", "--diffaug", mode, "--seed", str(seed),
-                       "--out", str(run), *(["--resume"] if (run / "checkpoint.pt").exists() else []), *args.extra]
-                print(" ".join(cmd), flush=True)
-                subprocess.run(cmd, check=True)
+            run = train_study_run(args.runs, mode, seed, args.extra)
             rows.append(json.loads((run / "metrics.json").read_text()))
         table[mode] = {key: {"mean": statistics.mean(r[key] for r in rows), "std": statistics.stdev(r[key] for r in rows)
                              if len(rows) > 1 else 0.0, "values": [r[key] for r in rows]} for key, _ in METRICS}

@@ -3,11 +3,12 @@
 Usage: python scripts/robustness_study.py [--seeds 0,1,2] [--runs runs/study] [--out docs/results/fmnist_robustness]
        [--labels "off,on"] [--reference-runs runs/study-default] [--compare OTHER.json]
        [-- more `diffaug-fast eval` options]
-Trains missing `diffaug-fast train --diffaug {off,on} --seed S` runs (the names scripts/fmnist_study.py uses),
-evaluates the baselines first (mCE reference, per seed), then the DiffAug runs, and writes a mean ± std table
-(Markdown + JSON) and accuracy vs corruption severity (PNG). mCE is relative to the same seed's `--diffaug off`
-run, or to that of --reference-runs (its evaluation must exist), e.g. to compare AugMix runs with the plain baseline;
---compare draws another study's curves (its JSON output) in the same severity plot.
+Evaluates the finished runs of scripts/fmnist_study.py (`diffaug-{off,on}-seedS` under --runs; a missing one is an
+error naming the command that trains it, since only that script knows the recipe), the baselines first (mCE
+reference, per seed), then the DiffAug runs, and writes a mean ± std table (Markdown + JSON) and accuracy vs
+corruption severity (PNG). mCE is relative to the same seed's `--diffaug off` run, or to that of --reference-runs
+(its evaluation must exist; every run here is then evaluated against it), e.g. to compare AugMix runs with the
+plain baseline; --compare draws another study's curves (its JSON output) in the same severity plot.
 """
 from __future__ import annotations
 
@@ -15,17 +16,19 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
+from study_common import CLI, study_run, two_labels
+
 EVAL_BUDGET = ["--limit", "200", "--certify-limit", "50", "--n", "100"]
-CLI = [sys.executable, "-m", "diffaug_fast.cli"]
 
 
-def ensure_run(run: Path, diffaug: str, seed: int) -> None:
+def finished_run(parser: argparse.ArgumentParser, runs: str, mode: str, seed: int) -> Path:
+    run = study_run(runs, mode, seed)
     if not (run / "metrics.json").exists():
-        subprocess.run(CLI + ["train", "--diffaug", diffaug, "--seed", str(seed), "--out", str(run),
-                              *(["--resume"] if (run / "checkpoint.pt").exists() else [])], check=True)
+        parser.error(f"--runs: {run} is not a finished run; train the study first with `python scripts/fmnist_study.py "
+                     f"--runs {runs} --seeds {seed} -- <its train options>`")
+    return run
 
 
 def budget(extra: list[str]) -> list[str]:
@@ -87,24 +90,22 @@ def main() -> None:
     parser.add_argument("--compare", default=None, help="another study's JSON output whose curves join the severity plot")
     parser.add_argument("extra", nargs="*", help="more `diffaug-fast eval` options, after --")
     args = parser.parse_args()
-    labels = args.labels.split(",")
-    if len(labels) != 2:
-        parser.error(f"--labels: expected two names separated by a comma, got {args.labels!r}")
+    labels = two_labels(parser, args.labels)
     seeds = [int(s) for s in args.seeds.split(",")]
-    evals = {"off": [], "on": []}
-    for seed in seeds:
-        base = Path(args.runs) / f"diffaug-off-seed{seed}"
-        ensure_run(base, "off", seed)
-        evals["off"].append(ensure_eval(base, base / args.eval_dir, args.extra, None))
-        run = Path(args.runs) / f"diffaug-on-seed{seed}"
-        ensure_run(run, "on", seed)
-        evals["on"].append(ensure_eval(run, run / args.eval_dir, args.extra, base / args.eval_dir))
-    reference = evals["off"]
     if args.reference_runs:
-        files = [Path(args.reference_runs) / f"diffaug-off-seed{seed}" / args.eval_dir / "eval.json" for seed in seeds]
+        files = [study_run(args.reference_runs, "off", seed) / args.eval_dir / "eval.json" for seed in seeds]
         missing = [str(f) for f in files if not f.exists()]
         if missing:
             parser.error(f"--reference-runs: no evaluation at {', '.join(missing)}; run this script on that study first")
+    evals = {"off": [], "on": []}
+    for seed in seeds:
+        base = finished_run(parser, args.runs, "off", seed)
+        reference = study_run(args.reference_runs, "off", seed) / args.eval_dir if args.reference_runs else None
+        evals["off"].append(ensure_eval(base, base / args.eval_dir, args.extra, reference))
+        run = finished_run(parser, args.runs, "on", seed)
+        evals["on"].append(ensure_eval(run, run / args.eval_dir, args.extra, reference or base / args.eval_dir))
+    reference = evals["off"]
+    if args.reference_runs:
         reference = [json.loads(f.read_text()) for f in files]
     from diffaug_fast.eval.robustness.suite import corruption_error
 

@@ -161,6 +161,8 @@ class FidelityOptions:
                                    "image folder; auto: the data the samples' classifier run or denoiser was "
                                    "trained on, else fmnist", none="auto")
     reference_limit: int = option(10000, "test images to compare against", check="positive")
+    bootstrap: int = option(1000, "redraws of the samples for 95% intervals of FID and KID (0: none)",
+                            check="nonnegative")
     json: str | None = option(None, "also write the numbers to this file")
 
 
@@ -169,7 +171,8 @@ class GradientsOptions:
     classifier: list[str] = option(help="`train --mode noisy|da` run folders to compare (repeat the flag or use "
                                    "commas)", factory=list, metavar="RUN", repeat=True)
     t: list[int] = option(help="timesteps", factory=lambda: [100, 300, 500, 700], metavar="T,T,...")
-    images: int = option(6, "test images in the picture", check="positive")
+    images: int = option(200, "test images whose cosines are averaged (gradient_alignment.json)", check="positive")
+    picture_rows: int = option(6, "of them, the first N drawn in gradients.png", check="positive")
     seed: int = option(0, "seed of the noise", check="nonnegative")
     out: str = option("runs/gradients", "output folder")
 

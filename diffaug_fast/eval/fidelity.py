@@ -127,10 +127,18 @@ def fidelity_metrics(generated: torch.Tensor, reference: torch.Tensor, extractor
 
 @torch.inference_mode()
 def features(images: torch.Tensor, extractor_run: str | Path, batch: int = 500) -> np.ndarray:
-    """The extractor's "features" for images (uint8 or [-1, 1] floats), float64 [N, D]."""
-    cls = _extractor_class()
-    extractor = cls(EXTRACTOR, ["features"], feature_extractor_weights_path=str(extractor_run)).eval()
-    data = ImageTensorDataset(images).images
+    """The features FID / KID use, float64 [N, D], for images (uint8 or [-1, 1] floats): a classifier run's
+    pooled "features", or for ``inception`` / ``inception:FILE`` torch-fidelity's Inception-v3 pool features."""
+    if str(extractor_run).split(":")[0] == "inception":
+        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+        weights = str(extractor_run).partition(":")[2] or None
+        extractor = FEATURE_EXTRACTORS_REGISTRY["inception-v3-compat"](
+            "inception-v3-compat", ["2048"], feature_extractor_weights_path=weights).eval()
+        data = ImageTensorDataset(images, rgb=True).images
+    else:
+        extractor = _extractor_class()(EXTRACTOR, ["features"], feature_extractor_weights_path=str(extractor_run)).eval()
+        data = ImageTensorDataset(images).images
     return torch.cat([extractor(data[i:i + batch])[0] for i in range(0, len(data), batch)]).double().numpy()
 
 
@@ -201,6 +209,21 @@ def fidelity_command(o) -> dict:
     line = (f"{len(generated)} samples vs {len(reference)} test images of {reference_name}, features of {extractor}: "
             f"FID {result['frechet_inception_distance']:.3f}, IS {result['inception_score_mean']:.3f} ± "
             f"{result['inception_score_std']:.3f}, KID {result['kernel_inception_distance_mean']:.5f}")
+    if o.bootstrap:
+        from diffaug_fast.eval.fidelity_bootstrap import bootstrap_fid_kid
+
+        if len(generated) < 3:
+            raise DiffAugError(f"argument --bootstrap: {len(generated)} samples are too few to redraw; pass "
+                               "--bootstrap 0 or sample more")
+        interval = bootstrap_fid_kid(features(generated, extractor), features(reference, extractor),
+                                     resamples=o.bootstrap)
+        result.update({"frechet_inception_distance_low": interval["fid_low"],
+                       "frechet_inception_distance_high": interval["fid_high"],
+                       "kernel_inception_distance_low": interval["kid_low"],
+                       "kernel_inception_distance_high": interval["kid_high"],
+                       "bootstrap_resamples": o.bootstrap})
+        line += (f" (95% bootstrap intervals over {o.bootstrap} redraws: FID {interval['fid_low']:.3f}–"
+                 f"{interval['fid_high']:.3f}, KID {interval['kid_low']:.5f}–{interval['kid_high']:.5f})")
     judge_name = o.judge or (None if extractor.split(":")[0] == "inception" else extractor)
     if "labels" in data and judge_name is None:
         line += "; no judge of the requested class (pass --judge, a clean classifier of these images)"

@@ -48,15 +48,17 @@ def _normalise(g: torch.Tensor) -> torch.Tensor:
     return 0.5 + 0.5 * g / scale
 
 
-def save_gradient_grid(study: dict, images: torch.Tensor, path: str | Path) -> Path:
-    """Rows: images; columns: x0, then per t: x_t and each classifier's gradient."""
+def save_gradient_grid(study: dict, images: torch.Tensor, path: str | Path, rows: int | None = None) -> Path:
+    """Rows: the first ``rows`` images (all by default); columns: x0, then per t: x_t and each classifier's
+    gradient."""
     from torchvision.utils import save_image
 
-    columns = [images.add(1).div(2)]
+    rows = len(images) if rows is None else min(rows, len(images))
+    columns = [images[:rows].add(1).div(2)]
     for t in study["x_t"]:
-        columns.append(study["x_t"][t].add(1).div(2).clamp(0, 1))
+        columns.append(study["x_t"][t][:rows].add(1).div(2).clamp(0, 1))
         for name in study["grad"]:
-            columns.append(_normalise(study["grad"][name][t]))
+            columns.append(_normalise(study["grad"][name][t][:rows]))
     grid = torch.stack(columns, 1).flatten(0, 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,10 +96,12 @@ def gradients_command(o, out: Path) -> dict:
     source, channels, size = datas.pop()  # the runs' own test images, at their size and channels
     images, labels = load_dataset(source, "test", limit=o.images, image_size=size, channels=channels)
     study = gradient_study(classifiers, denoiser, images, labels, o.t, seed=o.seed)
-    path = save_gradient_grid(study, images, out / "gradients.png")
+    path = save_gradient_grid(study, images, out / "gradients.png", rows=o.picture_rows)
     summary = {name: {t: float(c.mean()) for t, c in per_t.items()} for name, per_t in study["cosine"].items()}
     (out / "gradient_alignment.json").write_text(json.dumps(summary, indent=2))
     for name, per_t in summary.items():
-        print(f"{name}: mean cos(grad, x0 - x_t) " + ", ".join(f"t={t}: {v:+.3f}" for t, v in per_t.items()))
-    print(f"picture: {path} (rows: test images; columns: x0, then per t: x_t and each classifier's gradient)")
+        print(f"{name}: mean cos(grad, x0 - x_t) over {len(images)} test images "
+              + ", ".join(f"t={t}: {v:+.3f}" for t, v in per_t.items()))
+    print(f"picture: {path} (rows: the first {min(o.picture_rows, len(images))} test images; columns: x0, then per t: "
+          "x_t and each classifier's gradient)")
     return summary

@@ -118,8 +118,10 @@ def test_fidelity_and_gradients_on_rgb_runs(project, elsewhere, capsys):
     assert main(["fidelity", "--samples", "s/samples.npz", "--extractor", str(proj / "runs" / "clean"),
                  "--json", "f.json"]) == 0
     out = capsys.readouterr().out
-    assert f"test images of {proj / 'my_images'}" in out and "judge accuracy" in out
-    assert np.isfinite(files.read_json(elsewhere / "f.json")["frechet_inception_distance"])
+    assert f"test images of {proj / 'my_images'}" in out and "judge accuracy" in out and "95% bootstrap" in out
+    numbers = files.read_json(elsewhere / "f.json")
+    assert np.isfinite(numbers["frechet_inception_distance"]) and numbers["bootstrap_resamples"] == 1000
+    assert numbers["frechet_inception_distance_low"] < numbers["frechet_inception_distance_high"]
     assert main(["fidelity", "--samples", "s/samples.npz", "--extractor", "fmnist-classifier"]) == 2
     assert "is a clean classifier of 1x28x28 images; the samples are 3x32x32" in capsys.readouterr().err
     assert main(["gradients", "--classifier", str(proj / "runs" / "guide"), "--images", "2", "--t", "100,500",

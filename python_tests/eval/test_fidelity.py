@@ -7,6 +7,7 @@ import torch
 
 from diffaug_fast.data import load_fashion_mnist
 from diffaug_fast.eval.fidelity import features, fidelity_metrics
+from diffaug_fast.eval.fidelity_bootstrap import frechet_distance
 from helpers import train_quick_classifier
 
 pytestmark = pytest.mark.slow  # every test trains a feature extractor and runs torch-fidelity on real images
@@ -20,16 +21,6 @@ def extractor_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def test_images():
     return load_fashion_mnist("test", limit=600)[0]
-
-
-def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
-    """|mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2)), the square root via the eigenvalues of
-    sqrt(C1) C2 sqrt(C1) (symmetric, so no complex round-off as with a general matrix square root)."""
-    w1, v1 = np.linalg.eigh(cov1)
-    root1 = (v1 * np.sqrt(np.clip(w1, 0, None))) @ v1.T
-    middle = np.linalg.eigvalsh(root1 @ cov2 @ root1)
-    root_trace = np.sum(np.sqrt(np.clip(middle, 0, None)))
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * root_trace)
 
 
 def _scipy_fid(a, b):

@@ -44,3 +44,15 @@ def test_alignment_is_one_for_a_gradient_pointing_home(tmp_path):
     assert cosine(torch.ones(1, 4), -torch.ones(1, 4)).item() == -1.0
     path = save_gradient_grid(study, images, tmp_path / "g.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_picture_draws_only_the_first_rows(tmp_path):
+    """The alignment is averaged over many images; the picture keeps the first few rows (5 images, 2 rows)."""
+    from PIL import Image
+
+    images = torch.rand(5, 1, 4, 4) * 2 - 1
+    study = {"x_t": {100: images}, "grad": {"a": {100: torch.randn(5, 1, 4, 4)}, "b": {100: torch.randn(5, 1, 4, 4)}}}
+    with Image.open(save_gradient_grid(study, images, tmp_path / "g.png", rows=2)) as picture:
+        assert picture.size == (4 * 5 + 1, 2 * 5 + 1)  # 4 columns (x0, x_t, a, b) and 2 rows of 4 px + 1 px padding
+    with Image.open(save_gradient_grid(study, images, tmp_path / "all.png")) as picture:
+        assert picture.size[1] == 5 * 5 + 1
