@@ -105,41 +105,82 @@ class ImageTensorDataset(Dataset):
         return self.images[i]
 
 
+def _extractor_name_and_weights(extractor_run: str | Path) -> tuple[str, str | None, bool]:
+    """torch-fidelity's registry name, its weights path, and whether it reads RGB (Inception)."""
+    if str(extractor_run).split(":")[0] == "inception":
+        return "inception-v3-compat", str(extractor_run).partition(":")[2] or None, True
+    return register(), str(extractor_run), False
+
+
+def feature_layer(extractor_run: str | Path, metric: str) -> str:
+    """The layer torch-fidelity's ``metric`` ("isc", "fid", "kid") reads from this extractor."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    return FEATURE_EXTRACTORS_REGISTRY[_extractor_name_and_weights(extractor_run)[0]].get_default_feature_layer_for_metric(metric)
+
+
+def extract_features(images: torch.Tensor, extractor_run: str | Path, metrics: tuple[str, ...] = ("fid",), *,
+                     batch_size: int = 500, verbose: bool = False) -> dict[str, torch.Tensor]:
+    """One pass of ``images`` (uint8 or [-1, 1] floats) through torch-fidelity's extraction loop, keeping the
+    layers the given metrics ("isc", "fid", "kid") read: {layer name: float32 [N, D]}."""
+    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+    name, weights, rgb = _extractor_name_and_weights(extractor_run)
+    layers = sorted({feature_layer(extractor_run, m) for m in metrics})
+    cuda = torch.cuda.is_available()
+    extractor = create_feature_extractor(name, layers, cuda=cuda, feature_extractor_weights_path=weights,
+                                         verbose=verbose)
+    return get_featuresdict_from_dataset(ImageTensorDataset(images, rgb), extractor, batch_size, cuda,
+                                         save_cpu_ram=True, verbose=verbose)
+
+
+def metrics_from_features(generated: dict[str, torch.Tensor], reference: dict[str, torch.Tensor] | None,
+                          extractor_run: str | Path, *, fid: bool = True, isc: bool = True, kid: bool = True,
+                          kid_subset_size: int | None = None) -> dict:
+    """torch-fidelity's own FID / IS / KID arithmetic on features from :func:`extract_features`, with the settings
+    ``torch_fidelity.calculate_metrics`` gets from :func:`fidelity_metrics` (no shuffling, fixed seeds)."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    def layer(metric):
+        return feature_layer(extractor_run, metric)
+
+    result = {}
+    if isc:
+        n = len(generated[layer("isc")])
+        result.update(isc_features_to_metric(generated[layer("isc")], splits=max(1, min(10, n // 2)), shuffle=False))
+    if fid:
+        result.update(fid_statistics_to_metric(fid_features_to_statistics(generated[layer("fid")]),
+                                               fid_features_to_statistics(reference[layer("fid")]), verbose=False))
+    if kid:
+        g, r = generated[layer("kid")], reference[layer("kid")]
+        result.update(kid_features_to_metric(g, r, kid_subset_size=kid_subset_size or min(1000, len(g), len(r)),
+                                             verbose=False))
+    return result
+
+
 def fidelity_metrics(generated: torch.Tensor, reference: torch.Tensor, extractor_run: str | Path, *,
                      fid: bool = True, isc: bool = True, kid: bool = True, kid_subset_size: int | None = None,
                      batch_size: int = 500, verbose: bool = False) -> dict:
     """torch-fidelity's FID / IS / KID of ``generated`` against ``reference`` with a classifier run's features, or
-    Inception-v3's for ``extractor_run`` = ``inception`` / ``inception:FILE``."""
-    import torch_fidelity
-
-    inception = str(extractor_run).split(":")[0] == "inception"
-    name = "inception-v3-compat" if inception else register()
-    weights = (str(extractor_run).partition(":")[2] or None) if inception else str(extractor_run)
-    n = min(len(generated), len(reference))
-    return torch_fidelity.calculate_metrics(
-        input1=ImageTensorDataset(generated, inception), input2=ImageTensorDataset(reference, inception),
-        cuda=torch.cuda.is_available(),
-        fid=fid, isc=isc, kid=kid, kid_subset_size=kid_subset_size or min(1000, n), batch_size=batch_size,
-        isc_splits=max(1, min(10, len(generated) // 2)),
-        feature_extractor=name, feature_extractor_weights_path=weights, save_cpu_ram=True,
-        samples_shuffle=False, verbose=verbose)
+    Inception-v3's for ``extractor_run`` = ``inception`` / ``inception:FILE``; each set goes through the
+    extractor once."""
+    wanted = tuple(m for m, on in (("isc", isc), ("fid", fid), ("kid", kid)) if on)
+    if not wanted:
+        raise ValueError("fidelity_metrics: at least one of fid, isc, kid must be True")
+    f_gen = extract_features(generated, extractor_run, wanted, batch_size=batch_size, verbose=verbose)
+    f_ref = (extract_features(reference, extractor_run, tuple(m for m in wanted if m != "isc"), batch_size=batch_size,
+                              verbose=verbose) if fid or kid else None)
+    return metrics_from_features(f_gen, f_ref, extractor_run, fid=fid, isc=isc, kid=kid,
+                                 kid_subset_size=kid_subset_size)
 
 
-@torch.inference_mode()
 def features(images: torch.Tensor, extractor_run: str | Path, batch: int = 500) -> np.ndarray:
     """The features FID / KID use, float64 [N, D], for images (uint8 or [-1, 1] floats): a classifier run's
     pooled "features", or for ``inception`` / ``inception:FILE`` torch-fidelity's Inception-v3 pool features."""
-    if str(extractor_run).split(":")[0] == "inception":
-        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-
-        weights = str(extractor_run).partition(":")[2] or None
-        extractor = FEATURE_EXTRACTORS_REGISTRY["inception-v3-compat"](
-            "inception-v3-compat", ["2048"], feature_extractor_weights_path=weights).eval()
-        data = ImageTensorDataset(images, rgb=True).images
-    else:
-        extractor = _extractor_class()(EXTRACTOR, ["features"], feature_extractor_weights_path=str(extractor_run)).eval()
-        data = ImageTensorDataset(images).images
-    return torch.cat([extractor(data[i:i + batch])[0] for i in range(0, len(data), batch)]).double().numpy()
+    return extract_features(images, extractor_run, ("fid",), batch_size=batch)[feature_layer(extractor_run, "fid")] \
+        .double().numpy()
 
 
 def check_extractor(name: str, shape: tuple, *, auto: bool = False, flag: str = "--extractor") -> None:
@@ -205,7 +246,10 @@ def fidelity_command(o) -> dict:
                            "compare with the data the samples imitate")
     extractor = o.extractor or ("fmnist-classifier" if shape == (1, 28, 28) else "inception")
     check_extractor(extractor, shape, auto=o.extractor is None)
-    result = fidelity_metrics(generated, reference, extractor)
+    # each set through the extractor once: the point estimates and the bootstrap read the same features
+    f_gen = extract_features(generated, extractor, ("isc", "fid", "kid"))
+    f_ref = extract_features(reference, extractor, ("fid", "kid"))
+    result = metrics_from_features(f_gen, f_ref, extractor)
     line = (f"{len(generated)} samples vs {len(reference)} test images of {reference_name}, features of {extractor}: "
             f"FID {result['frechet_inception_distance']:.3f}, IS {result['inception_score_mean']:.3f} ± "
             f"{result['inception_score_std']:.3f}, KID {result['kernel_inception_distance_mean']:.5f}")
@@ -215,7 +259,8 @@ def fidelity_command(o) -> dict:
         if len(generated) < 3:
             raise DiffAugError(f"argument --bootstrap: {len(generated)} samples are too few to redraw; pass "
                                "--bootstrap 0 or sample more")
-        interval = bootstrap_fid_kid(features(generated, extractor), features(reference, extractor),
+        layer = feature_layer(extractor, "fid")
+        interval = bootstrap_fid_kid(f_gen[layer].double().numpy(), f_ref[layer].double().numpy(),
                                      resamples=o.bootstrap)
         result.update({"frechet_inception_distance_low": interval["fid_low"],
                        "frechet_inception_distance_high": interval["fid_high"],

@@ -1,12 +1,17 @@
 """FID / IS / KID plumbing with torch-fidelity and our classifier features: the same images give ~0, noise
-gives a lot, and torch-fidelity's FID equals our own and SciPy's Fréchet distance on the same features."""
+gives a lot, torch-fidelity's FID equals our own and SciPy's Fréchet distance on the same features, our one-pass
+extraction gives exactly what torch_fidelity.calculate_metrics gives, and `fidelity --bootstrap` sends each set
+through the extractor once."""
+import argparse
+import json
+
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
 from diffaug_fast.data import load_fashion_mnist
-from diffaug_fast.eval.fidelity import features, fidelity_metrics
+from diffaug_fast.eval.fidelity import EXTRACTOR, features, fidelity_command, fidelity_metrics, register
 from diffaug_fast.eval.fidelity_bootstrap import frechet_distance
 from helpers import train_quick_classifier
 
@@ -53,3 +58,38 @@ def test_inception_score_uses_the_classifier_logits(extractor_run, test_images):
     assert 1.0 <= isc["inception_score_mean"] <= 10.0  # 10 classes bound the score
     blank = torch.full_like(test_images, -1.0)
     assert fidelity_metrics(blank, test_images, extractor_run, fid=False, kid=False)["inception_score_mean"] < 1.01
+
+
+def test_one_pass_metrics_equal_torch_fidelity_calculate_metrics(extractor_run, test_images):
+    import torch_fidelity
+
+    from diffaug_fast.eval.fidelity import ImageTensorDataset
+
+    generated, reference = test_images[:250].flip(-1), test_images[250:]
+    ours = fidelity_metrics(generated, reference, extractor_run, kid_subset_size=200)
+    theirs = torch_fidelity.calculate_metrics(
+        input1=ImageTensorDataset(generated), input2=ImageTensorDataset(reference), cuda=False, isc=True, fid=True,
+        kid=True, kid_subset_size=200, isc_splits=10, batch_size=500, feature_extractor=register(),
+        feature_extractor_weights_path=str(extractor_run), save_cpu_ram=True, samples_shuffle=False, verbose=False)
+    assert set(ours) == set(theirs)
+    for key, value in theirs.items():
+        assert ours[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+
+def test_fidelity_command_extracts_each_set_once(extractor_run, test_images, tmp_path, monkeypatch):
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    register()
+    seen = []
+    cls = FEATURE_EXTRACTORS_REGISTRY[EXTRACTOR]
+    forward = cls.forward
+    monkeypatch.setattr(cls, "forward", lambda self, x: seen.append(len(x)) or forward(self, x))
+    generated = ((test_images[:120] + 1) * 127.5).round().to(torch.uint8)
+    np.savez(tmp_path / "samples.npz", images=generated.numpy(), labels=np.zeros(120, dtype=np.int64))
+    options = argparse.Namespace(samples=str(tmp_path / "samples.npz"), reference="fmnist", reference_limit=400,
+                                 extractor=str(extractor_run), judge=None, bootstrap=50, json=str(tmp_path / "f.json"))
+    result = fidelity_command(options)
+    assert sum(seen) == 120 + 400  # the judge classifies through the classifier itself, not the extractor
+    assert result["frechet_inception_distance_low"] <= result["frechet_inception_distance_high"]
+    stored = json.loads((tmp_path / "f.json").read_text())
+    assert stored["bootstrap_resamples"] == 50 and 0.0 <= stored["judge_accuracy"] <= 1.0
