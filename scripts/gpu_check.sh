@@ -2,7 +2,7 @@
 # Device check on a lent GPU machine (its own python3/torch): build the extension with the CUDA kernels for
 # Hopper, run the op tests on every backend (CPU, CUDA, Triton) and the op benchmarks; logs and JSON go to
 # $OUT (or ./gpu_out). Stages have their own time limits so a slow one still leaves the others' files.
-#   usage: bash scripts/gpu_check.sh [build|tests|bench|models|loader|augmix|precision]...   (default: build tests bench)
+#   usage: bash scripts/gpu_check.sh [build|tests|bench|models|loader|augmix|precision|paper]...   (default: build tests bench)
 # Fashion-MNIST is read from $DIFFAUG_FAST_FASHION_MNIST, else gpu_data/fashion-mnist (carry it: the machine has no
 # dataset package); the precision benchmark needs guided-diffusion in benchmarks/third_party/ (carry it too).
 set -uo pipefail
@@ -42,6 +42,10 @@ for stage in $stages; do
     precision)  # PRECISION_K selects rows (pytest -k): compiling every row takes minutes on a fresh machine
       timeout ${PRECISION_S:-240} python3 -m pytest -q benchmarks/test_bench_precision.py -k "${PRECISION_K:-not nothing}" \
         --benchmark-json "$OUT/precision-h.json" > "$OUT/bench-precision.log" 2>&1 ;;
+    paper)  # `--preset paper` (WRN-16-4, 30 epochs, DiffAug on every image) in $OUT/paper; a run cut by the limit
+      # keeps its checkpoint and continues anywhere with `diffaug-fast train --out DIR --resume`
+      timeout ${PAPER_S:-420} python3 -m diffaug_fast.cli train --preset paper --device cuda --out "$OUT/paper" \
+        > "$OUT/paper.log" 2>&1 ;;
   esac
   echo "stage $stage: rc=$? $(( $(date +%s) - start )) s" | tee -a "$OUT/stages.txt"
 done
