@@ -1,9 +1,9 @@
 """Semi-supervised and positive-unlabeled noisy / DA classifiers on Fashion-MNIST, over several seeds.
 
 Usage: python scripts/ssl_study.py [--seeds 0,1,2] [--runs runs/ssl] [--out docs/results/fmnist_ssl]
-       [--parts ssl,pu,radius] [-- more `diffaug-fast train` options]
+       [--parts ssl,pu,radius,weight] [-- more `diffaug-fast train` options, e.g. --epochs 4 for a longer budget]
 Runs (or reuses finished) `diffaug-fast train --ssl|--pu ...` runs and writes mean ± std tables (Markdown +
-JSON) and the temporal-consistency radius curve (PNG next to the tables).
+JSON) and the temporal-consistency radius and weight curves (PNGs next to the tables).
 
 Budget (the same for every row): 400 steps of 32 labeled (+ 32 unlabeled images at t and t' with the
 consistency term) drawn from the first 12 800 training images, evaluated on 1 000 test images per t-bucket.
@@ -19,7 +19,6 @@ from pathlib import Path
 
 BUDGET = ["--preset", "quick", "--train-limit", "12800", "--batch-size", "32", "--eval-limit", "1000"]
 UPPER_BODY = "0,2,4,6"  # T-shirt/top, Pullover, Coat, Shirt
-RADII = (0, 10, 50, 150, 400)
 
 
 def run(folder: Path, args: list[str], extra: list[str]) -> dict:
@@ -91,40 +90,53 @@ def pu_part(args, seeds, results, lines, modes=("noisy", "da")):
     lines.append("")
 
 
-def radius_part(args, seeds, results, lines, png: Path):
+SWEEPS = {  # part -> (train flag, values, the value the ssl part's "+ consistency" runs already used, x-axis)
+    "radius": ("--tc-radius", (0, 10, 50, 150, 400), 50, "consistency radius R (t' = t + U{-R..R})"),
+    "weight": ("--tc-weight", (0.3, 1.0, 3.0, 10.0), 1.0, "consistency weight (0: labeled CE only)"),
+}
+
+
+def sweep_part(args, seeds, results, lines, png: Path, part: str):
+    """The noisy classifier with 10 labels per class and the consistency term, one setting swept over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    flag, values, reused, xlabel = SWEEPS[part]
     curve = {}
-    for radius in RADII:
-        rows = [run(Path(args.runs) / (f"radius-{radius}-s{s}" if radius != 50 else f"ssl-k10-noisy-tcon-s{s}"),
-                    ["--mode", "noisy", "--ssl", "--labels-per-class", "10", "--tc-radius", str(radius), "--seed",
-                     str(s)], args.extra) for s in seeds["noisy"]]
-        curve[radius] = {"mean_t": summary(rows, COLUMNS["mean_t"]), "low_t": summary(rows, COLUMNS["low_t"])}
+    for value in values:
+        rows = [run(Path(args.runs) / (f"{part}-{value:g}-s{s}" if value != reused else f"ssl-k10-noisy-tcon-s{s}"),
+                    ["--mode", "noisy", "--ssl", "--labels-per-class", "10", flag, f"{value:g}", "--seed", str(s)],
+                    args.extra) for s in seeds["noisy"]]
+        curve[value] = {name: summary(rows, COLUMNS[name]) for name in ("low_t", "mean_t", "changed")}
     baseline = results["ssl"].get("k10-noisy-tcoff")
-    results["radius"] = {str(r): v for r, v in curve.items()}
+    results[part] = {f"{v:g}": c for v, c in curve.items()}
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for key, label in (("mean_t", "mean over t"), ("low_t", "t in 0–99")):
-        ax.errorbar(RADII, [100 * curve[r][key]["mean"] for r in RADII], yerr=[100 * curve[r][key]["std"] for r in RADII],
-                    marker="o", capsize=3, label=f"+ consistency, {label}")
+        ax.errorbar(values, [100 * curve[v][key]["mean"] for v in values],
+                    yerr=[100 * curve[v][key]["std"] for v in values], marker="o", capsize=3,
+                    label=f"+ consistency, {label}")
         if baseline:
             ax.axhline(100 * baseline[key]["mean"], ls="--", lw=1, color=ax.lines[-1].get_color(),
                        label=f"labeled CE only, {label}")
-    ax.set_xscale("symlog", linthresh=10)
-    ax.set_xlim(-1, max(RADII) * 1.3)
-    ax.set_xlabel("consistency radius R (t' = t + U{-R..R})")
+    ax.set_xscale("symlog", linthresh=10) if part == "radius" else ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("noisy classifier, 10 labels per class")
     ax.legend(fontsize=7)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=120)
-    lines += ["## Consistency radius (noisy classifier, 10 labels per class)", "",
-              "| radius R | acc, t 0–99 | acc, mean over t |", "|---|---|---|"]
-    lines += [f"| {r} | {cell(curve[r]['low_t'])} | {cell(curve[r]['mean_t'])} |" for r in RADII]
-    lines += ["", f"![radius curve]({png.name})", ""]
+    name = {"radius": "radius R", "weight": "weight"}[part]
+    lines += [f"## Consistency {name} (noisy classifier, 10 labels per class)", "",
+              f"| {name} | acc, t 0–99 | acc, mean over t | top class changed t↔t' |", "|---|---|---|---|"]
+    if baseline:
+        lines.append(f"| (labeled CE only) | {cell(baseline['low_t'])} | {cell(baseline['mean_t'])} | "
+                     f"{cell(baseline['changed'])} |")
+    lines += [f"| {v:g} | {cell(curve[v]['low_t'])} | {cell(curve[v]['mean_t'])} | {cell(curve[v]['changed'])} |"
+              for v in values]
+    lines += ["", f"![{part} curve]({png.name})", ""]
 
 
 def main() -> None:
@@ -133,7 +145,7 @@ def main() -> None:
     parser.add_argument("--da-seeds", default=None, help="seeds of the (slower) DA rows; default --seeds")
     parser.add_argument("--runs", default="runs/ssl")
     parser.add_argument("--out", default="docs/results/fmnist_ssl")
-    parser.add_argument("--parts", default="ssl,pu,radius")
+    parser.add_argument("--parts", default="ssl,pu,radius,weight")
     parser.add_argument("extra", nargs="*", help="more `diffaug-fast train` options, after --")
     args = parser.parse_args()
     seeds = {"noisy": [int(s) for s in args.seeds.split(",")]}
@@ -144,20 +156,23 @@ def main() -> None:
     results = {"seeds": seeds, "budget": BUDGET, "extra_args": args.extra, "ssl": {}, "pu": {}}
     lines = [f"# Semi-supervised and positive-unlabeled noisy / DA classifiers (Fashion-MNIST, seeds {args.seeds}"
              f"{'; DA rows ' + args.da_seeds if args.da_seeds else ''})", "",
-             "Every run: `diffaug-fast train " + " ".join(BUDGET) + "` (400 steps), mean ± std over seeds.", ""]
+             "Every run: `diffaug-fast train " + " ".join(BUDGET + args.extra) + "`"
+             + ("" if args.extra else " (400 steps)") + ", mean ± std over seeds.", ""]
     # the cheap noisy-classifier runs first, so that their rows are complete before the slow DA runs start
     if "ssl" in parts:
         ssl_part(args, seeds, {"ssl": {}}, [], modes=("noisy",))
     if "pu" in parts:
         pu_part(args, seeds, {"pu": {}}, [], modes=("noisy",))
-    if "radius" in parts:
-        radius_part(args, seeds, dict(results, ssl={}), [], out.parent / f"{out.name}_radius.png")
+    for part in SWEEPS:
+        if part in parts:
+            sweep_part(args, seeds, dict(results, ssl={}), [], out.parent / f"{out.name}_{part}.png", part)
     if "ssl" in parts:
         ssl_part(args, seeds, results, lines)
     if "pu" in parts:
         pu_part(args, seeds, results, lines)
-    if "radius" in parts:
-        radius_part(args, seeds, results, lines, out.parent / f"{out.name}_radius.png")
+    for part in SWEEPS:
+        if part in parts:
+            sweep_part(args, seeds, results, lines, out.parent / f"{out.name}_{part}.png", part)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
