@@ -90,9 +90,9 @@ def pu_part(args, seeds, results, lines, modes=("noisy", "da")):
     lines.append("")
 
 
-SWEEPS = {  # part -> (train flag, values, the value the ssl part's "+ consistency" runs already used, x-axis)
-    "radius": ("--tc-radius", (0, 10, 50, 150, 400), 50, "consistency radius R (t' = t + U{-R..R})"),
-    "weight": ("--tc-weight", (0.3, 1.0, 3.0, 10.0), 1.0, "consistency weight (0: labeled CE only)"),
+SWEEPS = {  # part -> (train flag, values, the value the ssl part's "+ consistency" runs already used, name, x-axis)
+    "radius": ("--tc-radius", (0, 10, 50, 150, 400), 50, "radius R", "consistency radius R (t' = t + U{-R..R})"),
+    "weight": ("--tc-weight", (0.3, 1.0, 3.0, 10.0), 1.0, "weight", "consistency weight (log scale)"),
 }
 
 
@@ -103,13 +103,13 @@ def sweep_part(args, seeds, results, lines, png: Path, part: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    flag, values, reused, xlabel = SWEEPS[part]
+    flag, values, reused, name, xlabel = SWEEPS[part]
     curve = {}
     for value in values:
         rows = [run(Path(args.runs) / (f"{part}-{value:g}-s{s}" if value != reused else f"ssl-k10-noisy-tcon-s{s}"),
                     ["--mode", "noisy", "--ssl", "--labels-per-class", "10", flag, f"{value:g}", "--seed", str(s)],
                     args.extra) for s in seeds["noisy"]]
-        curve[value] = {name: summary(rows, COLUMNS[name]) for name in ("low_t", "mean_t", "changed")}
+        curve[value] = {col: summary(rows, COLUMNS[col]) for col in ("low_t", "mean_t", "changed")}
     baseline = results["ssl"].get("k10-noisy-tcoff")
     results[part] = {f"{v:g}": c for v, c in curve.items()}
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -120,7 +120,10 @@ def sweep_part(args, seeds, results, lines, png: Path, part: str):
         if baseline:
             ax.axhline(100 * baseline[key]["mean"], ls="--", lw=1, color=ax.lines[-1].get_color(),
                        label=f"labeled CE only, {label}")
-    ax.set_xscale("symlog", linthresh=10) if part == "radius" else ax.set_xscale("log")
+    if part == "radius":  # R = 0 is on the axis: linear near 0, logarithmic beyond 10
+        ax.set_xscale("symlog", linthresh=10)
+    else:
+        ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("noisy classifier, 10 labels per class")
@@ -128,7 +131,6 @@ def sweep_part(args, seeds, results, lines, png: Path, part: str):
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=120)
-    name = {"radius": "radius R", "weight": "weight"}[part]
     lines += [f"## Consistency {name} (noisy classifier, 10 labels per class)", "",
               f"| {name} | acc, t 0–99 | acc, mean over t | top class changed t↔t' |", "|---|---|---|---|"]
     if baseline:
