@@ -21,12 +21,14 @@ def train_quick_classifier(run_dir, **overrides) -> Path:
 
 def fmnist_trainer(limit: int = 256, **options):
     """A ``ClassifierTrainer`` over the first ``limit`` Fashion-MNIST training images (in memory), batch 16, eager,
-    from the default preset, for tests that look at single steps; ``options`` by flag name."""
+    from the default preset, for tests that look at single steps; ``options`` by flag name. The denoiser runs in fp32
+    unless asked otherwise: these tests compare paths value by value, and ``auto`` means bf16 on CPUs with
+    avx512_bf16."""
     from diffaug_fast.config import train_config
     from diffaug_fast.data import ArraySource, load_fashion_mnist
     from diffaug_fast.train.classifier import ClassifierTrainer
 
-    base = dict(batch_size=16, compile="off", warmup_steps=2, de_timesteps=[])
+    base = dict(batch_size=16, compile="off", warmup_steps=2, de_timesteps=[], denoiser_precision="fp32")
     return ClassifierTrainer(train_config("default", **{**base, **options}),
                              ArraySource(*load_fashion_mnist("train", limit=limit), []))
 

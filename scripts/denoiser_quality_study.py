@@ -7,6 +7,11 @@ that `train-denoiser --snapshot-every N` keeps). For each: `denoiser-report` (x0
 image), then `diffaug-fast train --denoiser D --seed S` (the default recipe) per seed and, with --corruptions,
 `eval --suite corruptions --no-de --limit 10000`. Writes a table (Markdown + JSON) of quality against accuracy and a
 plot. Finished steps are reused, so the study can be stopped and rerun.
+
+--prior FILE (repeatable) reuses per-seed results already stored: an earlier study.json of this script (same train
+options, an explicit `--denoiser-precision fp32` aside) or a scripts/compare_runs.py JSON (its DiffAug-on rows of one denoiser, e.g. the main job's
+denoiser_choice_3seeds.json), so run folders that were not kept need not be trained again. Each row's `sources`
+says, per seed, which run folder or file its numbers come from.
 """
 from __future__ import annotations
 
@@ -48,11 +53,46 @@ def quality(denoiser: str, folder: Path, limit: int) -> dict:
             "mean_image_mse": buckets[0]["mean_image_mse"], "per_t": buckets}
 
 
-def classifier(denoiser: str, run: Path, seed: int, extra: list[str], corruptions: bool) -> dict:
+def _recipe(args: list[str]) -> list[str]:
+    """Train options as a recipe: an explicit `--denoiser-precision fp32` is what `auto` meant on the CPUs without
+    bf16 (AVX2) where the stored studies ran; on a CPU with avx512_bf16 it keeps new runs comparable with them."""
+    out = list(args)
+    for i in range(len(out) - 1):
+        if out[i:i + 2] == ["--denoiser-precision", "fp32"]:
+            return out[:i] + out[i + 2:]
+    return out
+
+
+def load_prior(paths: list[str], extra: list[str]) -> dict[tuple[str, int], dict]:
+    """Per-seed metrics of earlier runs, keyed by (denoiser, seed), from study.json / compare_runs.py files."""
+    prior = {}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        if isinstance(data.get("rows"), list):  # an earlier run of this script
+            if _recipe(data.get("train_args", [])) != _recipe(extra):
+                raise SystemExit(f"--prior {path}: made with train options {data.get('train_args')}, not {extra}")
+            entries = [(row["denoiser"], data["seeds"], row) for row in data["rows"]]
+        elif isinstance(data.get("rows"), dict):  # scripts/compare_runs.py: DiffAug-on rows of a single denoiser
+            entries = [(row["denoiser"][0], row["seeds"], row) for row in data["rows"].values()
+                       if row.get("diffaug") == ["on"] and len(row.get("denoiser", [])) == 1]
+        else:
+            raise SystemExit(f"--prior {path}: expected a study.json or a compare_runs.py JSON (a 'rows' entry)")
+        for denoiser, seeds, row in entries:
+            for i, seed in enumerate(seeds):
+                values = {key: row[key]["values"][i] for key in row if isinstance(row[key], dict) and "values" in row[key]}
+                prior[(denoiser, seed)] = {**values, "source": str(path)}
+    return prior
+
+
+def classifier(denoiser: str, run: Path, seed: int, extra: list[str], corruptions: bool, prior: dict) -> dict:
+    stored = prior.get((denoiser, seed))
+    needed = [key for key, _ in METRICS] + (["corruption_acc"] if corruptions else [])
+    if not (run / "metrics.json").exists() and stored and all(key in stored for key in needed):
+        return stored
     if not (run / "metrics.json").exists():
         _run(CLI + ["train", "--denoiser", denoiser, "--seed", str(seed), "--out", str(run),
                     *(["--resume"] if (run / "checkpoint.pt").exists() else []), *extra], run.with_suffix(".log"))
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = {**json.loads((run / "metrics.json").read_text()), "source": str(run)}
     if corruptions:
         ev = run / "corruptions"
         if not (ev / "eval.json").exists():
@@ -70,16 +110,19 @@ def main() -> None:
     parser.add_argument("--out", default="docs/results/denoiser_quality")
     parser.add_argument("--report-limit", type=int, default=2000, help="test images of each x0 MSE")
     parser.add_argument("--corruptions", action="store_true", help="also corruption accuracy (full test set)")
+    parser.add_argument("--prior", action="append", default=[], help="stored per-seed results to reuse (see above)")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
+    prior = load_prior(args.prior, extra)
     seeds = [int(s) for s in args.seeds.split(",")]
     metrics = METRICS + ((("corruption_acc", "corruptions"),) if args.corruptions else ())
     rows = []
     for denoiser in args.denoisers:
         name = _name(denoiser)
         row = {"denoiser": denoiser, **quality(denoiser, Path(args.runs) / name / "quality", args.report_limit)}
-        per_seed = [classifier(denoiser, Path(args.runs) / name / f"seed{s}", s, extra, args.corruptions)
+        per_seed = [classifier(denoiser, Path(args.runs) / name / f"seed{s}", s, extra, args.corruptions, prior)
                     for s in seeds]
+        row["sources"] = {str(s): m["source"] for s, m in zip(seeds, per_seed)}
         for key, _ in metrics:
             values = [m[key] for m in per_seed]
             row[key] = {"mean": statistics.mean(values), "values": values,

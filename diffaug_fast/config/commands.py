@@ -104,6 +104,8 @@ class RobustnessConfig:
                     "1.5 sigma at alpha 0.001)", check="positive")
     alpha: float = option(0.001, "failure probability of the certificate", check="open_unit")
     denoiser_precision: Literal["auto", "fp32", "bf16", "fp16"] = option("auto", PRECISION_HELP + " (DiffAug-Ensemble)")
+    denoiser: str | None = option(None, "the denoiser of DiffAug-Ensemble and denoised smoothing: a shipped name, a "
+                                  "train-denoiser export or a diffusers folder (default: the run's own --denoiser)")
 
     def validate(self) -> None:
         if self.suites == ["all"]:

@@ -108,6 +108,9 @@ class EvalOptions:
                                      factory=lambda: list(DE_TIMESTEPS), metavar="T,T,...")
     noise_std: float = option(0.4, "Gaussian noise (pixel units in [-1, 1]) of the noisy test set",
                               check="nonnegative")
+    de_denoiser: str | None = option(None, "the denoiser of a clean classifier's DiffAug-Ensemble: a shipped name, "
+                                     "a train-denoiser export (.safetensors + .json) or a diffusers folder (default: "
+                                     "--denoiser); with --evaluate-only, re-evaluates a run with another denoiser")
 
 
 @dataclass
@@ -189,6 +192,9 @@ class TrainConfig:
         t_max = self.diffaug.t_max
         if t_max is not None and self.diffaug.t_min > t_max:
             raise ValueError(f"need --t-min <= --t-max, got {self.diffaug.t_min} > {t_max}")
+        if self.eval.de_denoiser is not None and m.mode != "clean":
+            raise ValueError(f"argument --de-denoiser sets a clean classifier's DiffAug-Ensemble; a --mode {m.mode} "
+                             "classifier is evaluated with its own --denoiser")
         if any(t < 0 for t in self.eval.de_timesteps):
             raise ValueError(f"argument --de-timesteps must hold timesteps >= 0, got {self.eval.de_timesteps}")
         if s.ssl and s.pu:

@@ -44,24 +44,42 @@ def check_resume(out: Path, resume: bool) -> None:
 
 
 def needs_denoiser(config: TrainConfig) -> bool:
-    return config.model.mode != "clean" or config.diffaug.mode != "off" or bool(config.eval.de_timesteps)
+    """Training needs the --denoiser: DiffAug, noisy / DA inputs, or an ensemble that no --de-denoiser replaces."""
+    return config.model.mode != "clean" or config.diffaug.mode != "off" or \
+        (bool(config.eval.de_timesteps) and config.eval.de_denoiser is None)
+
+
+def _check_fits(denoiser, image_shape, option: str, name: str) -> None:
+    problem = denoiser.shape_problem(image_shape)
+    if problem is not None:
+        raise DiffAugError(f"argument {option} {name!r} does not fit the data: {problem}; pass "
+                           "a denoiser of these images or matching --image-size / --channels")
+
+
+def _check_de_timesteps(config: TrainConfig, denoiser) -> None:
+    last = len(denoiser.schedule) - 1
+    bad = [t for t in config.eval.de_timesteps if not 0 <= t <= last]
+    if bad:
+        raise ValueError(f"argument --de-timesteps: {bad} outside the denoiser's timesteps 0..{last}")
 
 
 def check_denoiser(config: TrainConfig, denoiser, image_shape) -> int:
     """The denoiser fits the data and the timesteps asked of it; returns the DiffAug t_max."""
-    problem = denoiser.shape_problem(image_shape)
-    if problem is not None:
-        raise DiffAugError(f"argument --denoiser {config.diffaug.denoiser!r} does not fit the data: {problem}; pass "
-                           "a denoiser of these images or matching --image-size / --channels")
+    _check_fits(denoiser, image_shape, "--denoiser", config.diffaug.denoiser)
     last = len(denoiser.schedule) - 1
     t_max = last if config.diffaug.t_max is None else config.diffaug.t_max
     if not 0 <= config.diffaug.t_min <= t_max <= last:
         raise ValueError(f"need 0 <= --t-min <= --t-max <= {last} (the denoiser's last timestep), got "
                          f"t_min={config.diffaug.t_min}, t_max={t_max}")
-    bad = [t for t in config.eval.de_timesteps if not 0 <= t <= last]
-    if bad:
-        raise ValueError(f"argument --de-timesteps: {bad} outside the denoiser's timesteps 0..{last}")
+    if config.eval.de_denoiser is None:
+        _check_de_timesteps(config, denoiser)
     return t_max
+
+
+def check_ensemble_denoiser(config: TrainConfig, denoiser, image_shape) -> None:
+    """A --de-denoiser fits the test images and holds the --de-timesteps."""
+    _check_fits(denoiser, image_shape, "--de-denoiser", config.eval.de_denoiser)
+    _check_de_timesteps(config, denoiser)
 
 
 def identity(values: dict) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from diffaug_fast.augment import FastNet, amp_dtype, autocast
+from diffaug_fast.augment import amp_dtype, autocast
 from diffaug_fast.config import TrainConfig, to_dict
 from diffaug_fast.data import ArraySource, dataset_classes, open_source
 from diffaug_fast.models.build import build_model
@@ -29,7 +29,7 @@ from diffaug_fast.train.batches import Batches
 from diffaug_fast.train.step_data import StepSpec, data_shape, loader_workers, evaluation_images
 from diffaug_fast.train.checks import check_denoiser, check_same_run, needs_denoiser, run_device
 from diffaug_fast.train.distributed import world
-from diffaug_fast.train.evaluation import evaluate_trained
+from diffaug_fast.train.evaluation import ensemble_denoiser, evaluate_trained, fast_net_for
 from diffaug_fast.train.optim import EMA, lr_factor, make_optimizer
 from diffaug_fast.train.ssl import labeled_subset, semi_supervised_loss
 
@@ -60,6 +60,8 @@ class ClassifierTrainer:
         self.denoiser = (load_denoiser(config.diffaug.denoiser, self.device, config.diffaug.denoiser_flags)
                          if needs_denoiser(config) else None)
         t_max = check_denoiser(config, self.denoiser, image_shape) if self.denoiser is not None else 0
+        # the closing evaluation's denoiser (a --de-denoiser is loaded and checked now, not after training)
+        self.ensemble_denoiser = ensemble_denoiser(config, self.denoiser, image_shape, self.device)
         self.model = build_model(config.model.mode, config.model.arch, denoiser=self.denoiser,
                                  num_classes=num_classes, in_channels=image_shape[0], image_size=image_shape[-1],
                                  norm=config.model.norm, fusion=config.model.fusion).to(self.device)
@@ -78,8 +80,7 @@ class ClassifierTrainer:
             self.opt, lr_factor(opt.lr_schedule, opt.warmup_steps, self.total_steps, step_every=step_every))
         self.amp = amp_dtype(config.run.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.fast_net = (FastNet(self.denoiser, compile=config.run.compile != "off", amp=config.run.amp,
-                                 device=self.device, precision=config.diffaug.denoiser_precision) if self.denoiser is not None else None)
+        self.fast_net = fast_net_for(config, self.denoiser, self.device)
         semi = config.semi
         spec = StepSpec(config.run.seed, opt.batch_size, self.rank, self.world, len(source), image_shape[-1],
                         image_shape[0], crop=config.data.crop, diffaug_view=config.data.diffaug_view,
@@ -228,8 +229,10 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     if trainer.step < trainer.total_steps or not evaluate_at_end or rank != 0:
         return {"step": trainer.step}
     test_data = test_data or evaluation_images(config)
-    metrics = evaluate_trained(config, trainer.eval_model(), trainer.denoiser, *test_data, device=trainer.device,
-                               fast_net=trainer.fast_net, progress=progress, labeled=trainer.batches.labeled,
+    denoiser = trainer.ensemble_denoiser
+    fast_net = trainer.fast_net if denoiser is trainer.denoiser else fast_net_for(config, denoiser, trainer.device)
+    metrics = evaluate_trained(config, trainer.eval_model(), denoiser, *test_data, device=trainer.device,
+                               fast_net=fast_net, progress=progress, labeled=trainer.batches.labeled,
                                prior=trainer.prior)
     metrics.update(step=trainer.step, train_seconds_this_call=time.perf_counter() - start)
     files.write_json(out_dir / files.METRICS, metrics)

@@ -18,10 +18,28 @@ from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified
 from diffaug_fast.runs.classifiers import load_classifier, run_config
 from diffaug_fast.runs.weights import load_denoiser
 from diffaug_fast.train.batches import denoised_per_batch
-from diffaug_fast.train.checks import check_denoiser, check_same_run, run_device
+from diffaug_fast.train.checks import check_denoiser, check_ensemble_denoiser, check_same_run, run_device
 from diffaug_fast.train.distributed import world
 from diffaug_fast.train.step_data import evaluation_images
 from diffaug_fast.train.ssl import labeled_subset, pu_targets
+
+
+def fast_net_for(config: TrainConfig, denoiser, device) -> FastNet | None:
+    """The run's fused / compiled denoiser path (None without a denoiser)."""
+    if denoiser is None:
+        return None
+    return FastNet(denoiser, compile=config.run.compile != "off", amp=config.run.amp, device=device,
+                   precision=config.diffaug.denoiser_precision)
+
+
+def ensemble_denoiser(config: TrainConfig, denoiser, image_shape, device):
+    """The denoiser of the closing evaluation: a clean classifier's --de-denoiser when one is given (checked
+    against the test images and --de-timesteps), else ``denoiser``, the run's own."""
+    if config.eval.de_denoiser is None or config.model.mode != "clean" or not config.eval.de_timesteps:
+        return denoiser
+    other = load_denoiser(config.eval.de_denoiser, device, option="--de-denoiser")
+    check_ensemble_denoiser(config, other, image_shape)
+    return other
 
 
 def evaluate_trained(config: TrainConfig, model, denoiser, test_images, test_labels, *, device, fast_net=None,
@@ -39,6 +57,8 @@ def evaluate_trained(config: TrainConfig, model, denoiser, test_images, test_lab
                            noise_std=config.eval.noise_std, seed=seed, fast_net=fast_net, device=device,
                            progress=progress)
         metrics["clean_acc_full_test"] = accuracy(model, test_images, test_labels, device=device)
+        if denoiser is not None and config.eval.de_timesteps:
+            metrics["de_denoiser"] = config.eval.de_denoiser or config.diffaug.denoiser
         return metrics
     labels = pu_targets(test_labels, config.semi.positive) if config.semi.pu else test_labels
     metrics = evaluate_noisy(model, denoiser, test_images[:n], labels[:n], seed=seed, device=device,
@@ -69,12 +89,14 @@ def evaluate_only(out_dir: str | Path, eval_options: dict, *, progress: bool = T
         setattr(config.eval, name, value)
     validate_options(config)
     device = run_device(config.run.device)
+    own_denoiser_used = config.model.mode != "clean" or (config.eval.de_timesteps and config.eval.de_denoiser is None)
     denoiser = load_denoiser(config.diffaug.denoiser, device, config.diffaug.denoiser_flags) \
-        if config.eval.de_timesteps or config.model.mode != "clean" else None
+        if own_denoiser_used else None
     test_images, test_labels = evaluation_images(config)
     if denoiser is not None:
         check_denoiser(config, denoiser, test_images.shape[1:])
     model, _ = load_classifier(out_dir, device, denoiser=denoiser)
+    denoiser = ensemble_denoiser(config, denoiser, test_images.shape[1:], device)
     labeled, prior = None, None
     if config.semi_supervised:
         classes = config.semi.positive if config.semi.pu else None
@@ -82,9 +104,7 @@ def evaluate_only(out_dir: str | Path, eval_options: dict, *, progress: bool = T
         if config.semi.pu:
             prior = config.semi.prior if config.semi.prior is not None else \
                 float(torch.isin(train_labels, torch.tensor(config.semi.positive)).float().mean())
-    fast_net = FastNet(denoiser, compile=config.run.compile != "off", amp=config.run.amp, device=device,
-                       precision=config.diffaug.denoiser_precision) \
-        if denoiser is not None else None
+    fast_net = fast_net_for(config, denoiser, device)
     start = time.perf_counter()
     metrics = evaluate_trained(config, model, denoiser, test_images, test_labels, device=device, fast_net=fast_net,
                                progress=progress, labeled=labeled, prior=prior)

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from diffaug_fast import pretrained
 from diffaug_fast.cli import build_parser, main
 from diffaug_fast.config import PRESETS, TrainConfig, to_dict, train_config
 from diffaug_fast.config.options import leaves
@@ -78,7 +79,7 @@ def test_user_error_is_not_an_internal_error(capsys):
 
 
 @pytest.mark.slow
-def test_evaluate_only_reevaluates_without_touching_training_state(tmp_path):
+def test_evaluate_only_reevaluates_without_touching_training_state(tmp_path, monkeypatch):
     run = tmp_path / "run"
     base = ["train", "--preset", "quick", "--train-limit", "128", "--batch-size", "64", "--eval-limit", "20", "--de-timesteps", "0",
             "--compile", "off", "--out", str(run)]
@@ -93,6 +94,20 @@ def test_evaluate_only_reevaluates_without_touching_training_state(tmp_path):
     assert again["clean_acc_full_test"] == first["clean_acc_full_test"]  # the same weights
     assert (run / "checkpoint.pt").read_bytes() == checkpoint
     assert json.loads((run / "config.json").read_text())["eval"]["de_timesteps"] == [0, 100]
+    # another test-time denoiser: the closing evaluation gets fmnist-v's weights, and the run records the name
+    import diffaug_fast.train.evaluation as evaluation
+
+    seen = []
+    real = evaluation.evaluate_trained
+    monkeypatch.setattr(evaluation, "evaluate_trained", lambda config, model, denoiser, *a, **k: (
+        seen.append(denoiser), real(config, model, denoiser, *a, **k))[1])
+    assert main(["train", "--evaluate-only", "--out", str(run), "--eval-limit", "30", "--de-timesteps", "0,600",
+                 "--de-denoiser", "fmnist-v", "--compile", "off"]) == 0
+    other = json.loads((run / "metrics.json").read_text())
+    assert other["de_denoiser"] == "fmnist-v" and again["de_denoiser"] == "fmnist"
+    expected = pretrained("fmnist-v").state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in seen[0].state_dict().items()) and len(expected) > 0
+    assert not torch.equal(pretrained("fmnist").state_dict()[next(iter(expected))], next(iter(expected.values())))
     # and the re-evaluated run still resumes as the same run (evaluation settings are not its identity)
     assert main(base[:-2] + ["--out", str(run), "--resume", "--eval-limit", "30", "--de-timesteps", "0,100"]) == 0
     assert torch.equal(torch.tensor(json.loads((run / "metrics.json").read_text())["step"]), torch.tensor(2))

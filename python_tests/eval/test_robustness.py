@@ -250,6 +250,21 @@ def test_eval_reads_a_cifar10c_style_folder(trained_run, tmp_path):
                for r in result["corruptions"]["per_corruption"]["identity"].values())
 
 
+@pytest.mark.slow  # trains a classifier, then two `diffaug-fast eval` subprocesses
+def test_eval_with_another_denoiser_changes_only_the_ensemble(trained_run, tmp_path):
+    def ood(folder, *more):
+        out = subprocess.run(CLI + ["eval", str(trained_run), "--suite", "ood", "--ood", "uniform", "--limit", "16",
+                                    "--de-timesteps", "0,600", *more, "--out", str(tmp_path / folder)],
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        return json.loads((tmp_path / folder / "eval.json").read_text())
+
+    own, other = ood("own"), ood("other", "--denoiser", "fmnist-v")
+    assert own["denoiser"] == "fmnist" and other["denoiser"] == "fmnist-v"
+    assert own["clean_acc"] == other["clean_acc"] and own["ood"]["uniform"]["msp"] == other["ood"]["uniform"]["msp"]
+    assert own["ood"]["uniform"]["de_msp"] != other["ood"]["uniform"]["de_msp"]
+
+
 @pytest.mark.slow  # trains a classifier, then a `diffaug-fast eval` subprocess per case
 @pytest.mark.parametrize("args, match", [
     (["--suite", "nope"], "--suite: unknown nope"),

@@ -49,8 +49,9 @@ def test_the_copies_are_those_of_a_full_diffaug_run():
         (x_part,), y_part = part.batches.supervised(step)
         assert x_full.shape[0] == 32 and x_part.shape[0] == 20
         torch.testing.assert_close(x_part[:16], x_full[:16], rtol=0, atol=0)  # the clean images
-        # the same four DiffAug images (the denoiser runs on 4 instead of 16: float rounding only)
-        torch.testing.assert_close(x_part[16:], x_full[16:20], rtol=1e-5, atol=1e-5)
+        # the same four DiffAug images (the denoiser runs on 4 instead of 16: float rounding only, which AVX-512
+        # kernels blocked by batch size put at ~2e-5)
+        torch.testing.assert_close(x_part[16:], x_full[16:20], rtol=1e-4, atol=1e-4)
         assert torch.equal(y_part, torch.cat([y_full[:16], y_full[:4]]))
 
 
@@ -70,7 +71,7 @@ def test_two_ranks_shards_make_the_global_batch(fraction):
         labels.append((y[:8], y[8:]))
     assert [len(c) for c in copies] == [min(k, 8), k - min(k, 8)]  # rank 0 holds the first 8 of the global batch
     torch.testing.assert_close(torch.cat(clean), x_one[:16], rtol=0, atol=0)
-    torch.testing.assert_close(torch.cat(copies), x_one[16:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat(copies), x_one[16:], rtol=1e-4, atol=1e-4)
     assert torch.equal(torch.cat([labels[0][0], labels[1][0], labels[0][1], labels[1][1]]), y_one)
 
 

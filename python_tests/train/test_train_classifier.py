@@ -174,7 +174,7 @@ def test_da_mode_feeds_the_classifier_x_t_and_the_denoised_image():
     from diffaug_fast.data import ArraySource, load_fashion_mnist
     from diffaug_fast.augment import diffuse_and_denoise
 
-    config = _config(mode="da", train_limit=64)
+    config = _config(mode="da", train_limit=64, denoiser_precision="fp32")  # auto: bf16 on avx512_bf16 CPUs
     job = ClassifierTrainer(config, ArraySource(*load_fashion_mnist("train", limit=64), []))
     (x_t, t, x_hat), y = job.batches.supervised(0)
     assert x_t.shape == x_hat.shape == (32, 1, 28, 28) and t.shape == (32,) and t.max() > 499

@@ -14,6 +14,7 @@ from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from diffaug_fast.config import RobustnessConfig
+from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs import files
 from diffaug_fast.config.options import validate_options
 from diffaug_fast.eval.robustness.certify import RADII, certified_accuracy, certify, denoised_classifier
@@ -176,9 +177,19 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
                          f"{train_config.model.mode} classifier of (x_t, t)")
     out = Path(out_dir) if out_dir else (Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).with_suffix(""))
     out.mkdir(parents=True, exist_ok=True)
-    denoiser = load_denoiser(train_config.diffaug.denoiser, flags=train_config.diffaug.denoiser_flags)
+    if config.denoiser is None:
+        denoiser = load_denoiser(train_config.diffaug.denoiser, flags=train_config.diffaug.denoiser_flags)
+    else:
+        denoiser = load_denoiser(config.denoiser, option="--denoiser")
     images, labels = load_dataset(train_config.data.source, "test", limit=max(config.limit, config.certify_limit),
                                   image_size=train_config.data.image_size, channels=train_config.data.channels)
+    problem = denoiser.shape_problem(images.shape[1:])
+    if problem is not None:
+        raise DiffAugError(f"argument --denoiser {config.denoiser or train_config.diffaug.denoiser!r} does not fit "
+                           f"the run's test images: {problem}")
+    last = len(denoiser.schedule) - 1
+    if config.de and any(not 0 <= t <= last for t in config.de_timesteps):
+        raise ValueError(f"argument --de-timesteps: {config.de_timesteps} outside the denoiser's timesteps 0..{last}")
     ensemble = (DiffAugEnsemble(classifier, denoiser, config.de_timesteps, seed=config.seed, compile=False,
                                 precision=config.denoiser_precision)
                 if config.de else None)
@@ -186,6 +197,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
     x, y = images[:config.limit], labels[:config.limit]
     clean_logits = _predict(classifier, x)
     result = {"run": str(run_dir), "config": asdict(config), "images": len(x),
+              "denoiser": config.denoiser or train_config.diffaug.denoiser,
               "clean_acc": float((clean_logits.argmax(1) == y).float().mean())}
     if ensemble is not None:
         result["clean_de_acc"] = partial.get("clean_de_acc") or partial.put(
