@@ -113,3 +113,16 @@ def load_denoiser(source: str | Path, device="cpu", flags: str | None = None, *,
     except CheckpointError as err:
         raise CheckpointError(f"argument --denoiser-flags: {err}") from None
     return denoiser.to(device).eval().requires_grad_(False)
+
+
+def check_denoiser_serves(denoiser: Denoiser, image_shape, timesteps, *, option: str, name) -> None:
+    """``denoiser`` (named by ``option name`` in messages) fits images of ``image_shape`` and holds the
+    DiffAug-Ensemble ``timesteps`` (--de-timesteps); each problem is a one-line error naming the option."""
+    problem = denoiser.shape_problem(image_shape)
+    if problem is not None:
+        raise DiffAugError(f"argument {option} {str(name)!r} does not fit the data: {problem}; pass "
+                           "a denoiser of these images or matching --image-size / --channels")
+    last = len(denoiser.schedule) - 1
+    bad = [t for t in timesteps if not 0 <= t <= last]
+    if bad:
+        raise ValueError(f"argument --de-timesteps: {bad} outside the denoiser's timesteps 0..{last}")

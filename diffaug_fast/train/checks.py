@@ -13,6 +13,7 @@ from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import checkpoint_exists
 from diffaug_fast.runs.provenance import denoiser_key, read_records, resolve_config_values, same_data, same_denoiser
+from diffaug_fast.runs.weights import check_denoiser_serves
 from diffaug_fast.train.distributed import world
 
 
@@ -49,37 +50,22 @@ def needs_denoiser(config: TrainConfig) -> bool:
         (bool(config.eval.de_timesteps) and config.eval.de_denoiser is None)
 
 
-def _check_fits(denoiser, image_shape, option: str, name: str) -> None:
-    problem = denoiser.shape_problem(image_shape)
-    if problem is not None:
-        raise DiffAugError(f"argument {option} {name!r} does not fit the data: {problem}; pass "
-                           "a denoiser of these images or matching --image-size / --channels")
-
-
-def _check_de_timesteps(config: TrainConfig, denoiser) -> None:
-    last = len(denoiser.schedule) - 1
-    bad = [t for t in config.eval.de_timesteps if not 0 <= t <= last]
-    if bad:
-        raise ValueError(f"argument --de-timesteps: {bad} outside the denoiser's timesteps 0..{last}")
-
-
 def check_denoiser(config: TrainConfig, denoiser, image_shape) -> int:
     """The denoiser fits the data and the timesteps asked of it; returns the DiffAug t_max."""
-    _check_fits(denoiser, image_shape, "--denoiser", config.diffaug.denoiser)
+    ensemble = config.eval.de_timesteps if config.eval.de_denoiser is None else []  # else checked with its own
+    check_denoiser_serves(denoiser, image_shape, ensemble, option="--denoiser", name=config.diffaug.denoiser)
     last = len(denoiser.schedule) - 1
     t_max = last if config.diffaug.t_max is None else config.diffaug.t_max
     if not 0 <= config.diffaug.t_min <= t_max <= last:
         raise ValueError(f"need 0 <= --t-min <= --t-max <= {last} (the denoiser's last timestep), got "
                          f"t_min={config.diffaug.t_min}, t_max={t_max}")
-    if config.eval.de_denoiser is None:
-        _check_de_timesteps(config, denoiser)
     return t_max
 
 
 def check_ensemble_denoiser(config: TrainConfig, denoiser, image_shape) -> None:
     """A --de-denoiser fits the test images and holds the --de-timesteps."""
-    _check_fits(denoiser, image_shape, "--de-denoiser", config.eval.de_denoiser)
-    _check_de_timesteps(config, denoiser)
+    check_denoiser_serves(denoiser, image_shape, config.eval.de_timesteps, option="--de-denoiser",
+                          name=config.eval.de_denoiser)
 
 
 def identity(values: dict) -> dict:

@@ -14,7 +14,6 @@ from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from diffaug_fast.config import RobustnessConfig
-from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs import files
 from diffaug_fast.config.options import validate_options
 from diffaug_fast.eval.robustness.certify import RADII, certified_accuracy, certify, denoised_classifier
@@ -164,7 +163,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
     from diffaug_fast.augment import DiffAugEnsemble
     from diffaug_fast.data import load_dataset
     from diffaug_fast.runs.classifiers import load_classifier
-    from diffaug_fast.runs.weights import load_denoiser
+    from diffaug_fast.runs.weights import check_denoiser_serves, load_denoiser
 
     validate_options(config)
     config.validate()
@@ -183,13 +182,8 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
         denoiser = load_denoiser(config.denoiser, option="--denoiser")
     images, labels = load_dataset(train_config.data.source, "test", limit=max(config.limit, config.certify_limit),
                                   image_size=train_config.data.image_size, channels=train_config.data.channels)
-    problem = denoiser.shape_problem(images.shape[1:])
-    if problem is not None:
-        raise DiffAugError(f"argument --denoiser {config.denoiser or train_config.diffaug.denoiser!r} does not fit "
-                           f"the run's test images: {problem}")
-    last = len(denoiser.schedule) - 1
-    if config.de and any(not 0 <= t <= last for t in config.de_timesteps):
-        raise ValueError(f"argument --de-timesteps: {config.de_timesteps} outside the denoiser's timesteps 0..{last}")
+    check_denoiser_serves(denoiser, images.shape[1:], config.de_timesteps if config.de else [], option="--denoiser",
+                          name=config.denoiser or train_config.diffaug.denoiser)
     ensemble = (DiffAugEnsemble(classifier, denoiser, config.de_timesteps, seed=config.seed, compile=False,
                                 precision=config.denoiser_precision)
                 if config.de else None)
