@@ -135,6 +135,11 @@ class FastNet:
         self.channels_last = channels_last
         self.dtype = denoiser_dtype(precision, amp, device)
 
+    @property
+    def precision_name(self) -> str:
+        """The dtype the network runs at, as ``--denoiser-precision`` names it (what ``auto`` resolved to)."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
+
     def chunked(self, chunk: int | None) -> "FastNet":
         """This network (the same compiled graphs) feeding pieces of ``chunk`` images."""
         if chunk is not None and (not isinstance(chunk, int) or chunk < 1):

@@ -1,7 +1,7 @@
 """Semi-supervised and positive-unlabeled noisy / DA classifiers on Fashion-MNIST, over several seeds.
 
 Usage: python scripts/ssl_study.py [--seeds 0,1,2] [--runs runs/ssl] [--out docs/results/fmnist_ssl]
-       [--parts ssl,pu,radius,weight] [-- more `diffaug-fast train` options, e.g. --epochs 4 for a longer budget]
+       [--parts ssl,pu,radius,weight] [--modes noisy,da] [-- more `diffaug-fast train` options, e.g. --epochs 4 for a longer budget]
 Runs (or reuses finished) `diffaug-fast train --ssl|--pu ...` runs and writes mean ± std tables (Markdown +
 JSON) and the temporal-consistency radius and weight curves (PNGs next to the tables).
 
@@ -148,14 +148,19 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/ssl")
     parser.add_argument("--out", default="docs/results/fmnist_ssl")
     parser.add_argument("--parts", default="ssl,pu,radius,weight")
+    parser.add_argument("--modes", default="noisy,da", help="classifier rows of the ssl and pu parts (the sweeps are "
+                        "noisy only); e.g. noisy for a longer budget where DA runs would take hours")
     parser.add_argument("extra", nargs="*", help="more `diffaug-fast train` options, after --")
     args = parser.parse_args()
     seeds = {"noisy": [int(s) for s in args.seeds.split(",")]}
     seeds["da"] = [int(s) for s in (args.da_seeds or args.seeds).split(",")]
+    modes = tuple(m for m in ("noisy", "da") if m in args.modes.split(","))
+    if not modes or set(args.modes.split(",")) - set(modes):
+        parser.error(f"argument --modes: expected noisy, da or noisy,da, got {args.modes}")
     parts = args.parts.split(",")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = {"seeds": seeds, "budget": BUDGET, "extra_args": args.extra, "ssl": {}, "pu": {}}
+    results = {"seeds": {m: seeds[m] for m in modes}, "budget": BUDGET, "extra_args": args.extra, "ssl": {}, "pu": {}}
     lines = [f"# Semi-supervised and positive-unlabeled noisy / DA classifiers (Fashion-MNIST, seeds {args.seeds}"
              f"{'; DA rows ' + args.da_seeds if args.da_seeds else ''})", "",
              "Every run: `diffaug-fast train " + " ".join(BUDGET + args.extra) + "`"
@@ -169,9 +174,9 @@ def main() -> None:
         if part in parts:
             sweep_part(args, seeds, dict(results, ssl={}), [], out.parent / f"{out.name}_{part}.png", part)
     if "ssl" in parts:
-        ssl_part(args, seeds, results, lines)
+        ssl_part(args, seeds, results, lines, modes)
     if "pu" in parts:
-        pu_part(args, seeds, results, lines)
+        pu_part(args, seeds, results, lines, modes)
     for part in SWEEPS:
         if part in parts:
             sweep_part(args, seeds, results, lines, out.parent / f"{out.name}_{part}.png", part)

@@ -234,6 +234,8 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     metrics = evaluate_trained(config, trainer.eval_model(), denoiser, *test_data, device=trainer.device,
                                fast_net=fast_net, progress=progress, labeled=trainer.batches.labeled,
                                prior=trainer.prior)
+    if trainer.fast_net is not None:  # what --denoiser-precision auto chose on this machine
+        metrics["denoiser_precision"] = trainer.fast_net.precision_name
     metrics.update(step=trainer.step, train_seconds_this_call=time.perf_counter() - start)
     files.write_json(out_dir / files.METRICS, metrics)
     return metrics

@@ -109,6 +109,9 @@ def evaluate_only(out_dir: str | Path, eval_options: dict, *, progress: bool = T
     metrics = evaluate_trained(config, model, denoiser, test_images, test_labels, device=device, fast_net=fast_net,
                                progress=progress, labeled=labeled, prior=prior)
     metrics.update(step=saved["step"], eval_seconds=time.perf_counter() - start)
+    trained_at = files.read_json(out_dir / files.METRICS, {}).get("denoiser_precision")
+    if trained_at is not None:  # a fact of the training, not of this evaluation: kept
+        metrics["denoiser_precision"] = trained_at
     files.write_json(out_dir / files.METRICS, metrics)
     files.write_json(out_dir / files.CONFIG, to_dict(config))
     return metrics

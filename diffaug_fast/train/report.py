@@ -98,14 +98,16 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path
                  f"Time-conditioned {cfg['mode']} classifier (`{cfg.get('model')}` trunk"
                  f"{', ' + cfg.get('fusion', 'input') + ' fusion' if cfg['mode'] == 'da' else ''}) on {cfg.get('data')}, "
                  f"{cfg.get('epochs')} epoch(s), batch {cfg.get('batch_size')}, t ~ U over the whole chain of the "
-                 f"denoiser `{cfg.get('denoiser')}`, seed {cfg.get('seed')}; evaluated on {m.get('eval_images')} test "
+                 f"denoiser `{cfg.get('denoiser')}`{' at ' + m['denoiser_precision'] if 'denoiser_precision' in m else ''}, "
+                 f"seed {cfg.get('seed')}; evaluated on {m.get('eval_images')} test "
                  f"images, t drawn uniformly inside each bucket."]
         runs = [r for r in runs if "acc_per_t_bucket" in r["metrics"]]
         return _finish(run, runs, lines, m, pictures)
     lines = [f"# Training report: {run['dir'].name}", "",
              f"Classifier `{cfg.get('model')}` on {cfg.get('data')}, {cfg.get('epochs')} epoch(s), batch "
              f"{cfg.get('batch_size')}, DiffAug `{cfg.get('diffaug')}` (t in [{cfg.get('t_min')}, "
-             f"{cfg.get('t_max') if cfg.get('t_max') is not None else 'T-1'}], denoiser `{cfg.get('denoiser')}`), "
+             f"{cfg.get('t_max') if cfg.get('t_max') is not None else 'T-1'}], denoiser `{cfg.get('denoiser')}`"
+             f"{' at ' + m['denoiser_precision'] if 'denoiser_precision' in m else ''}), "
              f"AugMix {_augmix(cfg)}{_share(cfg)}, seed {cfg.get('seed')}.",
              f"Evaluation subset: {m.get('eval_images')} test images; noisy = Gaussian noise of std "
              f"{cfg.get('noise_std')} (pixels in [-1, 1]); DiffAug-Ensemble over t = "

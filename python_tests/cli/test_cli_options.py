@@ -87,6 +87,8 @@ def test_evaluate_only_reevaluates_without_touching_training_state(tmp_path, mon
     checkpoint = (run / "checkpoint.pt").read_bytes()
     first = json.loads((run / "metrics.json").read_text())
     assert set(first["acc_per_t"]) == {"0"}
+    assert first["denoiser_precision"] in ("fp32", "bf16")  # what auto chose here, recorded and reported
+    assert f"denoiser `fmnist` at {first['denoiser_precision']})" in (run / "report.md").read_text()
     assert main(["train", "--evaluate-only", "--out", str(run), "--eval-limit", "30", "--de-timesteps", "0,100",
                  "--compile", "off"]) == 0
     again = json.loads((run / "metrics.json").read_text())
@@ -94,6 +96,7 @@ def test_evaluate_only_reevaluates_without_touching_training_state(tmp_path, mon
     assert again["clean_acc_full_test"] == first["clean_acc_full_test"]  # the same weights
     assert (run / "checkpoint.pt").read_bytes() == checkpoint
     assert json.loads((run / "config.json").read_text())["eval"]["de_timesteps"] == [0, 100]
+    assert again["denoiser_precision"] == first["denoiser_precision"]  # kept: it describes the training
     # another test-time denoiser: the closing evaluation gets fmnist-v's weights, and the run records the name
     import diffaug_fast.train.evaluation as evaluation
 
