@@ -44,9 +44,10 @@ def check_resume(out: Path, resume: bool) -> None:
         raise DiffAugError(f"argument --resume: {out} holds no checkpoint to resume")
 
 
-def needs_denoiser(config: TrainConfig) -> bool:
-    """Training needs the --denoiser: DiffAug, noisy / DA inputs, or an ensemble that no --de-denoiser replaces."""
-    return config.model.mode != "clean" or config.diffaug.mode != "off" or \
+def needs_denoiser(config: TrainConfig, *, training: bool = True) -> bool:
+    """The run needs its --denoiser: noisy / DA inputs, an ensemble that no --de-denoiser replaces, or (training
+    only; an evaluation of a finished run does not) DiffAug."""
+    return config.model.mode != "clean" or (training and config.diffaug.mode != "off") or \
         (bool(config.eval.de_timesteps) and config.eval.de_denoiser is None)
 
 

@@ -18,7 +18,8 @@ from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified
 from diffaug_fast.runs.classifiers import load_classifier, run_config
 from diffaug_fast.runs.weights import load_denoiser
 from diffaug_fast.train.batches import denoised_per_batch
-from diffaug_fast.train.checks import check_denoiser, check_ensemble_denoiser, check_same_run, run_device
+from diffaug_fast.train.checks import (check_denoiser, check_ensemble_denoiser, check_same_run, needs_denoiser,
+                                      run_device)
 from diffaug_fast.train.distributed import world
 from diffaug_fast.train.step_data import evaluation_images
 from diffaug_fast.train.ssl import labeled_subset, pu_targets
@@ -89,9 +90,8 @@ def evaluate_only(out_dir: str | Path, eval_options: dict, *, progress: bool = T
         setattr(config.eval, name, value)
     validate_options(config)
     device = run_device(config.run.device)
-    own_denoiser_used = config.model.mode != "clean" or (config.eval.de_timesteps and config.eval.de_denoiser is None)
     denoiser = load_denoiser(config.diffaug.denoiser, device, config.diffaug.denoiser_flags) \
-        if own_denoiser_used else None
+        if needs_denoiser(config, training=False) else None
     test_images, test_labels = evaluation_images(config)
     if denoiser is not None:
         check_denoiser(config, denoiser, test_images.shape[1:])
