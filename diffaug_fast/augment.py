@@ -21,7 +21,7 @@ from torch import nn
 from diffaug_fast import streams
 from diffaug_fast.diffusion import Denoiser
 from diffaug_fast.ops import denoise_epilogue, diffuse
-from diffaug_fast.ops.backends import PRECISIONS, resolve_precision
+from diffaug_fast.ops.backends import PRECISION_DTYPES, PRECISIONS, resolve_precision
 from diffaug_fast.ops.compiling import repair_inductor_cache, sigint_deferred
 
 DE_TIMESTEPS = tuple(range(0, 500, 50))  # the paper's DiffAug-Ensemble: t = 0, 50, ..., 450
@@ -138,7 +138,7 @@ class FastNet:
     @property
     def precision_name(self) -> str:
         """The dtype the network runs at, as ``--denoiser-precision`` names it (what ``auto`` resolved to)."""
-        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
+        return next(name for name, dtype in PRECISION_DTYPES.items() if dtype == self.dtype)
 
     def chunked(self, chunk: int | None) -> "FastNet":
         """This network (the same compiled graphs) feeding pieces of ``chunk`` images."""

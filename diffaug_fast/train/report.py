@@ -93,12 +93,13 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path
     runs = [run] + ([_read_run(Path(compare))] if compare else [])
     pictures = _plots(runs, run["dir"])
     m, cfg = run["metrics"], run["config"]
+    at = f" at {m['denoiser_precision']}" if "denoiser_precision" in m else ""  # runs before it was recorded: ""
     if cfg.get("mode", "clean") != "clean":
         lines = [f"# Training report: {run['dir'].name}", "",
                  f"Time-conditioned {cfg['mode']} classifier (`{cfg.get('model')}` trunk"
                  f"{', ' + cfg.get('fusion', 'input') + ' fusion' if cfg['mode'] == 'da' else ''}) on {cfg.get('data')}, "
                  f"{cfg.get('epochs')} epoch(s), batch {cfg.get('batch_size')}, t ~ U over the whole chain of the "
-                 f"denoiser `{cfg.get('denoiser')}`{' at ' + m['denoiser_precision'] if 'denoiser_precision' in m else ''}, "
+                 f"denoiser `{cfg.get('denoiser')}`{at}, "
                  f"seed {cfg.get('seed')}; evaluated on {m.get('eval_images')} test "
                  f"images, t drawn uniformly inside each bucket."]
         runs = [r for r in runs if "acc_per_t_bucket" in r["metrics"]]
@@ -106,8 +107,7 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path
     lines = [f"# Training report: {run['dir'].name}", "",
              f"Classifier `{cfg.get('model')}` on {cfg.get('data')}, {cfg.get('epochs')} epoch(s), batch "
              f"{cfg.get('batch_size')}, DiffAug `{cfg.get('diffaug')}` (t in [{cfg.get('t_min')}, "
-             f"{cfg.get('t_max') if cfg.get('t_max') is not None else 'T-1'}], denoiser `{cfg.get('denoiser')}`"
-             f"{' at ' + m['denoiser_precision'] if 'denoiser_precision' in m else ''}), "
+             f"{cfg.get('t_max') if cfg.get('t_max') is not None else 'T-1'}], denoiser `{cfg.get('denoiser')}`{at}), "
              f"AugMix {_augmix(cfg)}{_share(cfg)}, seed {cfg.get('seed')}.",
              f"Evaluation subset: {m.get('eval_images')} test images; noisy = Gaussian noise of std "
              f"{cfg.get('noise_std')} (pixels in [-1, 1]); DiffAug-Ensemble over t = "
