@@ -17,6 +17,14 @@ def diffaug_count(batch: int, fraction: float) -> int:
     return max(1, min(batch, round(fraction * batch)))
 
 
+def diffaug_steps(config, total_steps: int) -> int:
+    """Steps (from the first) whose batches get DiffAug copies: round(--diffaug-until x total_steps) for a clean
+    classifier with --diffaug on, every step otherwise (``supervised`` decides off / only / noisy by its mode)."""
+    if config.diffaug.mode == "on" and config.model.mode == "clean":
+        return round(config.diffaug.until * total_steps)
+    return total_steps
+
+
 def denoised_per_batch(config) -> int:
     """Images of each global batch the denoiser sees in training: a share with --diffaug on for a clean classifier,
     every image otherwise (--diffaug only, noisy / DA classifiers; none are denoised with --diffaug off, but the
@@ -40,6 +48,7 @@ class Batches:
         self.batch = config.optim.batch_size
         self.augmix_views = spec.augmix_views if config.model.mode == "clean" else 0
         self.diffaug_images = denoised_per_batch(config)
+        self.diffaug_steps = diffaug_steps(config, total_steps)
         self.per_image = spec.channels * spec.image_size ** 2
         self.dataset = StepImages(source, spec, labeled)
         self._items, self._next = None, None
@@ -66,7 +75,7 @@ class Batches:
         views, y_views = [], []
         if "augmix_views" in item:  # the JSD recipe: clean images, then the AugMix views, then the DiffAug copies
             views, y_views = [self._images(item["augmix_views"])], [y] * self.augmix_views
-        if config.diffaug.mode == "off":
+        if config.diffaug.mode == "off" or step >= self.diffaug_steps:  # --diffaug-until: the clean last steps
             return (torch.cat([x, *views]),), torch.cat([y, *y_views])
         branch = self._images(item["x_view"]) if "x_view" in item else x  # the official recipe's own DiffAug view
         # this shard's part of the global batch's first `diffaug_images` images; noise keyed by global index

@@ -36,8 +36,11 @@ def _augmix(cfg: dict) -> str:
 
 
 def _share(cfg: dict) -> str:
-    share = cfg.get("diffaug_fraction") or 1
-    return "" if share == 1 or cfg.get("diffaug") != "on" else f", DiffAug copies of {share:g} of each batch"
+    if cfg.get("diffaug") != "on":
+        return ""
+    share, until = cfg.get("diffaug_fraction") or 1, cfg.get("diffaug_until") or 1
+    return ("" if share == 1 else f", DiffAug copies of {share:g} of each batch") + \
+        ("" if until == 1 else f", DiffAug for the first {until:.0%} of the steps (clean images alone after)")
 
 
 def _smooth(values: list[float], k: int = 5) -> list[float]:
