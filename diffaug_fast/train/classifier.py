@@ -10,6 +10,7 @@ see exactly what one process would; the loop (train/loop.py) does the rest.
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from diffaug_fast.train.step_data import StepSpec, data_shape, loader_workers, e
 from diffaug_fast.train.checks import check_denoiser, check_same_run, needs_denoiser, run_device
 from diffaug_fast.train.distributed import world
 from diffaug_fast.train.evaluation import ensemble_denoiser, evaluate_trained, fast_net_for
-from diffaug_fast.train.optim import EMA, lr_factor, make_optimizer
+from diffaug_fast.train.optim import EMA, ema_start_warning, lr_factor, make_optimizer
 from diffaug_fast.train.ssl import labeled_subset, semi_supervised_loss
 
 
@@ -73,6 +74,9 @@ class ClassifierTrainer:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, opt.ema_decay) if opt.ema_decay else None
+        warning = ema_start_warning(opt.ema_decay, self.total_steps)
+        if warning and self.rank == 0:
+            print(warning, file=sys.stderr)
         self.opt = make_optimizer(self.model.parameters(), opt.optimizer, opt.lr, opt.weight_decay,
                                   nesterov=opt.nesterov)
         step_every = opt.lr_step_epochs * self.steps_per_epoch if opt.lr_step_epochs else None

@@ -7,7 +7,7 @@ import torch
 
 from diffaug_fast.runs.checkpoint import load_verified
 from diffaug_fast.train import loop
-from diffaug_fast.train.optim import EMA, lr_factor
+from diffaug_fast.train.optim import EMA, ema_start_warning, lr_factor
 
 
 def test_ema_equals_lerp_from_the_initial_weights():
@@ -67,3 +67,19 @@ def test_loop_logs_checkpoints_and_resumes(tmp_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [3, 6, 9, 10] and b.value == 10
     assert not loop.resume(_Counter(1), tmp_path / "empty")
+
+
+def test_ema_too_slow_for_the_run_is_warned_about(capsys):
+    """decay^steps of the initial weights stay in the average: 15 % for --ema 0.999 over 1 872 steps."""
+    text = ema_start_warning(0.999, 1872)
+    assert "--ema 0.999 over 1872 steps keeps 15% of the initial random weights" in text
+    suggested = float(text.split("use --ema ")[1].split()[0])
+    assert suggested ** 1872 < 0.01 < 0.999 ** 1872
+    assert ema_start_warning(suggested, 1872) is None and ema_start_warning(0.999, 14040) is None
+    assert ema_start_warning(0.0, 5) is None
+    from helpers import fmnist_trainer
+
+    fmnist_trainer(ema=0.999)  # 64 steps
+    assert "warning: --ema 0.999 over 64 steps keeps 94%" in capsys.readouterr().err
+    fmnist_trainer(ema=0.5)
+    assert "warning" not in capsys.readouterr().err
