@@ -33,6 +33,21 @@ def fmnist_trainer(limit: int = 256, **options):
                              ArraySource(*load_fashion_mnist("train", limit=limit), []))
 
 
+def step_logits(trainer, step: int):
+    """(logits, labels) of ``trainer``'s step ``step`` as its train_step will see them: the model in train mode,
+    its batch-norm statistics put back afterwards so the step itself starts where the trainer stands."""
+    import torch
+
+    (inputs,), y = trainer.batches.supervised(step)
+    model = trainer.model
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    with torch.no_grad():
+        logits = model(inputs.contiguous(memory_format=torch.channels_last))
+    model.load_state_dict(state)
+    return logits, y
+
+
 def python_without_extension(code: str):
     """Run ``code`` in a fresh Python whose import of the compiled extension fails (a missing or broken build),
     with the backend left to its default; returns the CompletedProcess."""

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from diffaug_fast.cli import main
 from diffaug_fast.train.batches import Batches, diffaug_count
-from helpers import fmnist_trainer
+from helpers import fmnist_trainer, step_logits
 
 
 def _trainer(**kw):
@@ -77,15 +77,9 @@ def test_two_ranks_shards_make_the_global_batch(fraction):
 
 def test_loss_is_clean_mean_plus_diffaug_mean():
     trainer = _trainer(diffaug_fraction=0.25)
-    model = trainer.model
-    (inputs,), y = trainer.batches.supervised(0)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    model.train()
-    with torch.no_grad():
-        logits = model(inputs.contiguous(memory_format=torch.channels_last))
+    logits, y = step_logits(trainer, 0)
     per_image = F.cross_entropy(logits, y, reduction="none")
     expected = (per_image[:16].sum() + per_image[16:].sum()) / 16  # CE(clean) + 4/16 of CE(copies)
-    model.load_state_dict(state)  # batch-norm statistics back to where the trainer starts
     got = trainer.train_step()
     assert got["loss"] == pytest.approx(float(expected), rel=1e-5)
     # not a mean over the copies: that would give each copy 4x a clean image's weight

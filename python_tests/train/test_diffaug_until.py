@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from diffaug_fast.cli import main
 from diffaug_fast.config import train_config
 from diffaug_fast.train.batches import diffaug_steps
-from helpers import fmnist_trainer
+from helpers import fmnist_trainer, step_logits
 
 
 def _trainer(**kw):
@@ -44,13 +44,8 @@ def test_copies_stop_at_the_boundary_and_the_rest_is_the_same(fraction):
 def test_a_clean_step_is_the_plain_cross_entropy_mean(fraction):
     trainer = _trainer(diffaug_fraction=fraction, diffaug_until=0.5)
     trainer.step = 40  # past the 32 steps with copies
-    model = trainer.model
-    (inputs,), y = trainer.batches.supervised(40)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    model.train()
-    with torch.no_grad():
-        logits = model(inputs.contiguous(memory_format=torch.channels_last))
-    model.load_state_dict(state)  # batch-norm statistics back to where the trainer stands
+    logits, y = step_logits(trainer, 40)
+    assert len(y) == 16
     got = trainer.train_step()
     assert got["loss"] == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-5)
     assert "acc_diffaug" not in got  # nothing to report on a step without copies
