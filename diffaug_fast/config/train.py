@@ -80,10 +80,10 @@ class DiffAugOptions:
                              "loss, as with F = 1): 1 = every image, as the paper; less buys more epochs in the same time "
                              "(off / only and noisy / DA classifiers ignore it)", flag="--diffaug-fraction",
                              check="fraction")
-    until: float = option(1.0, "--diffaug on: share of the training steps that get DiffAug copies; the last (1 - F) "
+    until: float = option(1.0, "--diffaug on: share of the training steps that get DiffAug copies; the last (1 - U) "
                           "of the steps train on the clean images alone, at the schedule's low learning rates "
                           "(1 = every step, as the paper; off / only and noisy / DA classifiers ignore it)", flag="--diffaug-until",
-                          check="fraction")
+                          check="fraction", metavar="U")
     augmix: bool = option(False, "AugMix: with --jsd 0 it replaces the clean image (DiffAug copies then start from "
                           "the AugMix image); with --jsd > 0 the official recipe: two AugMix views beside the clean "
                           "image, DiffAug copies from the un-augmented one")
