@@ -17,19 +17,23 @@ def diffaug_count(batch: int, fraction: float) -> int:
     return max(1, min(batch, round(fraction * batch)))
 
 
+def adds_copies(config) -> bool:
+    """A clean classifier with --diffaug on: its batches are clean images plus DiffAug copies of some of them, the
+    only case --diffaug-fraction and --diffaug-until apply to."""
+    return config.diffaug.mode == "on" and config.model.mode == "clean"
+
+
 def diffaug_steps(config, total_steps: int) -> int:
-    """Steps (from the first) whose batches get DiffAug copies: round(--diffaug-until x total_steps) for a clean
-    classifier with --diffaug on, every step otherwise (``supervised`` decides off / only / noisy by its mode)."""
-    if config.diffaug.mode == "on" and config.model.mode == "clean":
-        return round(config.diffaug.until * total_steps)
-    return total_steps
+    """Steps (from the first) whose batches get DiffAug copies: round(--diffaug-until x total_steps) when the run
+    adds copies, every step otherwise (``supervised`` decides off / only / noisy by its mode)."""
+    return round(config.diffaug.until * total_steps) if adds_copies(config) else total_steps
 
 
 def denoised_per_batch(config) -> int:
     """Images of each global batch the denoiser sees in training: a share with --diffaug on for a clean classifier,
     every image otherwise (--diffaug only, noisy / DA classifiers; none are denoised with --diffaug off, but the
     evaluation then compiles its pieces at the full batch)."""
-    if config.diffaug.mode == "on" and config.model.mode == "clean":
+    if adds_copies(config):
         return diffaug_count(config.optim.batch_size, config.diffaug.fraction)
     return config.optim.batch_size
 

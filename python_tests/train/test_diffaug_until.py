@@ -1,5 +1,5 @@
-"""--diffaug-until: DiffAug copies for the first round(F x total steps) steps, the clean images alone after them.
-The steps with copies are those of an F = 1 run (same images, timesteps, keyed noise); the clean steps are the
+"""--diffaug-until U: DiffAug copies for the first round(U x total steps) steps, the clean images alone after them.
+The steps with copies are those of a U = 1 run (same images, timesteps, keyed noise); the clean steps are the
 same clean images with the plain cross-entropy mean; the baseline and noisy / DA classifiers ignore the option."""
 import pytest
 import torch
