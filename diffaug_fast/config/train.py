@@ -84,6 +84,10 @@ class DiffAugOptions:
                           "of the steps train on the clean images alone, at the schedule's low learning rates "
                           "(1 = every step, as the paper; off / only and noisy / DA classifiers ignore it)", flag="--diffaug-until",
                           check="fraction", metavar="U")
+    weight: float = option(1.0, "--diffaug on: weight of each DiffAug copy's cross-entropy against a clean image's "
+                           "(1 = the paper's CE(clean) + CE(DiffAug)); below 1 leans the classifier towards the "
+                           "clean images (off / only and noisy / DA classifiers ignore it)", flag="--diffaug-weight",
+                           check="positive", metavar="W")
     augmix: bool = option(False, "AugMix: with --jsd 0 it replaces the clean image (DiffAug copies then start from "
                           "the AugMix image); with --jsd > 0 the official recipe: two AugMix views beside the clean "
                           "image, DiffAug copies from the un-augmented one")

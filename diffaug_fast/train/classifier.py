@@ -151,7 +151,7 @@ class ClassifierTrainer:
         views = batches.augmix_views
         loss = clean_classifier_loss(logits, y, clean=clean, batch=batches.batch, world=self.world,
                                      copies_share=batches.diffaug_images < batches.batch, augmix_views=views,
-                                     jsd_weight=self.config.diffaug.jsd)
+                                     jsd_weight=self.config.diffaug.jsd, copy_weight=self.config.diffaug.weight)
         self._optimize(loss)
         correct = (logits.argmax(1) == y).float()
         copies = correct[clean * (1 + views):]

@@ -39,8 +39,10 @@ def _share(cfg: dict) -> str:
     if cfg.get("diffaug") != "on":
         return ""
     share, until = cfg.get("diffaug_fraction") or 1, cfg.get("diffaug_until") or 1
+    weight = cfg.get("diffaug_weight", 1)
     return ("" if share == 1 else f", DiffAug copies of {share:g} of each batch") + \
-        ("" if until == 1 else f", DiffAug for the first {until:.0%} of the steps (clean images alone after)")
+        ("" if until == 1 else f", DiffAug for the first {until:.0%} of the steps (clean images alone after)") + \
+        ("" if weight == 1 else f", each DiffAug copy weighing {weight:g} of a clean image in the loss")
 
 
 def _smooth(values: list[float], k: int = 5) -> list[float]:

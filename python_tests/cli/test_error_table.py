@@ -124,6 +124,7 @@ CLI_CASES = [
     ("--lr-step-epochs without the step schedule", ["train", "--lr-step-epochs", "30"], "needs --lr-schedule step, got cosine"),
     ("a DiffAug share outside (0, 1]", ["train", "--diffaug-fraction", "0"], "argument --diffaug-fraction must be in (0, 1], got 0.0"),
     ("a share of DiffAug steps outside (0, 1]", ["train", "--diffaug-until", "1.5"], "argument --diffaug-until must be in (0, 1], got 1.5"),
+    ("a DiffAug copy weight that is not positive", ["train", "--diffaug-weight", "0"], "argument --diffaug-weight must be > 0, got 0.0"),
     ("--jsd without --augmix", ["train", "--jsd", "12"], "argument --jsd 12.0 is AugMix's consistency term: add --augmix"),
     ("a released checkpoint without its flag line", ["train", "--denoiser", "{released}"], "needs the flag line it was trained with"),
     ("flags that do not match the checkpoint", ["train", "--denoiser", "{released}", "--denoiser-flags", RELEASED_FLAGS.replace("True", "False"), "--train-limit", "64", "--batch-size", "32", "--out", "{fresh}"], "unexpected keys: label_emb.weight; flags that probably differ: class_cond"),
