@@ -26,7 +26,7 @@ from diffaug_fast.runs.provenance import write_records
 from diffaug_fast.runs.weights import load_denoiser
 from diffaug_fast.train import loop
 from diffaug_fast.train.losses import clean_classifier_loss
-from diffaug_fast.train.batches import Batches
+from diffaug_fast.train.batches import Batches, adds_copies
 from diffaug_fast.train.step_data import StepSpec, data_shape, loader_workers, evaluation_images
 from diffaug_fast.train.checks import check_denoiser, check_same_run, needs_denoiser, run_device
 from diffaug_fast.train.distributed import world
@@ -199,6 +199,15 @@ def write_classes(out_dir: Path, config: TrainConfig, labels: torch.Tensor) -> N
     files.write_json(out_dir / files.CLASSES, names)
 
 
+def images_per_step(trainer: ClassifierTrainer):
+    """The images the classifier sees in step ``step`` (for the progress bar's images per second): the batch, its
+    AugMix views, and the DiffAug copies on the steps that get them (none after --diffaug-until's boundary)."""
+    config, batches = trainer.config, trainer.batches
+    plain = config.optim.batch_size * (1 + batches.augmix_views)
+    copies = batches.diffaug_images if adds_copies(config) and not config.semi_supervised else 0
+    return lambda step: plain + (copies if step < batches.diffaug_steps else 0)
+
+
 def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, test_data=None, progress: bool = True,
                      stop_after: int | None = None, evaluate_at_end: bool = True) -> dict:
     """Train (or resume from ``out_dir``'s checkpoint) and evaluate; returns the final metrics.
@@ -225,10 +234,7 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     mode = config.model.mode
     desc = f"train (DiffAug {config.diffaug.mode})" if mode == "clean" else f"train ({mode} classifier)"
     start = time.perf_counter()
-    doubled = mode == "clean" and config.diffaug.mode == "on" and not config.semi_supervised
-    per_step = config.optim.batch_size * (1 + trainer.batches.augmix_views) + \
-        (trainer.batches.diffaug_images if doubled else 0)  # the images the classifier sees per step
-    loop.run(trainer, out_dir, desc=desc, images_per_step=per_step, log_every=config.run.log_every,
+    loop.run(trainer, out_dir, desc=desc, images_per_step=images_per_step(trainer), log_every=config.run.log_every,
              checkpoint_every=config.run.checkpoint_every, progress=progress, stop_after=stop_after)
     if trainer.step < trainer.total_steps or not evaluate_at_end or rank != 0:
         return {"step": trainer.step}

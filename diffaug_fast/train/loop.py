@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -77,10 +78,10 @@ def _compiling_step(trainer, what: str, bar, rank: int) -> dict:
     return stats
 
 
-def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int, log_every: int = 10,
+def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int | Callable[[int], int], log_every: int = 10,
         checkpoint_every: int = 100, progress: bool = True, stop_after: int | None = None) -> int:
     """Train from ``trainer.step`` to ``trainer.total_steps`` (or ``stop_after`` more steps); returns the step
-    reached. Rank 0 writes the log and the checkpoints; a KeyboardInterrupt is raised after saving."""
+    reached. ``images_per_step``: a number, or a function of the step, for the images-per-second figure. Rank 0 writes the log and the checkpoints; a KeyboardInterrupt is raised after saving."""
     out_dir = Path(out_dir)
     rank = world()[0]
     end = trainer.total_steps if stop_after is None else min(trainer.total_steps, trainer.step + stop_after)
@@ -100,8 +101,8 @@ def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int, log_ev
                 else:
                     stats = trainer.train_step()
                 first = False
+                seen += images_per_step(trainer.step) if callable(images_per_step) else images_per_step
                 trainer.step += 1
-                seen += images_per_step
                 speed = seen / (time.perf_counter() - start)
                 bar.update(1)
                 bar.set_postfix({k: f"{stats[k]:.3f}" for k in ("loss", "acc") if k in stats} | {"img_s": f"{speed:.0f}"})

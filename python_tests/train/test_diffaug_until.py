@@ -75,3 +75,11 @@ def test_the_report_states_it():
                          "(clean images alone after)"
     assert _share({**on, "diffaug_until": 1.0}) == ", DiffAug copies of 0.125 of each batch"
     assert _share({**on, "diffaug": "off"}) == ""
+
+
+def test_images_per_second_counts_copies_only_where_there_are_some():
+    from diffaug_fast.train.classifier import images_per_step
+
+    count = images_per_step(_trainer(diffaug_fraction=0.25, diffaug_until=0.5))  # 32 of 64 steps with 4 copies
+    assert [count(s) for s in (0, 31, 32, 63)] == [20, 20, 16, 16]
+    assert images_per_step(_trainer(diffaug="off"))(0) == 16
