@@ -18,8 +18,9 @@ class TrainCommand:
     """How ``diffaug-fast train`` runs: not part of the run's identity, never saved with it."""
     preset: Literal["default", "quick", "diffaugmix", "paper", "imagenet"] = option(
         "default", "a partial config that flags and --config override: default (4 epochs, DiffAug on 1/8 of each "
-        "batch: about 10 min on 2 CPU cores), quick (1 epoch, DiffAug on every image), diffaugmix (default + AugMix with its Jensen-Shannon term, "
-        "the official recipe), paper (WRN-16-4, 30 epochs), "
+        "batch, each copy weighing 1/4 in the loss: about 10 min on 2 CPU cores), quick (1 epoch, DiffAug on every "
+        "image), diffaugmix (4 epochs, DiffAug on 1/8, AugMix with its Jensen-Shannon term: the official recipe's "
+        "loss), paper (WRN-16-4, 30 epochs), "
         "imagenet (the official ResNet-50 recipe)")
     config: str | None = option(None, "a JSON config (e.g. another run's config.json); flags override it")
     out: str = option("runs/train", "the run folder")

@@ -63,6 +63,9 @@ class ClassifierTrainer:
         t_max = check_denoiser(config, self.denoiser, image_shape) if self.denoiser is not None else 0
         # the closing evaluation's denoiser (a --de-denoiser is loaded and checked now, not after training)
         self.ensemble_denoiser = ensemble_denoiser(config, self.denoiser, image_shape, self.device)
+        # seeded here, after the denoisers load (building one draws random weights before its checkpoint replaces
+        # them): a seed gives the same initial classifier with --diffaug off, on or only, so runs pair by seed
+        torch.manual_seed(config.run.seed)
         self.model = build_model(config.model.mode, config.model.arch, denoiser=self.denoiser,
                                  num_classes=num_classes, in_channels=image_shape[0], image_size=image_shape[-1],
                                  norm=config.model.norm, fusion=config.model.fusion).to(self.device)

@@ -12,7 +12,7 @@ from diffaug_fast.config import PRESETS, train_config
 from diffaug_fast.runs.checkpoint import load_verified
 from diffaug_fast.train.classifier import train_classifier
 from diffaug_fast.train.losses import AUGMIX_JSD_WEIGHT, jensen_shannon
-from helpers import fmnist_trainer
+from helpers import fmnist_trainer, step_logits
 
 
 def _trainer(**kw):
@@ -61,15 +61,12 @@ def test_the_step_holds_clean_views_and_copies_of_the_unaugmented_image():
 
 def test_loss_is_cross_entropy_plus_weighted_jensen_shannon():
     trainer = _trainer(augmix=True, jsd=AUGMIX_JSD_WEIGHT, diffaug_fraction=0.25)
-    (inputs,), y = trainer.batches.supervised(0)
-    state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    trainer.model.train()
-    with torch.no_grad():
-        logits = trainer.model(inputs.contiguous(memory_format=torch.channels_last))
-    trainer.model.load_state_dict(state)
+    logits, y = step_logits(trainer, 0)
     ce = F.cross_entropy(logits, y, reduction="none")
     clean, views, copies = ce[:16], ce[16:48], ce[48:]
-    expected = (clean.sum() + copies.sum()) / 16 + AUGMIX_JSD_WEIGHT * jensen_shannon(*logits[:48].split(16)).mean()
+    weight = trainer.config.diffaug.weight  # the default preset's 1/4 per copy
+    expected = (clean.sum() + weight * copies.sum()) / 16 + \
+        AUGMIX_JSD_WEIGHT * jensen_shannon(*logits[:48].split(16)).mean()
     got = trainer.train_step()
     assert got["loss"] == pytest.approx(float(expected), rel=1e-5)
     assert got["loss"] != pytest.approx(float(expected + views.sum() / 16), rel=1e-3)  # the views get no CE

@@ -76,7 +76,7 @@ def test_two_ranks_shards_make_the_global_batch(fraction):
 
 
 def test_loss_is_clean_mean_plus_diffaug_mean():
-    trainer = _trainer(diffaug_fraction=0.25)
+    trainer = _trainer(diffaug_fraction=0.25, diffaug_weight=1.0)  # the paper's weighting (the default preset: 1/4)
     logits, y = step_logits(trainer, 0)
     per_image = F.cross_entropy(logits, y, reduction="none")
     expected = (per_image[:16].sum() + per_image[16:].sum()) / 16  # CE(clean) + 4/16 of CE(copies)
