@@ -120,6 +120,7 @@ def main() -> None:
     first = json.loads((Path(args.runs) / f"diffaug-on-seed{seeds[0]}" / "config.json").read_text())
     recipe = (f"{first['optim']['epochs']} epoch(s), 78 k ResNet, DiffAug copies of "
               f"{first['diffaug'].get('fraction', 1):g} of each batch"
+              + (f" weighing {first['diffaug']['weight']:g} each" if first["diffaug"].get("weight", 1) != 1 else "")
               + (f", AugMix views with a Jensen–Shannon term of {first['diffaug']['jsd']:g}" if first["diffaug"].get("jsd")
                  else ", AugMix" if first["diffaug"].get("augmix") else ""))
     lines = [f"Fashion-MNIST, `diffaug-fast train` runs of `{args.runs}` ({recipe}), seeds {args.seeds}{', mean ± std' if len(seeds) > 1 else ''}; "
