@@ -224,7 +224,7 @@ NOT_IDENTITY = ("eval", "run.checkpoint_every", "run.log_every", "run.device", "
 PRESETS = {
     # `diffaug-fast train`: about 10 minutes on 2 CPU cores (docs/results/main_job): the 78 k-parameter ResNet, four
     # epochs, DiffAug copies of the first 16 of each 128 images (the denoiser costs ~5x a classifier step per image),
-    # each copy weighing 1/4 of a clean image in the loss (at weight 1 DiffAug cost 0.56 points of clean accuracy).
+    # each copy weighing 1/4 of a clean image in the loss (at weight 1 DiffAug cost about half a point of clean accuracy).
     "default": {"epochs": 4, "diffaug_fraction": 0.125, "diffaug_weight": 0.25},
     # The official AugMix + DiffAug recipe (the DiffAug authors' diffaugmix script) on the default budget: CE on the
     # clean image and its DiffAug copy, Jensen-Shannon consistency (weight 12) with two AugMix views.

@@ -203,8 +203,9 @@ def write_classes(out_dir: Path, config: TrainConfig, labels: torch.Tensor) -> N
 
 
 def images_per_step(trainer: ClassifierTrainer):
-    """The images the classifier sees in step ``step`` (for the progress bar's images per second): the batch, its
-    AugMix views, and the DiffAug copies on the steps that get them (none after --diffaug-until's boundary)."""
+    """A function of the step: the images the classifier sees in it (for the progress bar's images per second) —
+    the batch, its AugMix views, and the DiffAug copies on the steps that get them (none after --diffaug-until's
+    boundary)."""
     config, batches = trainer.config, trainer.batches
     plain = config.optim.batch_size * (1 + batches.augmix_views)
     copies = batches.diffaug_images if adds_copies(config) and not config.semi_supervised else 0

@@ -78,10 +78,11 @@ def _compiling_step(trainer, what: str, bar, rank: int) -> dict:
     return stats
 
 
-def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int | Callable[[int], int], log_every: int = 10,
-        checkpoint_every: int = 100, progress: bool = True, stop_after: int | None = None) -> int:
+def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int | Callable[[int], int],
+        log_every: int = 10, checkpoint_every: int = 100, progress: bool = True, stop_after: int | None = None) -> int:
     """Train from ``trainer.step`` to ``trainer.total_steps`` (or ``stop_after`` more steps); returns the step
-    reached. ``images_per_step``: a number, or a function of the step, for the images-per-second figure. Rank 0 writes the log and the checkpoints; a KeyboardInterrupt is raised after saving."""
+    reached. ``images_per_step``: a number, or a function of the step, for the images-per-second figure. Rank 0
+    writes the log and the checkpoints; a KeyboardInterrupt is raised after saving."""
     out_dir = Path(out_dir)
     rank = world()[0]
     end = trainer.total_steps if stop_after is None else min(trainer.total_steps, trainer.step + stop_after)
