@@ -19,7 +19,7 @@ def diffaug_count(batch: int, fraction: float) -> int:
 
 def adds_copies(config) -> bool:
     """A clean classifier with --diffaug on: its batches are clean images plus DiffAug copies of some of them, the
-    only case --diffaug-fraction and --diffaug-until apply to."""
+    only case --diffaug-fraction, --diffaug-until and --diffaug-weight apply to."""
     return config.diffaug.mode == "on" and config.model.mode == "clean"
 
 

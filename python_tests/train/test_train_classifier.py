@@ -16,6 +16,7 @@ from diffaug_fast.config import train_config
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.train.classifier import train_classifier
 from diffaug_fast.train.distributed import launch
+from helpers import fmnist_trainer
 
 CLI = [sys.executable, "-m", "diffaug_fast.cli"]
 
@@ -187,3 +188,15 @@ def test_da_mode_feeds_the_classifier_x_t_and_the_denoised_image():
     (x_t2, t2), _ = noisy.batches.supervised(0)
     assert torch.equal(t2, t)
     torch.testing.assert_close(x_t2, x_t)
+
+
+@pytest.mark.parametrize("options", [{"diffaug": "off"}, {"diffaug": "only"}, {"diffaug_weight": 0.25},
+                                     {"denoiser": "fmnist-v"}])
+def test_a_seed_gives_the_same_initial_classifier_whatever_the_diffaug_options(options):
+    """Runs compared by seed (baseline vs DiffAug) start from the same weights: loading a denoiser draws random
+    numbers (its modules are built, then its checkpoint replaces them), so the classifier is seeded after it."""
+    reference = dict(fmnist_trainer(seed=7).model.state_dict())
+    other = fmnist_trainer(seed=7, **options).model.state_dict()
+    assert all(torch.equal(reference[k], other[k]) for k in reference)
+    another_seed = fmnist_trainer(seed=8, **options).model.state_dict()
+    assert not all(torch.equal(reference[k], another_seed[k]) for k in reference)  # the seed still decides
