@@ -120,6 +120,34 @@ def sweep_table(sweep: dict, args) -> list[str]:
     return lines
 
 
+def sweep_summary(sweep: dict) -> list[str]:
+    """Per guidance and scale: mean ± std over the classifier seeds, and DA − noisy paired by seed (one table row
+    per scale), so a claim about 'DA guides better' rests on every seed, not on one classifier."""
+    seeds = sorted({s for (_, _, s) in sweep if s is not None})
+    scales = list(dict.fromkeys(sc for (m, sc, _) in sweep if m != "unguided"))
+    metrics = {"FID ↓": ("frechet_inception_distance", 1), "KID × 1000 ↓": ("kernel_inception_distance_mean", 1000),
+               "IS ↑": ("inception_score_mean", 1), "judge % ↑": ("judge_accuracy", 100)}
+    lines = [f"Mean ± std over the classifier seeds {seeds} (each seed's samples scored as above).", "",
+             "| guidance | scale | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for mode in MODES:
+        for scale in scales:
+            cells = [mean_std([sweep[(mode, scale, s)][key] for s in seeds], scale=k, digits=2 if k == 1 else 1)
+                     for key, k in metrics.values()]
+            lines.append(f"| {mode} | {scale} | " + " | ".join(cells) + " |")
+    lines += ["", "DA − noisy, paired by classifier seed (negative FID / KID = DA closer to the test set; "
+              "'DA better' counts the seeds where it is).", "",
+              "| scale | " + " | ".join(f"{name[:-2]} gap | DA better" for name in metrics) + " |",
+              "|---|" + "---|---|" * len(metrics)]
+    for scale in scales:
+        cells = []
+        for name, (key, k) in metrics.items():
+            gaps = [sweep[("da", scale, s)][key] - sweep[("noisy", scale, s)][key] for s in seeds]
+            better = sum((g < 0) if name.endswith("↓") else (g > 0) for g in gaps)
+            cells.append(f"{mean_std(gaps, scale=k, digits=2, signed=True)} | {better} of {len(gaps)}")
+        lines.append(f"| {scale} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def alignment_table(alignment: dict, images: int) -> list[str]:
     seeds = sorted(alignment)
     ts = list(next(iter(alignment[seeds[0]].values())))
@@ -167,6 +195,8 @@ def main() -> None:
                     sweep[(mode, scale, seed)] = guided(runs, f"{mode}-{seed}-scale{scale}", [
                         "--classifier", str(runs / f"{mode}-{seed}"), "--class", "all", "--scale", scale], args)
         lines += ["", *sweep_table(sweep, args)]
+        if len(sweep_seeds) > 1:
+            lines += ["", *sweep_summary(sweep)]
         save_sample_grids(runs, list(sweep), pictures)
         alignment = {}
         shared = [s for s in seeds["da"] if s in seeds["noisy"]]
