@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from common import DEVICE, denoiser, sync, timesteps, train_images
 from diffaug_fast.augment import DiffAugEnsemble, FastNet, autocast, diffuse_and_denoise
 from diffaug_fast.models.classifiers import build_classifier
-from diffaug_fast.ops.backends import native_bf16
+from diffaug_fast.ops.backends import native_precision
 from diffaug_fast.runs.weights import WEIGHTS_DIR
 
 sys.path.insert(0, os.environ.get("GUIDED_DIFFUSION", str(Path(__file__).parent / "third_party")))
@@ -53,9 +53,10 @@ def _fresh_compiler_caches():
 
 
 def _emulated(precision):
-    """bf16 / fp16 where the hardware has no native support (e.g. an AVX2 CPU): 5-25x slower than fp32 there, so
-    such rows are timed over one round (their slowness, not their spread, is the finding)."""
-    return precision != "fp32" and not native_bf16(DEVICE)[0]
+    """bf16 / fp16 where the hardware has no native support (bf16 on an AVX2 CPU, fp16 on an avx512_bf16 one):
+    5-25x slower than fp32 there, so such rows are timed over one round (their slowness, not their spread, is the
+    finding)."""
+    return not native_precision(precision, DEVICE)
 
 
 def _run(benchmark, fn, *, rounds, images, group, impl, precision, flops, official=None, emulated=False):
@@ -259,4 +260,4 @@ def test_diffaug_train_step(benchmark, impl):
     _run(benchmark, _train_step(impl), rounds=5, images=BATCH,
          group=f"DiffAug training step, batch {BATCH} (+{BATCH} DiffAug)", impl=impl, precision=precision,
          flops=flops, official=impl.startswith("official"),
-         emulated=_emulated(precision) or (impl.endswith("bf16") and not native_bf16(DEVICE)[0]))
+         emulated=_emulated(precision) or (impl.endswith("bf16") and _emulated("bf16")))

@@ -61,7 +61,7 @@ def cmd_info(args) -> None:
         print(f"  {name:<10} {'usable' if st['usable'] else 'unavailable: ' + st['why']}")
     print("--denoiser-precision auto:")
     for device, st in info["denoiser_precision_auto"].items():
-        print(f"  {device:<10} {st['choice']}: {st['why']}")
+        print(f"  {device:<10} {st['choice']}: {st['why']} (an explicit fp16: {st['fp16']})")
 
 
 def cmd_diffuse(args) -> None:

@@ -117,6 +117,33 @@ def native_bf16(device: torch.device | str = "cpu") -> tuple[bool, str]:
     return False, "the CPU has neither avx512_bf16 nor AMX: bf16 would be emulated, not faster"
 
 
+def native_fp16(device: torch.device | str = "cpu") -> tuple[bool, str]:
+    """(fp16 is computed natively here, why): CPUs with avx512_fp16 or AMX-FP16, CUDA GPUs of compute capability
+    >= 7.0. Separate from bf16: an avx512_bf16 CPU (e.g. AMD Zen 4) still emulates fp16, ~5x slower than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False, "no CUDA GPU"
+        major, minor = torch.cuda.get_device_capability(device)
+        return major >= 7, f"{torch.cuda.get_device_name(device)} is sm_{major}{minor}"
+    if device.type != "cpu":
+        return False, f"{device.type} devices are not checked for fp16"
+    flags = _cpu_flags()
+    if bool(getattr(torch.cpu, "_is_amx_fp16_supported", lambda: False)()) or "amx_fp16" in flags:
+        return True, "the CPU has AMX-FP16"
+    if "avx512_fp16" in flags:
+        return True, "the CPU has avx512_fp16"
+    return False, "the CPU has neither avx512_fp16 nor AMX-FP16: fp16 would be emulated, not faster"
+
+
+def native_precision(precision: str, device: torch.device | str = "cpu") -> bool:
+    """Whether ``precision`` (fp32 | bf16 | fp16) is computed natively on ``device``; fp32 always is."""
+    checks = {"fp32": lambda d: (True, ""), "bf16": native_bf16, "fp16": native_fp16}
+    if precision not in checks:
+        raise ValueError(f"argument 'precision' is {precision!r}; expected one of {', '.join(checks)}")
+    return checks[precision](device)[0]
+
+
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> torch.dtype | None:
     """The autocast dtype of the frozen denoiser for ``precision`` (fp32 | bf16 | fp16 | auto); None = fp32.
     auto = bf16 where :func:`native_bf16` says the hardware computes it natively, else fp32."""
@@ -128,12 +155,15 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> tor
 
 
 def auto_precision_info() -> dict:
-    """What ``--denoiser-precision auto`` picks on each device here, and why."""
+    """What ``--denoiser-precision auto`` picks on each device here, and why; and whether an explicit fp16 would
+    be native there (auto never picks it)."""
     devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     out = {}
     for name in devices:
         ok, why = native_bf16(name)
-        out[name] = {"choice": "bf16" if ok else "fp32", "why": why}
+        fp16, fp16_why = native_fp16(name)
+        out[name] = {"choice": "bf16" if ok else "fp32", "why": why, "fp16": "native" if fp16 else "emulated",
+                     "fp16_why": fp16_why}
     return out
 
 

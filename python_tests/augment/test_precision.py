@@ -9,7 +9,7 @@ from diffaug_fast.config import to_dict, train_config, train_config_from_dict
 from diffaug_fast.data import load_fashion_mnist
 from diffaug_fast.eval.denoiser_report import x0_mse_per_bucket
 from diffaug_fast.ops import backends
-from diffaug_fast.ops.backends import native_bf16, resolve_precision
+from diffaug_fast.ops.backends import native_bf16, native_fp16, native_precision, resolve_precision
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,24 @@ def test_auto_is_bf16_exactly_where_the_hardware_computes_it():
     assert not native_bf16("cuda")[0] or torch.cuda.is_available()
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("int8")
+
+
+def test_fp16_is_native_apart_from_bf16(monkeypatch):
+    """An avx512_bf16 CPU without avx512_fp16 / AMX-FP16 (AMD Zen 4) computes bf16 natively but emulates fp16;
+    the precision benchmark times such rows over one round and the report marks them emulated."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(backends, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert native_bf16("cpu")[0] and not native_fp16("cpu")[0] and "emulated" in native_fp16("cpu")[1]
+    assert [native_precision(p, "cpu") for p in ("fp32", "bf16", "fp16")] == [True, True, False]
+    monkeypatch.setattr(backends, "_cpu_flags", lambda: {"avx512_bf16", "avx512_fp16"})
+    assert native_fp16("cpu") == (True, "the CPU has avx512_fp16")
+    monkeypatch.setattr(backends, "_cpu_flags", lambda: set())
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert [native_precision(p, "cpu") for p in ("fp32", "bf16", "fp16")] == [True, False, False]
+    with pytest.raises(ValueError, match="argument 'precision' is 'int8'"):
+        native_precision("int8", "cpu")
 
 
 def test_none_and_amp_keep_the_amp_behaviour(monkeypatch):
@@ -122,6 +140,9 @@ def test_info_says_what_auto_picks(capsys):
     choice = "bf16" if native_bf16("cpu")[0] else "fp32"
     assert "--denoiser-precision auto:" in out and f"cpu        {choice}: {native_bf16('cpu')[1]}" in out
     assert backends.build_info()["denoiser_precision_auto"]["cpu"]["choice"] == choice
+    fp16 = "native" if native_fp16("cpu")[0] else "emulated"
+    assert f"(an explicit fp16: {fp16})" in out
+    assert backends.build_info()["denoiser_precision_auto"]["cpu"]["fp16"] == fp16
 
 
 def test_fast_net_layouts_agree(denoiser):
