@@ -93,26 +93,36 @@ def _cpu_flags() -> set[str]:
         return set()
 
 
-def native_bf16(device: torch.device | str = "cpu") -> tuple[bool, str]:
-    """(bf16 is computed natively here, why): CPUs with avx512_bf16 or AMX, CUDA GPUs of compute capability >= 8.0."""
-    device = torch.device(device)
+def _cpu_probe(name: str) -> bool:
+    """torch.cpu's own feature probe ``name`` (absent in older torch: False)."""
+    return bool(getattr(torch.cpu, name, lambda: False)())
+
+
+def _not_a_cpu_verdict(device: torch.device, dtype: str, min_sm: int) -> tuple[bool, str] | None:
+    """(native, why) of ``dtype`` on a non-CPU device: CUDA GPUs from compute capability ``min_sm``.0 on; None for
+    a CPU, which each dtype checks by its own flags."""
     if device.type == "cuda":
         if not torch.cuda.is_available():
             return False, "no CUDA GPU"
         major, minor = torch.cuda.get_device_capability(device)
         name = torch.cuda.get_device_name(device)
-        if major >= 8:
-            return True, f"{name} is sm_{major}{minor} (bf16 tensor cores from sm_80)"
-        return False, f"{name} is sm_{major}{minor}, older than sm_80 (no bf16 tensor cores)"
+        if major >= min_sm:
+            return True, f"{name} is sm_{major}{minor} ({dtype} tensor cores from sm_{min_sm}0)"
+        return False, f"{name} is sm_{major}{minor}, older than sm_{min_sm}0 (no {dtype} tensor cores)"
     if device.type != "cpu":
-        return False, f"{device.type} devices are not checked for bf16"
-    probe = lambda name: bool(getattr(torch.cpu, name, lambda: False)())  # noqa: E731
+        return False, f"{device.type} devices are not checked for {dtype}"
+    return None
+
+
+def native_bf16(device: torch.device | str = "cpu") -> tuple[bool, str]:
+    """(bf16 is computed natively here, why): CPUs with avx512_bf16 or AMX, CUDA GPUs of compute capability >= 8.0."""
+    verdict = _not_a_cpu_verdict(torch.device(device), "bf16", 8)
+    if verdict is not None:
+        return verdict
     flags = _cpu_flags()
-    amx = probe("_is_amx_tile_supported") or "amx_bf16" in flags
-    avx512_bf16 = probe("_is_avx512_bf16_supported") or "avx512_bf16" in flags
-    if amx:
+    if _cpu_probe("_is_amx_tile_supported") or "amx_bf16" in flags:
         return True, "the CPU has AMX (bf16 tile matmul)"
-    if avx512_bf16:
+    if _cpu_probe("_is_avx512_bf16_supported") or "avx512_bf16" in flags:
         return True, "the CPU has avx512_bf16 (bf16 dot products)"
     return False, "the CPU has neither avx512_bf16 nor AMX: bf16 would be emulated, not faster"
 
@@ -120,16 +130,11 @@ def native_bf16(device: torch.device | str = "cpu") -> tuple[bool, str]:
 def native_fp16(device: torch.device | str = "cpu") -> tuple[bool, str]:
     """(fp16 is computed natively here, why): CPUs with avx512_fp16 or AMX-FP16, CUDA GPUs of compute capability
     >= 7.0. Separate from bf16: an avx512_bf16 CPU (e.g. AMD Zen 4) still emulates fp16, ~5x slower than fp32."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            return False, "no CUDA GPU"
-        major, minor = torch.cuda.get_device_capability(device)
-        return major >= 7, f"{torch.cuda.get_device_name(device)} is sm_{major}{minor}"
-    if device.type != "cpu":
-        return False, f"{device.type} devices are not checked for fp16"
+    verdict = _not_a_cpu_verdict(torch.device(device), "fp16", 7)
+    if verdict is not None:
+        return verdict
     flags = _cpu_flags()
-    if bool(getattr(torch.cpu, "_is_amx_fp16_supported", lambda: False)()) or "amx_fp16" in flags:
+    if _cpu_probe("_is_amx_fp16_supported") or "amx_fp16" in flags:
         return True, "the CPU has AMX-FP16"
     if "avx512_fp16" in flags:
         return True, "the CPU has avx512_fp16"
