@@ -55,12 +55,14 @@ ROWS = {  # name -> (plain metric, DiffAug-Ensemble metric), each a function of 
         None),
     "mean corruption accuracy": (lambda e: e["corruptions"]["mean_acc"], lambda e: e["corruptions"]["mean_de_acc"]),
     "mCE (relative to the same seed's plain baseline)": (lambda e: e["mce"], lambda e: e["de_mce"]),
-    "OOD digits AUROC (MSP)": (lambda e: e["ood"]["digits"]["msp"]["auroc"], lambda e: e["ood"]["digits"]["de_msp"]["auroc"]),
-    "OOD digits FPR@95 (MSP)": (lambda e: e["ood"]["digits"]["msp"]["fpr_at_95_tpr"],
-                                lambda e: e["ood"]["digits"]["de_msp"]["fpr_at_95_tpr"]),
-    "OOD digits AUROC (energy)": (lambda e: e["ood"]["digits"]["energy"]["auroc"],
-                                  lambda e: e["ood"]["digits"]["de_energy"]["auroc"]),
 }
+for _set in ("digits", "uniform", "gaussian"):  # the eval's default OOD sets; a set not evaluated drops out
+    ROWS[f"OOD {_set} AUROC (MSP)"] = (lambda e, s=_set: e["ood"][s]["msp"]["auroc"],
+                                      lambda e, s=_set: e["ood"][s]["de_msp"]["auroc"])
+    ROWS[f"OOD {_set} FPR@95 (MSP)"] = (lambda e, s=_set: e["ood"][s]["msp"]["fpr_at_95_tpr"],
+                                       lambda e, s=_set: e["ood"][s]["de_msp"]["fpr_at_95_tpr"])
+    ROWS[f"OOD {_set} AUROC (energy)"] = (lambda e, s=_set: e["ood"][s]["energy"]["auroc"],
+                                         lambda e, s=_set: e["ood"][s]["de_energy"]["auroc"])
 ROWS.update({f"certified acc σ={sigma}, r={r}": (lambda e, s=sigma, r=r: e["certify"][s]["certified_acc"][r], None)
              for sigma in ("0.25", "0.5") for r in ("0.0", "0.25", "0.5", "0.75", "1.0")})
 
@@ -76,6 +78,39 @@ def value(fn, e: dict):
 def stat(values: list[float]) -> str:
     mean = statistics.mean(values)
     return f"{100 * mean:.1f}" + (f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else "")
+
+
+def lower_is_better(name: str) -> bool:
+    return name.startswith("mCE") or "FPR" in name
+
+
+def paired_gaps(evals: dict, seeds: list[int], labels: list[str]) -> tuple[list[str], dict]:
+    """Markdown rows and JSON of what DiffAug-Ensemble changes, paired by seed: DE − plain for each classifier, and
+    (on + DE) − (off + DE); each cell lists the per-seed gaps in points, their mean, and on how many seeds the change
+    goes the better way (lower for mCE and FPR, higher otherwise). Rows without a DE metric or DE results drop out."""
+    comparisons = {f"{labels[0]}: DE − plain": (("off", 0), ("off", 1)),
+                   f"{labels[1]}: DE − plain": (("on", 0), ("on", 1)),
+                   f"{labels[1]} + DE − {labels[0]} + DE": (("off", 1), ("on", 1))}
+    lines = ["| metric (points) | " + " | ".join(comparisons) + " |", "|---|" + "---|" * len(comparisons)]
+    table = {}
+    for name, fns in ROWS.items():
+        if fns[1] is None:
+            continue
+        cells, row = [], {}
+        for title, ((mode_a, fn_a), (mode_b, fn_b)) in comparisons.items():
+            a = [value(fns[fn_a], e) for e in evals[mode_a]]
+            b = [value(fns[fn_b], e) for e in evals[mode_b]]
+            if None in a or None in b:
+                break
+            gaps = [100 * (y - x) for x, y in zip(a, b)]
+            better = sum((g < 0) if lower_is_better(name) else (g > 0) for g in gaps)
+            row[title] = {"per_seed": dict(zip(seeds, gaps)), "mean": statistics.mean(gaps), "better": better}
+            cells.append(" / ".join(f"{g:+.1f}" for g in gaps) + f" (mean {statistics.mean(gaps):+.1f}; better on "
+                         f"{better} of {len(gaps)})")
+        else:
+            table[name] = row
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return (lines if table else []), table
 
 
 def main() -> None:
@@ -140,11 +175,14 @@ def main() -> None:
             continue
         table[name] = cells
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    gap_lines, gaps = paired_gaps(evals, seeds, labels)
+    if gap_lines:
+        lines += ["", f"Paired by seed ({', '.join(map(str, seeds))}), in points:", "", *gap_lines]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"seeds": seeds, "eval_budget": budget(args.extra), "labels": labels,
                                                     "mce_reference": args.reference_runs or args.runs,
-                                                    "table": table, "evals": evals}, indent=2))
+                                                    "table": table, "paired_gaps": gaps, "evals": evals}, indent=2))
     if any("corruptions" in e for e in evals["on"]):
         curves = [(evals, labels)]
         if args.compare:
