@@ -56,6 +56,9 @@ ROWS = {  # name -> (plain metric, DiffAug-Ensemble metric), each a function of 
     "mean corruption accuracy": (lambda e: e["corruptions"]["mean_acc"], lambda e: e["corruptions"]["mean_de_acc"]),
     "mCE (relative to the same seed's plain baseline)": (lambda e: e["mce"], lambda e: e["de_mce"]),
 }
+ROWS.update({f"corruption accuracy, severity {k + 1}": (lambda e, k=k: e["corruptions"]["acc_per_severity"][k],
+                                                        lambda e, k=k: e["corruptions"]["de_acc_per_severity"][k])
+             for k in range(5)})
 for _set in ("digits", "uniform", "gaussian"):  # the eval's default OOD sets; a set not evaluated drops out
     ROWS[f"OOD {_set} AUROC (MSP)"] = (lambda e, s=_set: e["ood"][s]["msp"]["auroc"],
                                       lambda e, s=_set: e["ood"][s]["de_msp"]["auroc"])
