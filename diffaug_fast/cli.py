@@ -96,9 +96,9 @@ def cmd_diffuse(args) -> None:
 def cmd_train_denoiser(args) -> None:
     """Train (or resume) a VP or VE denoiser; export its EMA weights."""
     from diffaug_fast.runs import files
-    from diffaug_fast.runs.checkpoint import checkpoint_exists
     from diffaug_fast.train.checks import check_resume, run_device
     from diffaug_fast.train.denoiser import export_ema, train_denoiser, write_denoiser_report
+    from diffaug_fast.train.loop import stopped_exit
 
     config, command = args.options
     out = _folder(command.out)
@@ -107,10 +107,8 @@ def cmd_train_denoiser(args) -> None:
     check_resume(out, command.resume)
     try:
         ckpt = train_denoiser(config, out, data_root=command.data_root, device=device)
-    except KeyboardInterrupt:
-        if checkpoint_exists(out / files.CHECKPOINT):
-            print(f"interrupted: saved {out / files.CHECKPOINT}; add --resume to continue", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as exc:
+        raise stopped_exit(out, exc) from None
     export_ema(ckpt, config, out / files.DENOISER_WEIGHTS)
     print(f"trained {config.steps} steps; EMA weights: {out / files.DENOISER_WEIGHTS} (+ .json)")
     report = write_denoiser_report(config, out, data_root=command.data_root, limit=command.report_limit,

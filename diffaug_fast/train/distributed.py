@@ -4,10 +4,14 @@ with GPUs, or ``cuda`` / ``cuda:N``), each process on GPU ``LOCAL_RANK``; gloo o
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 
 import torch
 import torch.distributed as dist
+
+from diffaug_fast.errors import TrainingStopped
 
 
 def backend_for_device(device: str = "auto") -> str:
@@ -62,8 +66,30 @@ def launch(fn, nproc: int, *args, device: str = "auto") -> None:
     """Run ``fn(*args)`` in ``nproc`` local processes forming one process group for a run on ``device``."""
     if not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"argument 'nproc' must be a positive integer, got {nproc!r}")
-    torch.multiprocessing.start_processes(_worker, args=(nproc, _free_port(), device, fn, args), nprocs=nproc,
-                                          start_method="spawn")
+    context = torch.multiprocessing.start_processes(_worker, args=(nproc, _free_port(), device, fn, args),
+                                                    nprocs=nproc, start_method="spawn", join=False)
+    forwarded = []
+
+    def forward(signum, _frame):  # `kill` or a scheduler may signal this process alone: every rank saves and stops
+        forwarded.append(signum)
+        _signal_alive(context.processes, signum)
+
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = signal.signal(signal.SIGTERM, forward) if main_thread else None
+    try:
+        while not context.join():
+            pass
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    if forwarded:  # the ranks stopped quietly (a KeyboardInterrupt ends a spawned process with status 0)
+        raise TrainingStopped(forwarded[0])
+
+
+def _signal_alive(processes, signum: int) -> None:
+    for process in processes:
+        if process.is_alive():
+            os.kill(process.pid, signum)
 
 
 def world() -> tuple[int, int]:

@@ -1,5 +1,5 @@
 """The one training loop every trainer runs: progress bar, metrics log, checkpoint cadence, exact resume,
-Ctrl-C (finish the step, save, stop) and, across data-parallel processes, stopping at the same step.
+Ctrl-C or SIGTERM (finish the step, save, stop) and, across data-parallel processes, stopping at the same step.
 
 A trainer is any object with ``step`` / ``total_steps`` ints, ``train_step() -> dict`` (one step at
 ``step``; the loop then advances ``step``), ``state_dict()`` / ``load_state_dict(state)`` (everything a
@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from diffaug_fast.errors import TrainingStopped
 from diffaug_fast.ops.compiling import sigint_deferred
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified, save_atomic
@@ -36,24 +37,42 @@ def resume(trainer, out_dir: Path) -> bool:
     return True
 
 
+# SIGTERM is how schedulers (SLURM, Kubernetes) and `kill` ask a job to stop: treated like Ctrl-C.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class _InterruptFlag:
-    """SIGINT sets a flag instead of raising, so the current step finishes and the checkpoint is consistent."""
+    """SIGINT / SIGTERM set a flag instead of raising, so the current step finishes and the checkpoint is
+    consistent."""
 
     def __enter__(self):
-        self.raised = False
+        self.raised, self.signum, self.previous = False, None, {}
         try:
-            self.previous = signal.signal(signal.SIGINT, self._set)
-        except ValueError:  # not the main thread: Ctrl-C is the caller's business
-            self.previous = None
+            for sig in STOP_SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._set)
+        except ValueError:  # not the main thread: stopping is the caller's business
+            self.previous = {}
         return self
 
-    def _set(self, *_):
-        self.raised = True
+    def _set(self, signum, _frame):
+        self.raised, self.signum = True, self.signum or signum
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
         return False
+
+
+def stopped_exit(out_dir: Path, exc: KeyboardInterrupt) -> SystemExit:
+    """The one line a stopped training command prints and its exit status (128 + the signal, as a shell reports)."""
+    signum = getattr(exc, "signum", signal.SIGINT)
+    how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    path = Path(out_dir) / files.CHECKPOINT
+    if checkpoint_exists(path):
+        print(f"{how}: saved {path}; add --resume to continue", file=sys.stderr)
+    else:
+        print(f"{how} before the first checkpoint: nothing saved in {out_dir}; run again to start over", file=sys.stderr)
+    return SystemExit(128 + signum)
 
 
 def _agree(flag: bool) -> bool:
@@ -82,7 +101,7 @@ def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int | Calla
         log_every: int = 10, checkpoint_every: int = 100, progress: bool = True, stop_after: int | None = None) -> int:
     """Train from ``trainer.step`` to ``trainer.total_steps`` (or ``stop_after`` more steps); returns the step
     reached. ``images_per_step``: a number, or a function of the step, for the images-per-second figure. Rank 0
-    writes the log and the checkpoints; a KeyboardInterrupt is raised after saving."""
+    writes the log and the checkpoints; TrainingStopped (a KeyboardInterrupt) is raised after saving."""
     out_dir = Path(out_dir)
     rank = world()[0]
     end = trainer.total_steps if stop_after is None else min(trainer.total_steps, trainer.step + stop_after)
@@ -116,7 +135,7 @@ def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int | Calla
                 if rank == 0 and hasattr(trainer, "after_step"):  # e.g. the denoiser's weight snapshots
                     trainer.after_step(out_dir)
                 if stop:
-                    raise KeyboardInterrupt
+                    raise TrainingStopped(interrupt.signum or signal.SIGINT)
     finally:
         bar.close()
         if log:

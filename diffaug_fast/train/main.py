@@ -2,16 +2,15 @@
 torchrun world), or only re-evaluate; then write the report and print the headline numbers."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from diffaug_fast.config import TrainCommand, TrainConfig
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs import files
-from diffaug_fast.runs.checkpoint import checkpoint_exists
 from diffaug_fast.train.checks import check_resume, run_device
 from diffaug_fast.train.classifier import train_classifier
 from diffaug_fast.train.distributed import init_from_env, launch, world_rank
+from diffaug_fast.train.loop import stopped_exit
 from diffaug_fast.train.report import write_report
 
 
@@ -40,13 +39,8 @@ def train_command(config: TrainConfig, command: TrainCommand) -> dict:
             else:
                 init_from_env(config.run.device)
                 train_classifier(config, out)
-        except KeyboardInterrupt:
-            if checkpoint_exists(out / files.CHECKPOINT):
-                print(f"interrupted: saved {out / files.CHECKPOINT}; add --resume to continue", file=sys.stderr)
-            else:
-                print(f"interrupted before the first checkpoint: nothing saved in {out}; run again to start over",
-                      file=sys.stderr)
-            raise SystemExit(130) from None
+        except KeyboardInterrupt as exc:
+            raise stopped_exit(out, exc) from None
         if world_rank() != 0:
             return {}
         metrics = files.read_json(out / files.METRICS)

@@ -145,9 +145,11 @@ class StepImages(torch.utils.data.Dataset):
 
 
 def ignore_interrupts(_worker_id: int) -> None:
-    """Ctrl-C reaches every process of the terminal's group: the workers leave it to the training process, which
-    finishes its step, saves and stops (a worker dying of it would crash the step instead)."""
+    """Ctrl-C reaches every process of the terminal's group, a scheduler's SIGTERM every process of the job: the
+    workers leave both to the training process, which finishes its step, saves and stops (a worker dying of one
+    would crash the step instead). A worker still exits with its parent (DataLoader's watchdog)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def step_items(dataset: StepImages, start: int, end: int, *, workers: int, pin_memory: bool = False):

@@ -1,5 +1,5 @@
 """The DiffAug trainer on real Fashion-MNIST: it learns, resumes bit-exactly, splits over processes
-exactly, and its command writes the run folder and report; Ctrl-C saves and resumes."""
+exactly, and its command writes the run folder and report; Ctrl-C and SIGTERM save and resume."""
 import json
 import os
 import signal
@@ -112,23 +112,50 @@ def test_train_command_errors_are_one_line(tmp_path):
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
 
 
-def test_ctrl_c_saves_and_resume_finishes(tmp_path):
-    args = CLI + ["train", "--preset", "quick", "--train-limit", "1280", "--batch-size", "32", "--eval-limit", "10", "--de-timesteps", "0",
-                  "--compile", "off", "--out", str(tmp_path)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+STOP_ARGS = ["train", "--preset", "quick", "--train-limit", "1280", "--batch-size", "32", "--eval-limit", "10",
+             "--de-timesteps", "0", "--compile", "off"]
+
+
+def _stop_after_first_log(args, out, send) -> tuple[int, str]:
+    """Start ``args``, call ``send(proc)`` once the metrics log has a line; (exit status, stderr)."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    log = tmp_path / "metrics.jsonl"
+    log = out / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and not (log.exists() and log.read_text().strip()):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    send(proc)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
-    assert "--resume" in err
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("signum, status, says, workers", [
+    (signal.SIGINT, 130, "interrupted: saved", "0"),
+    # a scheduler's SIGTERM reaches every process of the job, data workers too: they leave it to the trainer
+    (signal.SIGTERM, 143, "stopped by SIGTERM: saved", "2"),
+])
+def test_stop_signal_saves_and_resume_finishes(tmp_path, signum, status, says, workers):
+    args = CLI + STOP_ARGS + ["--workers", workers, "--out", str(tmp_path)]
+    code, err = _stop_after_first_log(args, tmp_path, lambda proc: os.killpg(proc.pid, signum))
+    assert code == status, err
+    assert says in err and "--resume" in err and "Traceback" not in err
     stopped = load_verified(tmp_path / "checkpoint.pt")["step"]
     assert 10 <= stopped < 40
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "--resume" in again.stderr
+    done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert load_verified(tmp_path / "checkpoint.pt")["step"] == 40
+
+
+def test_sigterm_to_the_launcher_alone_stops_every_rank(tmp_path):
+    """`kill PID` of a --nproc run signals the launching process only: it passes SIGTERM on, every rank finishes
+    the same step, rank 0 saves it, and the command says so with status 143."""
+    args = CLI + STOP_ARGS + ["--nproc", "2", "--out", str(tmp_path)]
+    code, err = _stop_after_first_log(args, tmp_path, lambda proc: proc.send_signal(signal.SIGTERM))
+    assert code == 143, err
+    assert "stopped by SIGTERM: saved" in err and "Traceback" not in err
+    assert 10 <= load_verified(tmp_path / "checkpoint.pt")["step"] < 40
     done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert load_verified(tmp_path / "checkpoint.pt")["step"] == 40
