@@ -22,7 +22,7 @@ from diffaug_fast import streams
 from diffaug_fast.diffusion import Denoiser
 from diffaug_fast.ops import denoise_epilogue, diffuse
 from diffaug_fast.ops.backends import PRECISION_DTYPES, PRECISIONS, resolve_precision
-from diffaug_fast.ops.compiling import repair_inductor_cache, sigint_deferred
+from diffaug_fast.ops.compiling import repair_inductor_cache, stop_signals_deferred
 
 DE_TIMESTEPS = tuple(range(0, 500, 50))  # the paper's DiffAug-Ensemble: t = 0, 50, ..., 450
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -166,7 +166,7 @@ class FastNet:
         if self.channels_last and x_t.dim() == 4:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         # any call may compile (a new batch size, the evaluation's chunks): Ctrl-C waits for the compiler to finish
-        with sigint_deferred() if self.compiled else contextlib.nullcontext(), autocast(x_t.device, self.dtype):
+        with stop_signals_deferred() if self.compiled else contextlib.nullcontext(), autocast(x_t.device, self.dtype):
             return self.net(x_t, self.denoiser.conditioning(t))
 
 

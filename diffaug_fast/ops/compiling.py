@@ -1,4 +1,4 @@
-"""torch.compile made safe to interrupt: Ctrl-C deferred while a compilation runs, and the inductor cache checked
+"""torch.compile made safe to interrupt: Ctrl-C and SIGTERM deferred while a compilation runs, and the inductor cache checked
 for shared objects an interrupted compiler left behind.
 
 Why: inductor links each compiled kernel with the C++ compiler straight into its cache
@@ -6,10 +6,10 @@ Why: inductor links each compiled kernel with the C++ compiler straight into its
 mid-link it leaves an empty or truncated ``.so`` under the key, and every later run that compiles the same graph
 loads that file and fails ("file too short") until it is deleted by hand.
 
-* :func:`sigint_deferred` blocks SIGINT in the calling thread for the block. Processes started inside (the C++
-  compiler, inductor's compile workers) inherit the blocked mask, so a terminal Ctrl-C no longer kills them. A
-  SIGINT this process receives meanwhile (through another of its threads) is noted and raised again, to the
-  handler in place before, when the block ends.
+* :func:`stop_signals_deferred` blocks SIGINT and SIGTERM in the calling thread for the block. Processes started
+  inside (the C++ compiler, inductor's compile workers) inherit the blocked mask, so a terminal's Ctrl-C or a
+  scheduler's SIGTERM to the whole job no longer kills them. A signal this process receives meanwhile (through
+  another of its threads) is noted and raised again, to the handler in place before, when the block ends.
 * :func:`repair_inductor_cache` deletes ``.so`` files of the cache that cannot be whole (empty, no ELF header, or
   shorter than their section headers' end) and were last written over a minute ago (not a link in progress in
   another process); inductor then compiles them again.
@@ -31,22 +31,28 @@ STALE_SECONDS = 60.0  # a broken .so untouched this long is a leftover, not a li
 _repaired: set[str] = set()
 
 
+# Ctrl-C's SIGINT reaches the terminal's process group, a scheduler's SIGTERM (scancel, a time limit) every process
+# of the job: both would reach the compiler.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def sigint_deferred():
-    """Ctrl-C waits until the block ends (main thread on POSIX; elsewhere the block runs as it is)."""
+def stop_signals_deferred():
+    """Ctrl-C and SIGTERM wait until the block ends (main thread on POSIX; elsewhere the block runs as it is)."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
         yield
         return
     pending = []
-    handler = signal.signal(signal.SIGINT, lambda *_: pending.append(True))
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handlers = {sig: signal.signal(sig, lambda signum, _frame: pending.append(signum)) for sig in STOP_SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # one blocked in this thread arrives now, noted
-        signal.signal(signal.SIGINT, handler)
-        if pending:
-            signal.raise_signal(signal.SIGINT)  # to the handler in place before the block
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            signal.raise_signal(sig)  # to the handler in place before the block
 
 
 def inductor_cache_dir() -> Path:

@@ -6,7 +6,7 @@ A trainer is any object with ``step`` / ``total_steps`` ints, ``train_step() -> 
 bit-exact resume needs; ``load_state_dict`` refuses a checkpoint of other settings) and
 ``log_fields() -> dict`` (extra columns of a metrics line, e.g. epoch and learning rate). A trainer whose
 first step compiles names what in ``compiles`` (e.g. "the denoiser"): that step runs under a status line with
-Ctrl-C deferred until it ends (ops/compiling.py: the compiler processes are not killed mid-link).
+Ctrl-C and SIGTERM deferred until it ends (ops/compiling.py: the compiler processes are not killed mid-link).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from diffaug_fast.errors import TrainingStopped
-from diffaug_fast.ops.compiling import sigint_deferred
+from diffaug_fast.ops.compiling import STOP_SIGNALS, stop_signals_deferred
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified, save_atomic
 from diffaug_fast.train.distributed import collective_device, world
@@ -37,13 +37,9 @@ def resume(trainer, out_dir: Path) -> bool:
     return True
 
 
-# SIGTERM is how schedulers (SLURM, Kubernetes) and `kill` ask a job to stop: treated like Ctrl-C.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
 class _InterruptFlag:
-    """SIGINT / SIGTERM set a flag instead of raising, so the current step finishes and the checkpoint is
-    consistent."""
+    """SIGINT / SIGTERM (Ctrl-C; how schedulers and `kill` ask a job to stop) set a flag instead of raising, so
+    the current step finishes and the checkpoint is consistent."""
 
     def __enter__(self):
         self.raised, self.signum, self.previous = False, None, {}
@@ -85,12 +81,12 @@ def _agree(flag: bool) -> bool:
 
 
 def _compiling_step(trainer, what: str, bar, rank: int) -> dict:
-    """The first step of a compiled trainer: a status line, Ctrl-C waits for the compiler, the time it took."""
+    """The first step of a compiled trainer: a status line, Ctrl-C / SIGTERM wait for the compiler, the time it took."""
     if rank == 0:
         bar.write(f"compiling {what} (torch.compile, first step; a minute or so on a small CPU; Ctrl-C waits for it, "
                   "then saves and stops)…", file=sys.stderr)
     start = time.perf_counter()
-    with sigint_deferred():
+    with stop_signals_deferred():
         stats = trainer.train_step()
     if rank == 0:
         bar.write(f"first step (compiling {what}) took {time.perf_counter() - start:.1f} s", file=sys.stderr)

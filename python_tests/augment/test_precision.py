@@ -158,8 +158,9 @@ def test_fast_net_layouts_agree(denoiser):
 
 
 def test_a_compiled_fast_net_defers_ctrl_c_on_every_call(denoiser):
-    """Any call of a compiled network may compile (a new batch size): SIGINT is blocked while it runs, so a
-    terminal's Ctrl-C cannot kill the C++ compiler mid-link; an eager one leaves the signal mask alone."""
+    """Any call of a compiled network may compile (a new batch size): SIGINT and SIGTERM are blocked while it runs,
+    so a terminal's Ctrl-C or a scheduler's SIGTERM cannot kill the C++ compiler mid-link; an eager one leaves the
+    signal mask alone."""
     import signal
 
     from diffaug_fast.augment import FastNet
@@ -167,7 +168,8 @@ def test_a_compiled_fast_net_defers_ctrl_c_on_every_call(denoiser):
     seen = []
 
     def probe(x, cond):
-        seen.append(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set()))
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        seen.append(signal.SIGINT in blocked and signal.SIGTERM in blocked)
         return x
 
     for compiled in (True, False):
@@ -175,7 +177,7 @@ def test_a_compiled_fast_net_defers_ctrl_c_on_every_call(denoiser):
         net.net, net.compiled = probe, compiled  # the wrapper's behaviour, without paying for a compilation
         net(torch.zeros(1, 1, 28, 28), torch.tensor([3]))
     assert seen == [True, False]
-    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    assert not {signal.SIGINT, signal.SIGTERM} & signal.pthread_sigmask(signal.SIG_BLOCK, set())
 
 
 def test_a_chunked_fast_net_gives_the_same_output_with_one_batch_size(denoiser):

@@ -11,7 +11,7 @@ import pytest
 
 import diffaug_fast  # noqa: F401  (installs the log filter)
 from diffaug_fast.ops import extension
-from diffaug_fast.ops.compiling import broken_shared_object, repair_inductor_cache, sigint_deferred
+from diffaug_fast.ops.compiling import broken_shared_object, repair_inductor_cache, stop_signals_deferred
 
 
 def _real_shared_object():
@@ -52,14 +52,15 @@ def test_repair_deletes_old_broken_kernels_only(tmp_path):
     assert repair_inductor_cache(tmp_path / "missing") == []
 
 
-def test_sigint_is_delivered_once_when_the_block_ends():
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_is_delivered_once_when_the_block_ends(sig):
     seen = []
-    previous = signal.signal(signal.SIGINT, lambda *_: seen.append(True))
+    previous = signal.signal(sig, lambda *_: seen.append(True))
     try:
-        for send in (lambda: os.kill(os.getpid(), signal.SIGINT),  # to the process (any thread may take it)
-                     lambda: signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)):
+        for send in (lambda: os.kill(os.getpid(), sig),  # to the process (any thread may take it)
+                     lambda: signal.pthread_kill(threading.main_thread().ident, sig)):
             seen.clear()
-            with sigint_deferred():
+            with stop_signals_deferred():
                 send()
                 time.sleep(0.05)
                 assert seen == []  # deferred: nothing yet
@@ -69,20 +70,21 @@ def test_sigint_is_delivered_once_when_the_block_ends():
                 time.sleep(0.01)
             assert seen == [True]
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(sig, previous)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the signal mask from /proc")
-def test_processes_started_in_the_block_do_not_take_ctrl_c():
-    """A terminal's Ctrl-C reaches the whole process group: the compiler must have SIGINT blocked."""
-    def child_blocks_sigint():
+def test_processes_started_in_the_block_do_not_take_ctrl_c_or_sigterm():
+    """A terminal's Ctrl-C reaches the whole process group, a scheduler's SIGTERM every process of the job: the
+    compiler must have both blocked."""
+    def child_blocks(sig):
         status = subprocess.run(["cat", "/proc/self/status"], capture_output=True, text=True).stdout
         mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
-        return bool(mask & (1 << (signal.SIGINT - 1)))
+        return bool(mask & (1 << (sig - 1)))
 
-    with sigint_deferred():
-        assert child_blocks_sigint()
-    assert not child_blocks_sigint()
+    with stop_signals_deferred():
+        assert child_blocks(signal.SIGINT) and child_blocks(signal.SIGTERM)
+    assert not child_blocks(signal.SIGINT) and not child_blocks(signal.SIGTERM)
 
 
 def test_no_cuda_runtime_note_is_filtered_and_other_messages_pass():
