@@ -19,15 +19,10 @@ def _messages(stderr: str) -> list[str]:
     return [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and not line.startswith("train (")]
 
 
-@pytest.mark.slow  # three compiled runs with a cold cache: several minutes on 2 CPU cores
-def test_ctrl_c_while_compiling_then_fresh_and_resumed_runs_work(tmp_path):
-    cache = tmp_path / "inductor"
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
-    args = CLI + ["train", "--preset", "quick", "--compile", "on", "--train-limit", "64", "--batch-size", "32", "--eval-limit", "8",
-                  "--de-timesteps", "", "--log-every", "1"]
-    run = tmp_path / "run"
-    proc = subprocess.Popen(args + ["--out", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env)
+def _stop_while_compiling(args, env, send, **popen) -> tuple[int, list[str], str]:
+    """Start ``args``, call ``send(process)`` 5 s into the first step's compilation; (exit status, the messages
+    after the compile's status line, all of stderr)."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, **popen)
     seen, deadline = [], time.time() + 300
     for line in proc.stderr:  # the status line comes before the first step's compilation
         seen.append(line)
@@ -35,12 +30,20 @@ def test_ctrl_c_while_compiling_then_fresh_and_resumed_runs_work(tmp_path):
             break
     assert seen and seen[-1].startswith("compiling the denoiser"), "".join(seen)
     time.sleep(5)  # inside the compilation
-    proc.send_signal(signal.SIGINT)
+    send(proc)
     rest = proc.stderr.read()
     proc.wait(timeout=600)
-    err = "".join(seen) + rest
-    assert proc.returncode == 130, err
-    after = [m for m in _messages(rest) if not m.startswith("first step (compiling")]
+    return proc.returncode, [m for m in _messages(rest) if not m.startswith("first step (compiling")], "".join(seen) + rest
+
+@pytest.mark.slow  # three compiled runs with a cold cache: several minutes on 2 CPU cores
+def test_ctrl_c_while_compiling_then_fresh_and_resumed_runs_work(tmp_path):
+    cache = tmp_path / "inductor"
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    args = CLI + ["train", "--preset", "quick", "--compile", "on", "--train-limit", "64", "--batch-size", "32", "--eval-limit", "8",
+                  "--de-timesteps", "", "--log-every", "1"]
+    run = tmp_path / "run"
+    code, after, err = _stop_while_compiling(args + ["--out", str(run)], env, lambda proc: proc.send_signal(signal.SIGINT))
+    assert code == 130, err
     assert len(after) == 1 and after[0].startswith("interrupted: saved"), err
     assert "Traceback" not in err and NOTE not in err
     assert not [p for p in cache.rglob("*.so") if broken_shared_object(p)]
@@ -66,21 +69,9 @@ def test_sigterm_to_the_whole_job_while_compiling_saves_and_leaves_the_cache_who
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     args = CLI + ["train", "--preset", "quick", "--compile", "on", "--train-limit", "64", "--batch-size", "32",
                   "--eval-limit", "8", "--de-timesteps", "", "--log-every", "1", "--out", str(tmp_path / "run")]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    seen, deadline = [], time.time() + 300
-    for line in proc.stderr:
-        seen.append(line)
-        if line.startswith("compiling the denoiser") or time.time() > deadline:
-            break
-    assert seen and seen[-1].startswith("compiling the denoiser"), "".join(seen)
-    time.sleep(5)  # inside the compilation
-    os.killpg(proc.pid, signal.SIGTERM)
-    rest = proc.stderr.read()
-    proc.wait(timeout=600)
-    err = "".join(seen) + rest
-    assert proc.returncode == 143, err
-    after = [m for m in _messages(rest) if not m.startswith("first step (compiling")]
+    code, after, err = _stop_while_compiling(args, env, lambda proc: os.killpg(proc.pid, signal.SIGTERM),
+                                             start_new_session=True)
+    assert code == 143, err
     assert len(after) == 1 and after[0].startswith("stopped by SIGTERM: saved"), err
     assert "Traceback" not in err
     assert not [p for p in cache.rglob("*.so") if broken_shared_object(p)]
