@@ -165,7 +165,7 @@ class FastNet:
     def _forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x_t.dim() == 4:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
-        # any call may compile (a new batch size, the evaluation's chunks): Ctrl-C waits for the compiler to finish
+        # any call may compile (a new batch size, the evaluation's chunks): Ctrl-C / SIGTERM wait for the compiler
         with stop_signals_deferred() if self.compiled else contextlib.nullcontext(), autocast(x_t.device, self.dtype):
             return self.net(x_t, self.denoiser.conditioning(t))
 

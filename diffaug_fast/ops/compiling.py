@@ -1,5 +1,5 @@
-"""torch.compile made safe to interrupt: Ctrl-C and SIGTERM deferred while a compilation runs, and the inductor cache checked
-for shared objects an interrupted compiler left behind.
+"""torch.compile made safe to interrupt: Ctrl-C and SIGTERM deferred while a compilation runs, and the inductor
+cache checked for shared objects an interrupted compiler left behind.
 
 Why: inductor links each compiled kernel with the C++ compiler straight into its cache
 (``<cache>/<xx>/<key>.so``). A Ctrl-C in a terminal reaches the whole process group, the compiler included; killed
