@@ -48,7 +48,7 @@ def ensure_eval(run: Path, out: Path, extra: list[str], baseline: Path | None) -
     return json.loads((out / "eval.json").read_text())
 
 
-ROWS = {  # name -> (plain metric, DiffAug-Ensemble metric), each a function of eval.json
+FIXED_ROWS = {  # name -> (plain metric, DiffAug-Ensemble metric), each a function of eval.json
     "clean accuracy": (lambda e: e["clean_acc"], lambda e: e["clean_de_acc"]),
     "worst corruption (mean over its severities)": (
         lambda e: min(statistics.mean(r["acc"] for r in sev.values()) for sev in e["corruptions"]["per_corruption"].values()),
@@ -56,18 +56,33 @@ ROWS = {  # name -> (plain metric, DiffAug-Ensemble metric), each a function of 
     "mean corruption accuracy": (lambda e: e["corruptions"]["mean_acc"], lambda e: e["corruptions"]["mean_de_acc"]),
     "mCE (relative to the same seed's plain baseline)": (lambda e: e["mce"], lambda e: e["de_mce"]),
 }
-ROWS.update({f"corruption accuracy, severity {k + 1}": (lambda e, k=k: e["corruptions"]["acc_per_severity"][k],
-                                                        lambda e, k=k: e["corruptions"]["de_acc_per_severity"][k])
-             for k in range(5)})
-for _set in ("digits", "uniform", "gaussian"):  # the eval's default OOD sets; a set not evaluated drops out
-    ROWS[f"OOD {_set} AUROC (MSP)"] = (lambda e, s=_set: e["ood"][s]["msp"]["auroc"],
-                                      lambda e, s=_set: e["ood"][s]["de_msp"]["auroc"])
-    ROWS[f"OOD {_set} FPR@95 (MSP)"] = (lambda e, s=_set: e["ood"][s]["msp"]["fpr_at_95_tpr"],
-                                       lambda e, s=_set: e["ood"][s]["de_msp"]["fpr_at_95_tpr"])
-    ROWS[f"OOD {_set} AUROC (energy)"] = (lambda e, s=_set: e["ood"][s]["energy"]["auroc"],
-                                         lambda e, s=_set: e["ood"][s]["de_energy"]["auroc"])
-ROWS.update({f"certified acc σ={sigma}, r={r}": (lambda e, s=sigma, r=r: e["certify"][s]["certified_acc"][r], None)
-             for sigma in ("0.25", "0.5") for r in ("0.0", "0.25", "0.5", "0.75", "1.0")})
+FIXED_ROWS.update({f"corruption accuracy, severity {k + 1}": (lambda e, k=k: e["corruptions"]["acc_per_severity"][k],
+                                                              lambda e, k=k: e["corruptions"]["de_acc_per_severity"][k])
+                   for k in range(5)})
+
+
+def _seen(evals: dict, suite: str) -> list[str]:
+    """The keys of one suite's results over all evaluations, in the order they first appear."""
+    return list(dict.fromkeys(k for runs in evals.values() for e in runs for k in e.get(suite, {})))
+
+
+def rows(evals: dict) -> dict:
+    """Every row this study can show: the fixed ones, then one set of OOD rows per evaluated OOD set (the defaults
+    or the user's own folders) and one certified-accuracy row per evaluated σ and radius."""
+    table = dict(FIXED_ROWS)
+    for name in _seen(evals, "ood"):
+        table[f"OOD {name} AUROC (MSP)"] = (lambda e, s=name: e["ood"][s]["msp"]["auroc"],
+                                            lambda e, s=name: e["ood"][s]["de_msp"]["auroc"])
+        table[f"OOD {name} FPR@95 (MSP)"] = (lambda e, s=name: e["ood"][s]["msp"]["fpr_at_95_tpr"],
+                                             lambda e, s=name: e["ood"][s]["de_msp"]["fpr_at_95_tpr"])
+        table[f"OOD {name} AUROC (energy)"] = (lambda e, s=name: e["ood"][s]["energy"]["auroc"],
+                                               lambda e, s=name: e["ood"][s]["de_energy"]["auroc"])
+    for sigma in _seen(evals, "certify"):
+        radii = dict.fromkeys(r for runs in evals.values() for e in runs
+                              for r in e.get("certify", {}).get(sigma, {}).get("certified_acc", {}))
+        table.update({f"certified acc σ={sigma}, r={r}": (lambda e, s=sigma, r=r: e["certify"][s]["certified_acc"][r],
+                                                          None) for r in radii})
+    return table
 
 
 def value(fn, e: dict):
@@ -96,7 +111,7 @@ def paired_gaps(evals: dict, seeds: list[int], labels: list[str]) -> tuple[list[
                    f"{labels[1]} + DE − {labels[0]} + DE": (("off", 1), ("on", 1))}
     lines = ["| metric (points) | " + " | ".join(comparisons) + " |", "|---|" + "---|" * len(comparisons)]
     table = {}
-    for name, fns in ROWS.items():
+    for name, fns in rows(evals).items():
         if fns[1] is None:
             continue
         cells, row = [], {}
@@ -168,7 +183,7 @@ def main() -> None:
              + (f"; mCE relative to `{args.reference_runs}`'s diffaug-off runs" if args.reference_runs else "") + ".", "",
              header, "|---|---|---|---|---|"]
     table = {}
-    for name, (plain, de) in ROWS.items():
+    for name, (plain, de) in rows(evals).items():
         cells = []
         for mode in ("off", "on"):
             for fn in (plain, de):

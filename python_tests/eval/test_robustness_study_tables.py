@@ -70,3 +70,21 @@ def test_no_de_at_all_gives_no_table(evals):
                 del e[key]
             del e["corruptions"]["mean_de_acc"]
     assert robustness_study.paired_gaps(evals, [0, 1, 2], ["baseline", "DiffAug"]) == ([], {})
+
+
+def test_rows_follow_the_evaluated_ood_sets_and_sigmas(evals):
+    # a user's own OOD folder and a σ outside the defaults: both get rows, in the order they were evaluated
+    for mode in evals:
+        for i, e in enumerate(evals[mode]):
+            e["ood"]["/data/kmnist"] = ood(0.6 + 0.01 * i, 0.7, 0.9, 0.8)
+            e["certify"] = {"1.0": {"certified_acc": {"0.0": 0.5, "1.0": 0.2 + 0.1 * i}}}
+    names = list(robustness_study.rows(evals))
+    ood_rows = [n for n in names if n.startswith("OOD")]
+    assert ood_rows[0] == "OOD digits AUROC (MSP)" and "OOD /data/kmnist AUROC (energy)" in ood_rows
+    assert [n for n in names if n.startswith("certified")] == ["certified acc σ=1.0, r=0.0", "certified acc σ=1.0, r=1.0"]
+    plain, de = robustness_study.rows(evals)["certified acc σ=1.0, r=1.0"]
+    assert de is None and [plain(e) for e in evals["on"]] == pytest.approx([0.2, 0.3, 0.4])
+    _, table = robustness_study.paired_gaps(evals, [0, 1, 2], ["baseline", "DiffAug"])
+    assert table["OOD /data/kmnist AUROC (MSP)"]["baseline: DE − plain"]["per_seed"] == pytest.approx(
+        {0: 10.0, 1: 9.0, 2: 8.0})
+    assert not any(name.startswith("certified") for name in table)  # no DE variant of certification
