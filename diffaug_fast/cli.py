@@ -16,7 +16,7 @@ from diffaug_fast.config import (DenoiserCommand, DenoiserConfig, DiffuseOptions
                                  GradientsOptions, ReportOptions, RobustnessConfig, SampleOptions, TrainCommand,
                                  TrainConfig, build, read_config_file)
 from diffaug_fast.config.options import add_arguments, given
-from diffaug_fast.errors import USER_ERRORS, DiffAugError
+from diffaug_fast.errors import USER_ERRORS, DiffAugError, sigterm_stops, stop_status
 from diffaug_fast.ops.allocator import keep_freed_memory
 
 PROG = "diffaug-fast"
@@ -161,15 +161,23 @@ def cmd_fidelity(args) -> None:
 
 def cmd_eval(args) -> None:
     """Robustness suites on a trained clean classifier: corruptions, OOD detection, certified accuracy."""
-    from diffaug_fast.eval.robustness.suite import evaluate_run
+    from diffaug_fast.eval.robustness.suite import eval_folder, evaluate_run, finished_items
+    from diffaug_fast.runs import files
 
     config, command = args.options
     if config.corruption_data and not (Path(config.corruption_data) / "labels.npy").exists():
         raise FileNotFoundError(f"argument --corruption-data: {config.corruption_data} is not a CIFAR-10-C-style "
                                 "folder with labels.npy and one <corruption>.npy per corruption")
-    out = _folder(command.out) if command.out else Path(args.run)
+    out = eval_folder(args.run, _folder(command.out) if command.out else None)
     args.log_dir = out if out.is_dir() else None
-    result = evaluate_run(args.run, config, out_dir=command.out, baseline=command.baseline)
+    try:
+        result = evaluate_run(args.run, config, out_dir=command.out, baseline=command.baseline)
+    except KeyboardInterrupt as exc:
+        how, status = stop_status(exc)
+        kept = finished_items(out, config)
+        print(f"{how}: " + (f"{kept} finished item(s) kept in {out / files.EVAL_PARTIAL}; run the same command "
+                            "again to continue" if kept else "nothing finished yet"), file=sys.stderr)
+        raise SystemExit(status) from None
     line = f"clean {100 * result['clean_acc']:.1f}%"
     if "corruptions" in result:
         c = result["corruptions"]
@@ -290,10 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # CPU steps reuse their activations' memory instead of faulting fresh pages in each time
     try:
         args.options = _options(args)
-        args.func(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        with sigterm_stops():
+            args.func(args)
+    except KeyboardInterrupt as exc:
+        print(f"{PROG}: {stop_status(exc)[0]}", file=sys.stderr)
+        return stop_status(exc)[1]
     except USER_ERRORS as err:
         if debug:
             raise

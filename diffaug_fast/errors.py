@@ -7,7 +7,9 @@ command line treats those as user errors too.
 """
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
 
 
 class DiffAugError(Exception):
@@ -17,10 +19,38 @@ class DiffAugError(Exception):
 USER_ERRORS = (DiffAugError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
-class TrainingStopped(KeyboardInterrupt):
-    """Training stopped on a signal (Ctrl-C's SIGINT, a scheduler's SIGTERM) after saving the step it arrived in;
-    ``signum`` names the signal. A KeyboardInterrupt, so code that handles Ctrl-C handles it too."""
+class Stopped(KeyboardInterrupt):
+    """A command stopped on a signal: Ctrl-C's SIGINT, or the SIGTERM schedulers (SLURM, Kubernetes) and `kill`
+    send; ``signum`` names it. A KeyboardInterrupt, so code that handles Ctrl-C handles SIGTERM the same way."""
 
     def __init__(self, signum: int = signal.SIGINT):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+class TrainingStopped(Stopped):
+    """Training stopped on a signal after saving the step it arrived in."""
+
+
+def stop_status(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """How a stopped command says it stopped, and its exit status (128 + the signal, as a shell reports it)."""
+    signum = getattr(exc, "signum", signal.SIGINT)
+    return ("interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"), 128 + signum
+
+
+@contextlib.contextmanager
+def sigterm_stops():
+    """Inside the block SIGTERM raises Stopped where Python's default would end the process at once: finally
+    blocks run and the command says what it kept (main thread only; the previous handler comes back after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        raise Stopped(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from diffaug_fast.errors import TrainingStopped
+from diffaug_fast.errors import TrainingStopped, stop_status
 from diffaug_fast.ops.compiling import STOP_SIGNALS, stop_signals_deferred
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified, save_atomic
@@ -60,15 +60,14 @@ class _InterruptFlag:
 
 
 def stopped_exit(out_dir: Path, exc: KeyboardInterrupt) -> SystemExit:
-    """The one line a stopped training command prints and its exit status (128 + the signal, as a shell reports)."""
-    signum = getattr(exc, "signum", signal.SIGINT)
-    how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    """The one line a stopped training command prints, and its exit status."""
+    how, status = stop_status(exc)
     path = Path(out_dir) / files.CHECKPOINT
     if checkpoint_exists(path):
         print(f"{how}: saved {path}; add --resume to continue", file=sys.stderr)
     else:
         print(f"{how} before the first checkpoint: nothing saved in {out_dir}; run again to start over", file=sys.stderr)
-    return SystemExit(128 + signum)
+    return SystemExit(status)
 
 
 def _agree(flag: bool) -> bool:

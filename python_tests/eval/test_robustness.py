@@ -2,9 +2,11 @@
 randomized-smoothing certification is pinned on a linear classifier whose radius is known in closed form;
 `diffaug-fast eval` runs every suite on a trained run, resumes, and reads CIFAR-10-C-style folders."""
 import json
+import signal
 from dataclasses import dataclass
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -229,6 +231,45 @@ def test_eval_command_runs_all_suites_and_resumes(trained_run, tmp_path):
     second = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert second["corruptions"]["per_corruption"] == corr["per_corruption"]
     assert second["corruptions"]["mce"] == pytest.approx(1.0) and "mCE 100.0" in again.stdout
+
+
+@pytest.mark.slow  # trains a classifier, then two `diffaug-fast eval` subprocesses
+def test_sigterm_keeps_the_finished_items_and_the_rerun_uses_them(trained_run, tmp_path):
+    """A scheduler's SIGTERM mid-evaluation: one line naming what was kept, exit 143, no traceback; the same
+    command again finishes from there."""
+    out = tmp_path / "ev"
+    args = CLI + ["eval", str(trained_run), "--suite", "corruptions", "--limit", "64", "--de-timesteps", "0,200,400",
+                  "--out", str(out)]
+    partial = out / "eval.partial.json"
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and len(_items(partial)) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    kept = _items(partial)
+    assert f"stopped by SIGTERM: {len(kept)} finished item(s) kept in {partial}; run the same command again" in err
+    assert "Traceback" not in err and not (out / "eval.json").exists()
+    assert 3 <= len(kept) < 1 + len(CORRUPTIONS) * 5  # stopped part-way through the corruption sets
+    # mark one kept item: the rerun must take it from the file rather than compute it again
+    key = next(k for k in kept if k.startswith("corruption/"))
+    saved = json.loads(partial.read_text())
+    saved["items"][key]["acc"] = 0.123
+    partial.write_text(json.dumps(saved))
+    again = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    per_set = json.loads((out / "eval.json").read_text())["corruptions"]["per_corruption"]
+    assert set(per_set) == set(CORRUPTIONS)
+    _, name, severity = key.split("/")
+    assert per_set[name][severity]["acc"] == 0.123
+
+
+def _items(partial) -> dict:
+    try:
+        return json.loads(partial.read_text())["items"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
 @pytest.mark.slow  # trains a classifier, then a `diffaug-fast eval` subprocess

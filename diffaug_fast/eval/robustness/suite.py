@@ -157,6 +157,19 @@ def run_certify(classifier, denoiser, images, labels, config, partial, progress)
     return results
 
 
+def eval_folder(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Where an evaluation writes: --out, else the run folder (or, for an exported classifier file, a folder named
+    after it)."""
+    if out_dir:
+        return Path(out_dir)
+    return Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).with_suffix("")
+
+
+def finished_items(out: Path, config: EvalConfig) -> int:
+    """How many finished items an evaluation in ``out`` with these settings keeps for its rerun."""
+    return len(_Partial(out / files.EVAL_PARTIAL, config).items)
+
+
 def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path | None = None,
                  baseline: str | Path | None = None, progress: bool = True) -> dict:
     """Run the suites on a clean-classifier run folder (or exported classifier); write eval.json / .md / plots."""
@@ -174,7 +187,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
     if train_config.model.mode != "clean":
         raise ValueError(f"{run_dir}: `diffaug-fast eval` evaluates clean-image classifiers; this run is a "
                          f"{train_config.model.mode} classifier of (x_t, t)")
-    out = Path(out_dir) if out_dir else (Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).with_suffix(""))
+    out = eval_folder(run_dir, out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if config.denoiser is None:
         denoiser = load_denoiser(train_config.diffaug.denoiser, flags=train_config.diffaug.denoiser_flags)
