@@ -2,6 +2,9 @@
 ``conftest``)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from pathlib import Path
 
 QUICK_CLEAN = dict(diffaug="off", train_limit=1024, batch_size=64, de_timesteps=[], compile="off", warmup_steps=2,
@@ -58,3 +61,17 @@ def python_without_extension(code: str):
     env = {k: v for k, v in os.environ.items() if k != "DIFFAUG_FAST_BACKEND"}
     return subprocess.run([sys.executable, "-c", "import sys; sys.modules['diffaug_fast._C'] = None\n" + code],
                           capture_output=True, text=True, env=env, timeout=300)
+
+
+def stop_after_first_log(args, out, send) -> tuple[int, str]:
+    """Start the ``train`` command ``args`` (one thread, its own process group), call ``send(proc)`` once the metrics
+    log in ``out`` has a line; (exit status, stderr)."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = Path(out) / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and log.read_text().strip()):
+        time.sleep(0.2)
+    send(proc)
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err

@@ -232,21 +232,16 @@ def test_workers_option_is_checked():
 @pytest.mark.slow  # a `train` subprocess interrupted by Ctrl-C to its whole process group, then resumed
 def test_ctrl_c_with_loader_workers_saves_and_resumes(jpeg_tree, tmp_path):
     import signal
-    import time
+
+    from helpers import stop_after_first_log
 
     out = tmp_path / "run"
     args = CLI + ["train", "--preset", "quick", "--data", str(jpeg_tree), "--image-size", "28", "--channels", "1", "--workers", "2",
                   "--train-limit", "1280", "--batch-size", "32", "--diffaug", "off", "--de-timesteps", "",
                   "--eval-limit", "10", "--compile", "off", "--out", str(out)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    log = out / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (log.exists() and log.read_text().strip()):
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the trainer and its loader workers
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
+    # as a terminal's Ctrl-C: the trainer and its loader workers
+    code, err = stop_after_first_log(args, out, lambda proc: os.killpg(proc.pid, signal.SIGINT))
+    assert code == 130, err
     stopped = load_verified(out / "checkpoint.pt")["step"]
     assert 10 <= stopped < 40, stopped
     done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=900)

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from diffaug_fast.config import train_config
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.train.classifier import train_classifier
 from diffaug_fast.train.distributed import launch
-from helpers import fmnist_trainer
+from helpers import fmnist_trainer, stop_after_first_log
 
 CLI = [sys.executable, "-m", "diffaug_fast.cli"]
 
@@ -116,19 +115,6 @@ STOP_ARGS = ["train", "--preset", "quick", "--train-limit", "1280", "--batch-siz
              "--de-timesteps", "0", "--compile", "off"]
 
 
-def _stop_after_first_log(args, out, send) -> tuple[int, str]:
-    """Start ``args``, call ``send(proc)`` once the metrics log has a line; (exit status, stderr)."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    log = out / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (log.exists() and log.read_text().strip()):
-        time.sleep(0.2)
-    send(proc)
-    _, err = proc.communicate(timeout=300)
-    return proc.returncode, err
-
-
 @pytest.mark.parametrize("signum, status, says, workers", [
     (signal.SIGINT, 130, "interrupted: saved", "0"),
     # a scheduler's SIGTERM reaches every process of the job, data workers too: they leave it to the trainer
@@ -136,7 +122,7 @@ def _stop_after_first_log(args, out, send) -> tuple[int, str]:
 ])
 def test_stop_signal_saves_and_resume_finishes(tmp_path, signum, status, says, workers):
     args = CLI + STOP_ARGS + ["--workers", workers, "--out", str(tmp_path)]
-    code, err = _stop_after_first_log(args, tmp_path, lambda proc: os.killpg(proc.pid, signum))
+    code, err = stop_after_first_log(args, tmp_path, lambda proc: os.killpg(proc.pid, signum))
     assert code == status, err
     assert says in err and "--resume" in err and "Traceback" not in err
     stopped = load_verified(tmp_path / "checkpoint.pt")["step"]
@@ -152,7 +138,7 @@ def test_sigterm_to_the_launcher_alone_stops_every_rank(tmp_path):
     """`kill PID` of a --nproc run signals the launching process only: it passes SIGTERM on, every rank finishes
     the same step, rank 0 saves it, and the command says so with status 143."""
     args = CLI + STOP_ARGS + ["--nproc", "2", "--out", str(tmp_path)]
-    code, err = _stop_after_first_log(args, tmp_path, lambda proc: proc.send_signal(signal.SIGTERM))
+    code, err = stop_after_first_log(args, tmp_path, lambda proc: proc.send_signal(signal.SIGTERM))
     assert code == 143, err
     assert "stopped by SIGTERM: saved" in err and "Traceback" not in err
     assert 10 <= load_verified(tmp_path / "checkpoint.pt")["step"] < 40
