@@ -37,6 +37,14 @@ def _folder(path: str, flag: str = "--out") -> Path:
     return path
 
 
+def _stopped(exc: KeyboardInterrupt, kept: str) -> SystemExit:
+    """The line a command that keeps its finished work prints when a signal stops it, and its exit status."""
+    how, status = stop_status(exc)
+    print(f"{how}: " + (f"{kept}; run the same command again to continue" if kept else "nothing finished yet"),
+          file=sys.stderr)
+    return SystemExit(status)
+
+
 # --- commands ----------------------------------------------------------------------------------------------------
 def cmd_info(args) -> None:
     from diffaug_fast import build_info
@@ -145,11 +153,15 @@ def cmd_train(args) -> None:
 
 
 def cmd_sample(args) -> None:
-    from diffaug_fast.eval.guidance import sample_command
+    from diffaug_fast.eval.guidance import batches_kept, sample_command
 
     o: SampleOptions = args.options[0]
     args.log_dir = _folder(o.out)
-    sample_command(o)
+    try:
+        sample_command(o)
+    except KeyboardInterrupt as exc:
+        kept, batches, folder = batches_kept(o)
+        raise _stopped(exc, f"{kept} of {batches} batches kept in {folder}" if kept else "") from None
 
 
 def cmd_fidelity(args) -> None:
@@ -173,11 +185,8 @@ def cmd_eval(args) -> None:
     try:
         result = evaluate_run(args.run, config, out_dir=command.out, baseline=command.baseline)
     except KeyboardInterrupt as exc:
-        how, status = stop_status(exc)
         kept = finished_items(out, config)
-        print(f"{how}: " + (f"{kept} finished item(s) kept in {out / files.EVAL_PARTIAL}; run the same command "
-                            "again to continue" if kept else "nothing finished yet"), file=sys.stderr)
-        raise SystemExit(status) from None
+        raise _stopped(exc, f"{kept} finished item(s) kept in {out / files.EVAL_PARTIAL}" if kept else "") from None
     line = f"clean {100 * result['clean_acc']:.1f}%"
     if "corruptions" in result:
         c = result["corruptions"]

@@ -135,6 +135,8 @@ class SampleOptions:
     denoiser_flags: str | None = option(None, "with a released --model checkpoint: the flag line it was trained "
                                         "with (model and diffusion flags)")
     num: int = option(64, "images to sample", check="positive")
+    batch_size: int = option(500, "images per sampler batch; each finished batch is kept, so a stopped draw "
+                             "continues (the images do not depend on it)", check="positive")
     steps: str = option("ddim50", "respacing: ddimN, N, or comma-separated section counts")
     mode: Literal["ddim", "ddpm"] = option("ddim", "sampler")
     eta: float = option(0.0, "DDIM eta", check="nonnegative")

@@ -27,21 +27,29 @@ Guidance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def sample(model: Model, shape, schedule: Schedule, *, steps: str | int | None = None, mode: str = "ddim",
            eta: float = 0.0, variance: str = "fixed_small", learn_sigma: bool = False,
            guidance: Guidance | None = None, scale: float = 1.0, clip: float | bool | None = True, seed: int = 0,
-           ddim_guidance: str = "guided_diffusion", device="cpu", dtype=torch.float32, progress: bool = True,
-           backend: str | None = None) -> torch.Tensor:
+           ddim_guidance: str = "guided_diffusion", device="cpu", dtype=torch.float32, progress: bool | str = True,
+           backend: str | None = None, first: int = 0, total: int | None = None) -> torch.Tensor:
     """Draw samples of ``shape`` from ``model`` by walking ``schedule`` (respaced to ``steps``) backwards.
 
     The same ``seed`` gives the same images on every run and backend: the initial noise and each
-    step's noise come from the Philox stream at consecutive offsets. Guided DDIM is guided-diffusion's
+    step's noise come from the Philox stream at consecutive offsets. ``shape`` may be one batch of a larger
+    draw: images ``first`` to ``first + shape[0]`` of ``total``, whose noise is exactly the whole draw's, so any
+    batch size gives the same images. Guided DDIM is guided-diffusion's
     ``ddim_sample`` with a ``cond_fn`` (condition_score) unless ``ddim_guidance='clip_after_shift'``
     (see :func:`diffaug_fast.ops.guided_step`); guided DDPM is its ``p_sample`` (condition_mean).
     """
     chain = respace(schedule, steps) if steps is not None else schedule
     x = torch.zeros(shape, device=device, dtype=dtype)
-    numel = x.numel()
-    x = diffuse(x, 0.0, 1.0, seed=seed, offset=0, backend=backend)  # x_T ~ N(0, I)
     batch = shape[0]
-    for step, i in enumerate(tqdm(range(len(chain) - 1, -1, -1), desc=f"{mode} sampling", disable=not progress)):
+    total = batch if total is None else total
+    if not (0 <= first and first + batch <= total):
+        raise ValueError(f"images {first} to {first + batch} are not inside a draw of total={total}")
+    per_image = x[:1].numel()
+    start, numel = first * per_image, total * per_image  # this batch's place in the whole draw's noise
+    x = diffuse(x, 0.0, 1.0, seed=seed, offset=start, backend=backend)  # x_T ~ N(0, I)
+    desc = progress if isinstance(progress, str) else f"{mode} sampling"
+    for step, i in enumerate(tqdm(range(len(chain) - 1, -1, -1), desc=desc, disable=not progress,
+                                      leave=batch == total)):
         index = torch.full((batch,), i, device=device, dtype=torch.long)
         t_model = chain.model_timesteps(index)
         out = model(x, t_model)
@@ -51,7 +59,8 @@ def sample(model: Model, shape, schedule: Schedule, *, steps: str | int | None =
                 grad = guidance(x, t_model).to(x.dtype)
         coef = step_coefficients(chain, index, mode=mode, eta=eta, variance=variance, device=device)
         x = guided_step(x, out, coef, mode=mode, grad=grad, scale=scale, clip=clip, learn_sigma=learn_sigma,
-                        ddim_guidance=ddim_guidance, seed=seed, offset=numel * (step + 1), backend=backend)
+                        ddim_guidance=ddim_guidance, seed=seed, offset=numel * (step + 1) + start,
+                        backend=backend)
     return x
 
 

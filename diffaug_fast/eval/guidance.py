@@ -2,15 +2,20 @@
 run folders are resolved to models here, the sampler itself lives in diffusion/sampling.py."""
 from __future__ import annotations
 
+import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from diffaug_fast.augment import PrecisionNet
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.ops.backends import resolve_precision
 from diffaug_fast.ops.compiling import repair_inductor_cache
+from diffaug_fast.runs import files
 from diffaug_fast.runs.classifiers import classifier_classes, load_classifier
 from diffaug_fast.runs.provenance import denoiser_data, same_denoiser
 from diffaug_fast.runs.weights import load_denoiser
@@ -32,68 +37,151 @@ def class_labels(spec: str, names: list[str], num: int) -> torch.Tensor:
     return torch.full((num,), k, dtype=torch.long)
 
 
+GRID_MAX = 1024  # the PNG shows the first images; samples.npz holds them all
+
+
+class SampleBatches:
+    """The finished batches of a draw, one uint8 ``.npy`` each in ``folder``, for a rerun with the same settings
+    (other settings start afresh); removed once the draw is complete."""
+
+    def __init__(self, folder: Path, settings: dict):
+        self.folder = folder
+        if folder.exists() and files.read_json(folder / "settings.json") != settings:
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        files.write_json(folder / "settings.json", settings)
+
+    def _path(self, first: int) -> Path:
+        return self.folder / f"from-{first:09d}.npy"
+
+    def get(self, first: int) -> np.ndarray | None:
+        path = self._path(first)
+        return np.load(path) if path.exists() else None
+
+    def put(self, first: int, images: np.ndarray) -> np.ndarray:
+        files.write_array_atomic(self._path(first), images)
+        return images
+
+    def count(self) -> int:
+        return len(list(self.folder.glob("from-*.npy")))
+
+
+def batches_kept(o) -> tuple[int, int, Path]:
+    """(finished batches, all batches, their folder) of a `sample` command stopped part-way."""
+    folder = Path(o.out) / files.SAMPLE_BATCHES
+    kept = SampleBatches(folder, _settings(o)).count() if folder.exists() else 0
+    return kept, -(-o.num // o.batch_size), folder
+
+
+def _settings(o) -> dict:
+    return {k: v for k, v in asdict(o).items() if k != "out"}
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+
+
+class _Guide:
+    """What `sample` resolves from its options: the guiding classifier (or None), its run's config, the label of
+    each image, and the diffusion model to sample with (name and flags)."""
+
+    def __init__(self, o):
+        self.classifier, self.config, self.labels, self.model, self.flags = None, None, None, o.model, o.denoiser_flags
+        if o.classifier is None:
+            if o.class_ is not None:
+                raise DiffAugError("argument --class needs --classifier (a `train --mode noisy|da` run that guides "
+                                   "the sampler)")
+            return
+        if o.class_ is None:
+            raise DiffAugError("argument --classifier needs --class (an index, a class name, or 'all')")
+        self.classifier, self.config = load_classifier(o.classifier)
+        if self.config.model.mode == "clean":
+            raise DiffAugError(f"argument --classifier {o.classifier}: a clean-image classifier cannot guide "
+                               "sampling; train one with `diffaug-fast train --mode noisy` or `--mode da`")
+        trained_with, trained_flags = self.config.diffaug.denoiser, self.config.diffaug.denoiser_flags
+        if o.model is None:
+            self.model, self.flags = trained_with, trained_flags
+        if not same_denoiser(self.model, trained_with):  # by content: any spelling of the same file
+            raise DiffAugError(f"argument --classifier {o.classifier} was trained with the {trained_with!r} "
+                               f"diffusion model; sample with --model {trained_with} (or leave --model out)")
+        if (self.flags or None) != (trained_flags or None):
+            raise DiffAugError(f"argument --denoiser-flags: --classifier {o.classifier} was trained with "
+                               f"--denoiser-flags {trained_flags!r}; give the same (or leave --model out)")
+        self.labels = class_labels(o.class_, classifier_classes(o.classifier, self.classifier.net.fc.out_features),
+                                   o.num)
+
+    def data(self):
+        """What the samples imitate, for `fidelity`'s default reference: the guiding run's data, else the
+        denoiser's."""
+        return self.config.data.source if self.config is not None else denoiser_data(self.model or "fmnist")
+
+
+def _sampling_denoiser(o, guide: _Guide):
+    denoiser = load_denoiser(guide.model or "fmnist", flags=guide.flags, option="--model")
+    if o.compile:
+        repair_inductor_cache()
+        denoiser.net = torch.compile(denoiser.net)
+    dtype = resolve_precision(o.denoiser_precision, next(denoiser.parameters()).device)
+    if dtype is not None:
+        denoiser.net = PrecisionNet(denoiser.net, dtype)
+    return denoiser
+
+
 def sample_command(o) -> dict:
-    """Sample ``o.num`` images (PNG grid + .npz in ``o.out``); with ``o.classifier``, classifier-guided toward
-    ``o.class_``. Without ``--model`` a guided run samples with the denoiser its classifier was trained on."""
-    import numpy as np
+    """Sample ``o.num`` images (PNG grid + .npz in ``o.out``), ``o.batch_size`` at a time, each finished batch kept
+    so that a stopped run continues; with ``o.classifier``, classifier-guided toward ``o.class_``. Without
+    ``--model`` a guided run samples with the denoiser its classifier was trained on."""
     from torchvision.utils import save_image
 
     from diffaug_fast.diffusion.sampling import chain_guidance, classifier_guidance, eps_model, sample
 
-    guidance, labels, model_name, model_flags = None, None, o.model, o.denoiser_flags
-    if o.classifier:
-        if o.class_ is None:
-            raise DiffAugError("argument --classifier needs --class (an index, a class name, or 'all')")
-        classifier, cfg = load_classifier(o.classifier)
-        if cfg.model.mode == "clean":
-            raise DiffAugError(f"argument --classifier {o.classifier}: a clean-image classifier cannot guide "
-                               "sampling; train one with `diffaug-fast train --mode noisy` or `--mode da`")
-        trained_with, trained_flags = cfg.diffaug.denoiser, cfg.diffaug.denoiser_flags
-        model_name = trained_with if o.model is None else o.model
-        if o.model is None:
-            model_flags = trained_flags
-        if not same_denoiser(model_name, trained_with):  # by content: any spelling of the same file
-            raise DiffAugError(f"argument --classifier {o.classifier} was trained with the {trained_with!r} "
-                               f"diffusion model; sample with --model {trained_with} (or leave --model out)")
-        if (model_flags or None) != (trained_flags or None):
-            raise DiffAugError(f"argument --denoiser-flags: --classifier {o.classifier} was trained with "
-                               f"--denoiser-flags {trained_flags!r}; give the same (or leave --model out)")
-        labels = class_labels(o.class_, classifier_classes(o.classifier, classifier.net.fc.out_features), o.num)
-    elif o.class_ is not None:
-        raise DiffAugError("argument --class needs --classifier (a `train --mode noisy|da` run that guides the "
-                           "sampler)")
-    denoiser = load_denoiser(model_name or "fmnist", flags=model_flags, option="--model")
-    shape = denoiser.image_shape or (1, 28, 28)
-    if o.compile:
-        repair_inductor_cache()
-        denoiser.net = torch.compile(denoiser.net)
-    dtype = resolve_precision(getattr(o, "denoiser_precision", "fp32"), next(denoiser.parameters()).device)
-    if dtype is not None:
-        denoiser.net = PrecisionNet(denoiser.net, dtype)
+    guide = _Guide(o)
+    denoiser = _sampling_denoiser(o, guide)
     model, chain = eps_model(denoiser)
-    if labels is not None:
+    shape = denoiser.image_shape or (1, 28, 28)
+    learned = denoiser.learn_sigma and denoiser.parametrization == "eps"  # eps_model passes the 2C output on
+
+    def guidance_for(labels):
+        if labels is None:
+            return None
         index = denoiser.schedule.timesteps  # the classifier takes grid indices, the sampler passes timesteps
         # the classifier sees the denoiser's own x_t (a VE one's x_ve, not the VP chain's x_vp = a*x_ve), and the
         # gradient is taken with respect to the chain's x (chain_guidance)
-        guidance = chain_guidance(denoiser, classifier_guidance(
-            lambda x, t: classifier(x, torch.searchsorted(index, t)), labels))
+        return chain_guidance(denoiser, classifier_guidance(
+            lambda x, t: guide.classifier(x, torch.searchsorted(index, t)), labels))
+
     out = Path(o.out)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    learned = denoiser.learn_sigma and denoiser.parametrization == "eps"  # eps_model passes the 2C output on
-    images = sample(model, (o.num, *shape), chain, steps=o.steps, mode=o.mode, eta=o.eta, seed=o.seed,
-                    guidance=guidance, scale=o.scale, progress=True, learn_sigma=learned,
-                    variance="learned" if learned else "fixed_small", ddim_guidance=o.ddim_guidance)
-    seconds = time.perf_counter() - start
-    nrow = int(labels.max()) + 1 if o.class_ == "all" else int(o.num**0.5 + 0.5)  # --class all: a column per class
-    save_image(images.add(1).div(2).clamp(0, 1), out / "samples.png", nrow=nrow, padding=1)
+    batches = SampleBatches(out / files.SAMPLE_BATCHES, _settings(o))
+    firsts = range(0, o.num, o.batch_size)
+    parts, drawn, seconds = [], 0, 0.0
+    with tqdm(total=o.num, desc="samples", unit="img", disable=len(firsts) == 1) as bar:
+        for k, first in enumerate(firsts):
+            n = min(o.batch_size, o.num - first)
+            part = batches.get(first)
+            if part is None:
+                start = time.perf_counter()
+                images = sample(model, (n, *shape), chain, steps=o.steps, mode=o.mode, eta=o.eta, seed=o.seed,
+                                guidance=guidance_for(None if guide.labels is None else guide.labels[first:first + n]),
+                                scale=o.scale, learn_sigma=learned, variance="learned" if learned else "fixed_small",
+                                ddim_guidance=o.ddim_guidance, first=first, total=o.num,
+                                progress=True if len(firsts) == 1 else f"batch {k + 1} of {len(firsts)}")
+                part = batches.put(first, to_uint8(images))
+                seconds, drawn = seconds + time.perf_counter() - start, drawn + n
+            parts.append(part)
+            bar.update(n)
+    images = np.concatenate(parts)
+    grid = torch.from_numpy(images[:GRID_MAX]).float().div(255)
+    labels = guide.labels
+    nrow = int(labels.max()) + 1 if o.class_ == "all" else int(len(grid)**0.5 + 0.5)  # --class all: a column per class
+    save_image(grid, out / files.SAMPLES_GRID, nrow=nrow, padding=1)
     extra = {"labels": labels.numpy()} if labels is not None else {}
-    # what the samples imitate, for `fidelity`'s default reference: the guiding run's data, else the denoiser's
-    data = cfg.data.source if o.classifier else denoiser_data(model_name or "fmnist")
-    if data is not None:
-        extra["data"] = np.array(data)
-    np.savez_compressed(out / "samples.npz",
-                        images=((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy(), **extra)
-    print(f"{o.num} samples ({o.mode}, {o.steps}, seed {o.seed}) in {seconds:.1f} s ({o.num / seconds:.1f} "
-          f"images/s): {out / 'samples.png'}, {out / 'samples.npz'}")
-    return {"images": images, "labels": labels}
+    if guide.data() is not None:
+        extra["data"] = np.array(guide.data())
+    np.savez_compressed(out / files.SAMPLES, images=images, **extra)
+    shutil.rmtree(batches.folder)
+    speed = f" in {seconds:.1f} s ({drawn / seconds:.1f} images/s)" if drawn else ""
+    reused = f", {o.num - drawn} kept from the stopped run" if drawn < o.num else ""
+    print(f"{o.num} samples ({o.mode}, {o.steps}, seed {o.seed}){speed}{reused}: {out / files.SAMPLES_GRID}, "
+          f"{out / files.SAMPLES}")
+    return {"images": torch.from_numpy(images), "labels": labels}

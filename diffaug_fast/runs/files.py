@@ -13,6 +13,11 @@ A ``diffaug-fast train`` / ``train-denoiser`` run folder::
     snapshots/step-N.safetensors (+ .json)  its EMA weights at step N (train-denoiser --snapshot-every)
     denoiser.json, data.json                where the run's denoiser (+ its sha256) and data are (runs/provenance.py)
     error.log         the traceback of a run that failed with an internal error
+
+A ``diffaug-fast sample`` folder::
+
+    samples.npz, samples.png   the images (uint8, + labels when guided) and a grid of the first ones
+    samples.partial/           the finished batches of an unfinished draw (removed when it completes)
 """
 from __future__ import annotations
 
@@ -35,6 +40,9 @@ DENOISER_RECORD = "denoiser.json"
 DATA_RECORD = "data.json"
 DENOISER_REPORT = "x0_mse_per_t.json"
 ERROR_LOG = "error.log"
+SAMPLES = "samples.npz"
+SAMPLES_GRID = "samples.png"
+SAMPLE_BATCHES = "samples.partial"
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
@@ -49,6 +57,18 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, value) -> Path:
     return write_text_atomic(path, json.dumps(value, indent=2))
+
+
+def write_array_atomic(path: str | os.PathLike, array) -> Path:
+    """``np.save`` through a temporary file and a rename."""
+    import numpy as np
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+    return path
 
 
 def read_json(path: str | os.PathLike, default=None):

@@ -113,6 +113,12 @@ def test_fidelity_and_gradients_on_rgb_runs(project, elsewhere, capsys):
     proj, _ = project
     assert main(["sample", "--classifier", str(proj / "runs" / "guide"), "--class", "all", "--num", "6", "--steps",
                  "ddim2", "--out", "s"]) == 0
+    # in batches of 4 the guided draw is the same: each batch is guided toward its own images' classes
+    assert main(["sample", "--classifier", str(proj / "runs" / "guide"), "--class", "all", "--num", "6", "--steps",
+                 "ddim2", "--batch-size", "4", "--out", "s4"]) == 0
+    whole, batched = np.load(elsewhere / "s" / "samples.npz"), np.load(elsewhere / "s4" / "samples.npz")
+    assert whole["labels"].tolist() == batched["labels"].tolist() == [0, 1, 2, 0, 1, 2]
+    assert np.abs(whole["images"].astype(int) - batched["images"]).max() <= 1
     # the reference defaults to the folder's test split (recorded in samples.npz); the extractor: a clean classifier
     # of these images (the shipped Fashion-MNIST one or Inception without its weights file is refused in one line)
     assert main(["fidelity", "--samples", "s/samples.npz", "--extractor", str(proj / "runs" / "clean"),
