@@ -147,6 +147,22 @@ def test_sigterm_to_the_launcher_alone_stops_every_rank(tmp_path):
     assert load_verified(tmp_path / "checkpoint.pt")["step"] == 40
 
 
+def test_sigterm_to_torchrun_saves_and_the_run_resumes(tmp_path):
+    """torchrun passes a SIGTERM on to its workers (what SLURM's time limit or scancel sends to the job step):
+    they save the step they stop at, and the same torchrun command with --resume finishes. torchrun itself then
+    exits 1 with its own SignalException traceback; the workers' line says what was kept."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "-m", "diffaug_fast.cli"]
+    args = torchrun + STOP_ARGS + ["--norm", "group", "--device", "cpu", "--out", str(tmp_path)]
+    code, err = stop_after_first_log(args, tmp_path, lambda proc: proc.send_signal(signal.SIGTERM))
+    assert code != 0 and "stopped by SIGTERM: saved" in err, err[-3000:]
+    assert 1 <= load_verified(tmp_path / "checkpoint.pt")["step"] < 40
+    done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_verified(tmp_path / "checkpoint.pt")["step"] == 40
+
+
 def test_noisy_and_da_modes_train_and_report_per_t_bucket(tmp_path):
     for mode in ("noisy", "da"):
         out = subprocess.run(CLI + ["train", "--preset", "quick", "--mode", mode, "--train-limit", "128", "--batch-size", "32",
