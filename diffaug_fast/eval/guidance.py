@@ -2,6 +2,7 @@
 run folders are resolved to models here, the sampler itself lives in diffusion/sampling.py."""
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import asdict
@@ -46,6 +47,7 @@ class SampleBatches:
 
     def __init__(self, folder: Path, settings: dict):
         self.folder = folder
+        settings = json.loads(json.dumps(settings))  # as read back (tuples become lists)
         if folder.exists() and files.read_json(folder / "settings.json") != settings:
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)

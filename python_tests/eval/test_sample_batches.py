@@ -19,6 +19,8 @@ def test_batches_of_other_settings_are_dropped(tmp_path):
     again = SampleBatches(folder, {"seed": 0, "num": 9})
     assert again.count() == 1 and (again.get(3) == 7).all() and again.get(0) is None
     assert SampleBatches(folder, {"seed": 1, "num": 9}).count() == 0  # another seed: another draw
+    SampleBatches(folder, {"sizes": (1, 2)}).put(0, np.zeros((1,), dtype=np.uint8))
+    assert SampleBatches(folder, {"sizes": (1, 2)}).count() == 1  # settings compare as saved (JSON lists)
 
 
 def test_sigterm_keeps_the_finished_batches_and_the_rerun_continues(tmp_path):
