@@ -310,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_stops():
             args.func(args)
     except KeyboardInterrupt as exc:
-        print(f"{PROG}: {stop_status(exc)[0]}", file=sys.stderr)
-        return stop_status(exc)[1]
+        how, status = stop_status(exc)
+        print(f"{PROG}: {how}", file=sys.stderr)
+        return status
     except USER_ERRORS as err:
         if debug:
             raise

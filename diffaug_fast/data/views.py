@@ -118,3 +118,11 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
     if x.dtype == torch.uint8:
         return x.float().div_(127.5).sub_(1.0)
     return x.float()
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255], clamped and rounded to the nearest grey level (the inverse of
+    ``to_unit_range`` on its image); uint8 passes through."""
+    if x.dtype == torch.uint8:
+        return x
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from diffaug_fast.data.views import to_uint8, to_unit_range
+
 EXTRACTOR = "diffaug-fast-classifier"
 
 
@@ -64,7 +66,7 @@ def _extractor_class():
         def forward(self, x):
             if x.dtype != torch.uint8 or x.dim() != 4:
                 raise ValueError(f"{EXTRACTOR}: expected uint8 images [B, C, H, W], got {x.dtype} {list(x.shape)}")
-            x = x.to(torch.float32).div(127.5).sub(1.0)
+            x = to_unit_range(x)
             if x.shape[1] == 3 and self.channels == 1:  # torch-fidelity's own datasets are RGB: back to grayscale
                 x = x.mean(1, keepdim=True)
             elif x.shape[1] == 1 and self.channels == 3:
@@ -92,8 +94,7 @@ class ImageTensorDataset(Dataset):
     def __init__(self, images: torch.Tensor, rgb: bool = False):
         if rgb and images.shape[1] == 1:  # Inception reads RGB
             images = images.expand(-1, 3, -1, -1)
-        if images.dtype != torch.uint8:
-            images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        images = to_uint8(images)
         if images.dim() != 4:
             raise ValueError(f"images must be [N, C, H, W], got shape {list(images.shape)}")
         self.images = images.cpu()
@@ -275,7 +276,7 @@ def fidelity_command(o) -> dict:
     elif "labels" in data:
         check_extractor(judge_name, shape, flag="--judge")
         judge, _ = load_classifier(judge_name)
-        acc = accuracy(judge, generated.float().div(127.5).sub(1.0), torch.from_numpy(data["labels"]))
+        acc = accuracy(judge, to_unit_range(generated), torch.from_numpy(data["labels"]))
         result["judge_accuracy"] = acc
         line += f"; judge accuracy on the requested class {100 * acc:.1f}%"
     print(line)

@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffaug_fast.augment import PrecisionNet
+from diffaug_fast.data.views import to_uint8
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.ops.backends import resolve_precision
 from diffaug_fast.ops.compiling import repair_inductor_cache
@@ -48,10 +49,16 @@ class SampleBatches:
     def __init__(self, folder: Path, settings: dict):
         self.folder = folder
         settings = json.loads(json.dumps(settings))  # as read back (tuples become lists)
-        if folder.exists() and files.read_json(folder / "settings.json") != settings:
+        if folder.exists() and not self.made_with(folder, settings):
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
         files.write_json(folder / "settings.json", settings)
+
+    @staticmethod
+    def made_with(folder: Path, settings: dict) -> bool:
+        """Whether the batches in ``folder`` were drawn with these settings."""
+        path = folder / "settings.json"
+        return path.exists() and files.read_json(path) == json.loads(json.dumps(settings))
 
     def _path(self, first: int) -> Path:
         return self.folder / f"from-{first:09d}.npy"
@@ -65,22 +72,22 @@ class SampleBatches:
         return images
 
     def count(self) -> int:
-        return len(list(self.folder.glob("from-*.npy")))
+        return _batch_count(self.folder)
+
+
+def _batch_count(folder: Path) -> int:
+    return len(list(folder.glob("from-*.npy")))
 
 
 def batches_kept(o) -> tuple[int, int, Path]:
     """(finished batches, all batches, their folder) of a `sample` command stopped part-way."""
     folder = Path(o.out) / files.SAMPLE_BATCHES
-    kept = SampleBatches(folder, _settings(o)).count() if folder.exists() else 0
+    kept = _batch_count(folder) if SampleBatches.made_with(folder, _settings(o)) else 0
     return kept, -(-o.num // o.batch_size), folder
 
 
 def _settings(o) -> dict:
     return {k: v for k, v in asdict(o).items() if k != "out"}
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 
 class _Guide:
@@ -129,10 +136,10 @@ def _sampling_denoiser(o, guide: _Guide):
     return denoiser
 
 
-def sample_command(o) -> dict:
+def sample_command(o) -> Path:
     """Sample ``o.num`` images (PNG grid + .npz in ``o.out``), ``o.batch_size`` at a time, each finished batch kept
     so that a stopped run continues; with ``o.classifier``, classifier-guided toward ``o.class_``. Without
-    ``--model`` a guided run samples with the denoiser its classifier was trained on."""
+    ``--model`` a guided run samples with the denoiser its classifier was trained on. Returns the .npz's path."""
     from torchvision.utils import save_image
 
     from diffaug_fast.diffusion.sampling import chain_guidance, classifier_guidance, eps_model, sample
@@ -156,7 +163,7 @@ def sample_command(o) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     batches = SampleBatches(out / files.SAMPLE_BATCHES, _settings(o))
     firsts = range(0, o.num, o.batch_size)
-    parts, drawn, seconds = [], 0, 0.0
+    shown, drawn, seconds = [], 0, 0.0  # shown: the batches the grid shows (all batches stay on disk till the end)
     with tqdm(total=o.num, desc="samples", unit="img", disable=len(firsts) == 1) as bar:
         for k, first in enumerate(firsts):
             n = min(o.batch_size, o.num - first)
@@ -168,22 +175,24 @@ def sample_command(o) -> dict:
                                 scale=o.scale, learn_sigma=learned, variance="learned" if learned else "fixed_small",
                                 ddim_guidance=o.ddim_guidance, first=first, total=o.num,
                                 progress=True if len(firsts) == 1 else f"batch {k + 1} of {len(firsts)}")
-                part = batches.put(first, to_uint8(images))
+                part = batches.put(first, to_uint8(images).cpu().numpy())
                 seconds, drawn = seconds + time.perf_counter() - start, drawn + n
-            parts.append(part)
+            if first < GRID_MAX:
+                shown.append(part)
             bar.update(n)
-    images = np.concatenate(parts)
-    grid = torch.from_numpy(images[:GRID_MAX]).float().div(255)
+    grid = torch.from_numpy(np.concatenate(shown)[:GRID_MAX]).float().div(255)
     labels = guide.labels
     nrow = int(labels.max()) + 1 if o.class_ == "all" else int(len(grid)**0.5 + 0.5)  # --class all: a column per class
     save_image(grid, out / files.SAMPLES_GRID, nrow=nrow, padding=1)
     extra = {"labels": labels.numpy()} if labels is not None else {}
-    if guide.data() is not None:
-        extra["data"] = np.array(guide.data())
-    np.savez_compressed(out / files.SAMPLES, images=images, **extra)
+    data = guide.data()
+    if data is not None:
+        extra["data"] = np.array(data)
+    images = files.Chunks((o.num, *shape), np.uint8, (batches.get(first) for first in firsts))
+    files.write_npz_atomic(out / files.SAMPLES, images=images, **extra)
     shutil.rmtree(batches.folder)
     speed = f" in {seconds:.1f} s ({drawn / seconds:.1f} images/s)" if drawn else ""
     reused = f", {o.num - drawn} kept from the stopped run" if drawn < o.num else ""
     print(f"{o.num} samples ({o.mode}, {o.steps}, seed {o.seed}){speed}{reused}: {out / files.SAMPLES_GRID}, "
           f"{out / files.SAMPLES}")
-    return {"images": torch.from_numpy(images), "labels": labels}
+    return out / files.SAMPLES

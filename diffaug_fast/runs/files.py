@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -67,6 +70,48 @@ def write_array_atomic(path: str | os.PathLike, array) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.save(f, array)
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class Chunks:
+    """An array too large to hold at once, given as its parts along the first axis (``write_npz_atomic``)."""
+
+    shape: tuple[int, ...]
+    dtype: object
+    parts: Iterable
+
+
+def write_npz_atomic(path: str | os.PathLike, **arrays) -> Path:
+    """``np.savez_compressed`` through a temporary file and a rename; an array given as ``Chunks`` is written one
+    part at a time, so that only one part is ever in memory (a 50 000-image draw need not fit twice)."""
+    import numpy as np
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+            for name, array in arrays.items():
+                with archive.open(name + ".npy", "w", force_zip64=True) as f:
+                    if not isinstance(array, Chunks):
+                        np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+                        continue
+                    dtype, shape = np.dtype(array.dtype), tuple(array.shape)
+                    np.lib.format.write_array_header_1_0(
+                        f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+                    rows = 0
+                    for part in array.parts:
+                        if part.dtype != dtype or tuple(part.shape[1:]) != shape[1:]:
+                            raise ValueError(f"{name}: a part is {part.dtype} {tuple(part.shape)}; expected {dtype} "
+                                             f"[*, {', '.join(map(str, shape[1:]))}]")
+                        rows += len(part)
+                        f.write(np.ascontiguousarray(part).tobytes())
+                    if rows != shape[0]:
+                        raise ValueError(f"{name}: its parts hold {rows} rows; expected {shape[0]}")
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written archive is never left behind
+        raise
     os.replace(tmp, path)
     return path
 

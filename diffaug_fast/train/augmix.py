@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from diffaug_fast.data.views import to_uint8, to_unit_range
+
 SIGNED_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
               "Sharpness")
 OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Posterize", "Solarize", "AutoContrast",
@@ -272,8 +274,7 @@ def apply_augmix_reference(x: torch.Tensor, plan: AugMixPlan) -> torch.Tensor:
 def augmix(x: torch.Tensor, seeds: torch.Tensor, severity: int = 3) -> torch.Tensor:
     """AugMix per image, image i's choices from ``seeds[i]`` (``augmix_plan``); uint8 images give uint8,
     images in [-1, 1] give images in [-1, 1]. Runs on x's device."""
-    as_uint8 = x if x.dtype == torch.uint8 else ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    out = apply_augmix(as_uint8, augmix_plan(seeds.cpu(), x.shape[-2], x.shape[-1], severity=severity))
+    out = apply_augmix(to_uint8(x), augmix_plan(seeds.cpu(), x.shape[-2], x.shape[-1], severity=severity))
     if x.dtype == torch.uint8:
         return out
-    return out.to(torch.float32).div_(127.5).sub_(1.0)
+    return to_unit_range(out)
