@@ -103,8 +103,9 @@ def cmd_diffuse(args) -> None:
 
 def cmd_train_denoiser(args) -> None:
     """Train (or resume) a VP or VE denoiser; export its EMA weights."""
+    from diffaug_fast.devices import run_device
     from diffaug_fast.runs import files
-    from diffaug_fast.train.checks import check_resume, run_device
+    from diffaug_fast.train.checks import check_resume
     from diffaug_fast.train.denoiser import export_ema, train_denoiser, write_denoiser_report
     from diffaug_fast.train.loop import stopped_exit
 
@@ -173,6 +174,7 @@ def cmd_fidelity(args) -> None:
 
 def cmd_eval(args) -> None:
     """Robustness suites on a trained clean classifier: corruptions, OOD detection, certified accuracy."""
+    from diffaug_fast.devices import run_device
     from diffaug_fast.eval.robustness.suite import eval_folder, evaluate_run, finished_items
     from diffaug_fast.runs import files
 
@@ -180,10 +182,11 @@ def cmd_eval(args) -> None:
     if config.corruption_data and not (Path(config.corruption_data) / "labels.npy").exists():
         raise FileNotFoundError(f"argument --corruption-data: {config.corruption_data} is not a CIFAR-10-C-style "
                                 "folder with labels.npy and one <corruption>.npy per corruption")
+    device = run_device(command.device)  # an impossible --device fails before anything loads
     out = eval_folder(args.run, _folder(command.out) if command.out else None)
     args.log_dir = out if out.is_dir() else None
     try:
-        result = evaluate_run(args.run, config, out_dir=command.out, baseline=command.baseline)
+        result = evaluate_run(args.run, config, out_dir=command.out, baseline=command.baseline, device=device)
     except KeyboardInterrupt as exc:
         kept = finished_items(out, config)
         raise _stopped(exc, f"{kept} finished item(s) kept in {out / files.EVAL_PARTIAL}" if kept else "") from None

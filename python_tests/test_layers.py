@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "diffaug_fast"
 # lower number = lower layer; a module may import its own layer or below
 LAYERS = {
-    "errors": 0, "streams": 0, "ops": 0,
+    "errors": 0, "streams": 0, "devices": 0, "ops": 0,
     "diffusion": 1,
     "models": 2, "augment": 2, "data": 2,
     "config": 3,

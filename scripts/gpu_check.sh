@@ -2,7 +2,7 @@
 # Device check on a lent GPU machine (its own python3/torch): build the extension with the CUDA kernels for
 # Hopper, run the op tests on every backend (CPU, CUDA, Triton) and the op benchmarks; logs and JSON go to
 # $OUT (or ./gpu_out). Stages have their own time limits so a slow one still leaves the others' files.
-#   usage: bash scripts/gpu_check.sh [build|tests|bench|models|loader|augmix|precision|paper]...   (default: build tests bench)
+#   usage: bash scripts/gpu_check.sh [build|tests|bench|models|loader|augmix|commands|precision|paper]...   (default: build tests bench)
 # Fashion-MNIST is read from $DIFFAUG_FAST_FASHION_MNIST, else gpu_data/fashion-mnist (carry it: the machine has no
 # dataset package); the precision benchmark needs guided-diffusion in benchmarks/third_party/ (carry it too).
 set -uo pipefail
@@ -34,6 +34,9 @@ for stage in $stages; do
       timeout 240 python3 -m pytest -q benchmarks/test_bench_models.py --benchmark-json "$OUT/models-h.json" > "$OUT/bench-models.log" 2>&1 ;;
     loader)
       timeout ${LOADER_S:-130} python3 -m pytest -q benchmarks/test_bench_loader.py --benchmark-json "$OUT/loader-h.json" > "$OUT/bench-loader.log" 2>&1 ;;
+    commands)  # sample / eval with --device cuda against the same command on the CPU (needs Fashion-MNIST)
+      timeout ${COMMANDS_S:-300} python3 -m pytest -q -p no:cacheprovider python_tests/cli/test_devices.py \
+        > "$OUT/tests-commands.log" 2>&1 ;;
     augmix)  # the batched AugMix on the GPU: equal to the CPU's pixels, and its speed beside torchvision per image
       timeout ${AUGMIX_S:-90} python3 -m pytest -q -p no:cacheprovider python_tests/train/test_augmix.py -k cuda \
         > "$OUT/tests-augmix.log" 2>&1

@@ -11,6 +11,7 @@ from diffaug_fast.config.options import option
 SUITES = ("corruptions", "ood", "certify")
 PRECISION_HELP = ("precision of the denoiser's forward: fp32, bf16, fp16, or auto = bf16 where the hardware computes "
                   "it natively (CPUs with avx512_bf16 or AMX, CUDA sm_80+; `diffaug-fast info` says), else fp32")
+DEVICE_HELP = "where the networks run: auto (this process's GPU, else the CPU), cpu, cuda, cuda:1, ..."
 
 
 @dataclass
@@ -125,6 +126,7 @@ class RobustnessConfig:
 class EvalCommand:
     baseline: str | None = option(None, "an evaluated baseline run folder: mCE relative to it")
     out: str | None = option(None, "output folder (default: the run folder)")
+    device: str = option("auto", DEVICE_HELP + " (not part of the evaluation: a stopped one may continue elsewhere)")
 
 
 @dataclass
@@ -151,6 +153,7 @@ class SampleOptions:
         "guided_diffusion", "guided DDIM: guided-diffusion's condition_score (clip x0, then shift eps) or the earlier "
         "variant that clips x0 after the shift")
     out: str = option("runs/samples", "output folder")
+    device: str = option("auto", DEVICE_HELP + " (not part of the draw: a stopped one may continue elsewhere)")
 
 
 @dataclass
@@ -180,6 +183,7 @@ class GradientsOptions:
     picture_rows: int = option(6, "of them, the first N drawn in gradients.png", check="positive")
     seed: int = option(0, "seed of the noise", check="nonnegative")
     out: str = option("runs/gradients", "output folder")
+    device: str = option("auto", DEVICE_HELP)
 
 
 @dataclass

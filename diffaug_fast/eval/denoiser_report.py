@@ -4,7 +4,6 @@ DDIM-50 sample grid and DiffAug examples (PNG), and report.md. ``diffaug-fast de
 ``train-denoiser`` write it."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch

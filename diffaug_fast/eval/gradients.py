@@ -72,24 +72,26 @@ def gradients_command(o, out: Path) -> dict:
     import json
 
     from diffaug_fast.data import load_dataset
+    from diffaug_fast.devices import OnDevice, run_device
     from diffaug_fast.errors import DiffAugError
     from diffaug_fast.runs.classifiers import load_classifier
     from diffaug_fast.runs.weights import load_denoiser
 
+    device = run_device(o.device)  # the classifiers run there; x_t and the gradients are made and kept on the CPU
     classifiers, denoisers, datas = {}, set(), set()
     for run in o.classifier:
-        clf, cfg = load_classifier(run)
+        clf, cfg = load_classifier(run, device)
         if cfg.model.mode == "clean":
             raise DiffAugError(f"argument --classifier {run} is a clean-image classifier; gradients at x_t need a "
                                "`train --mode noisy|da` run")
-        classifiers[f"{Path(run).name} ({cfg.model.mode})"] = clf
+        classifiers[f"{Path(run).name} ({cfg.model.mode})"] = OnDevice(clf, device)
         datas.add((cfg.data.source, cfg.data.channels, cfg.data.image_size))
         denoisers.add((cfg.diffaug.denoiser, cfg.diffaug.denoiser_flags))
     if len(denoisers) != 1:
         raise DiffAugError(f"argument --classifier: the runs use different diffusion models "
                            f"({', '.join(sorted(name for name, _ in denoisers))}, or other --denoiser-flags)")
     name, flags = denoisers.pop()
-    denoiser = load_denoiser(name, flags=flags)
+    denoiser = load_denoiser(name, flags=flags)  # its schedule only: x_t is made on the CPU
     if len(datas) != 1:
         raise DiffAugError(f"argument --classifier: the runs were trained on different data "
                            f"({', '.join(f'{d} at {c}x{n}x{n}' for d, c, n in sorted(datas))})")

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from diffaug_fast.augment import PrecisionNet
 from diffaug_fast.data.views import to_uint8
+from diffaug_fast.devices import run_device
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.ops.backends import resolve_precision
 from diffaug_fast.ops.compiling import repair_inductor_cache
@@ -87,14 +88,14 @@ def batches_kept(o) -> tuple[int, int, Path]:
 
 
 def _settings(o) -> dict:
-    return {k: v for k, v in asdict(o).items() if k != "out"}
+    return {k: v for k, v in asdict(o).items() if k not in ("out", "device")}  # where it runs is not the draw
 
 
 class _Guide:
     """What `sample` resolves from its options: the guiding classifier (or None), its run's config, the label of
     each image, and the diffusion model to sample with (name and flags)."""
 
-    def __init__(self, o):
+    def __init__(self, o, device: torch.device):
         self.classifier, self.config, self.labels, self.model, self.flags = None, None, None, o.model, o.denoiser_flags
         if o.classifier is None:
             if o.class_ is not None:
@@ -103,7 +104,7 @@ class _Guide:
             return
         if o.class_ is None:
             raise DiffAugError("argument --classifier needs --class (an index, a class name, or 'all')")
-        self.classifier, self.config = load_classifier(o.classifier)
+        self.classifier, self.config = load_classifier(o.classifier, device)
         if self.config.model.mode == "clean":
             raise DiffAugError(f"argument --classifier {o.classifier}: a clean-image classifier cannot guide "
                                "sampling; train one with `diffaug-fast train --mode noisy` or `--mode da`")
@@ -125,8 +126,8 @@ class _Guide:
         return self.config.data.source if self.config is not None else denoiser_data(self.model or "fmnist")
 
 
-def _sampling_denoiser(o, guide: _Guide):
-    denoiser = load_denoiser(guide.model or "fmnist", flags=guide.flags, option="--model")
+def _sampling_denoiser(o, guide: _Guide, device: torch.device):
+    denoiser = load_denoiser(guide.model or "fmnist", device, flags=guide.flags, option="--model")
     if o.compile:
         repair_inductor_cache()
         denoiser.net = torch.compile(denoiser.net)
@@ -144,8 +145,9 @@ def sample_command(o) -> Path:
 
     from diffaug_fast.diffusion.sampling import chain_guidance, classifier_guidance, eps_model, sample
 
-    guide = _Guide(o)
-    denoiser = _sampling_denoiser(o, guide)
+    device = run_device(o.device)  # an impossible --device fails before anything loads
+    guide = _Guide(o, device)
+    denoiser = _sampling_denoiser(o, guide, device)
     model, chain = eps_model(denoiser)
     shape = denoiser.image_shape or (1, 28, 28)
     learned = denoiser.learn_sigma and denoiser.parametrization == "eps"  # eps_model passes the 2C output on
@@ -157,7 +159,7 @@ def sample_command(o) -> Path:
         # the classifier sees the denoiser's own x_t (a VE one's x_ve, not the VP chain's x_vp = a*x_ve), and the
         # gradient is taken with respect to the chain's x (chain_guidance)
         return chain_guidance(denoiser, classifier_guidance(
-            lambda x, t: guide.classifier(x, torch.searchsorted(index, t)), labels))
+            lambda x, t: guide.classifier(x, torch.searchsorted(index.to(t.device), t)), labels.to(device)))
 
     out = Path(o.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,7 +175,7 @@ def sample_command(o) -> Path:
                 images = sample(model, (n, *shape), chain, steps=o.steps, mode=o.mode, eta=o.eta, seed=o.seed,
                                 guidance=guidance_for(None if guide.labels is None else guide.labels[first:first + n]),
                                 scale=o.scale, learn_sigma=learned, variance="learned" if learned else "fixed_small",
-                                ddim_guidance=o.ddim_guidance, first=first, total=o.num,
+                                ddim_guidance=o.ddim_guidance, first=first, total=o.num, device=device,
                                 progress=True if len(firsts) == 1 else f"batch {k + 1} of {len(firsts)}")
                 part = batches.put(first, to_uint8(images).cpu().numpy())
                 seconds, drawn = seconds + time.perf_counter() - start, drawn + n

@@ -1,37 +1,17 @@
-"""Checks a training run makes before any work: the device exists, the denoiser fits the data and the
-timesteps asked of it, and a resumed or re-evaluated run has the settings it was trained with."""
+"""Checks a training run makes before any work (its device: ``diffaug_fast.devices``): the denoiser fits the data
+and the timesteps asked of it, and a resumed or re-evaluated run has the settings it was trained with."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-import torch
 
 from diffaug_fast.augment import denoiser_dtype
 from diffaug_fast.config import NOT_IDENTITY, TrainConfig, to_dict, train_config_from_dict
+from diffaug_fast.devices import run_device
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import checkpoint_exists
 from diffaug_fast.runs.provenance import denoiser_key, read_records, resolve_config_values, same_data, same_denoiser
 from diffaug_fast.runs.weights import check_denoiser_serves
-from diffaug_fast.train.distributed import world
-
-
-def run_device(name: str) -> torch.device:
-    """``--device``: auto (this rank's GPU, else the CPU) or a torch device name that exists here."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            rank = int(os.environ.get("LOCAL_RANK", world()[0]))
-            return torch.device("cuda", rank % torch.cuda.device_count())
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"argument --device is {name!r}; expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise DiffAugError(f"argument --device is {name!r} but this machine has "
-                           f"{torch.cuda.device_count()} CUDA GPUs; use --device cpu or auto")
-    return device
 
 
 def check_resume(out: Path, resume: bool) -> None:

@@ -19,6 +19,7 @@ import torch
 from diffaug_fast.augment import amp_dtype, autocast
 from diffaug_fast.config import TrainConfig, to_dict
 from diffaug_fast.data import ArraySource, dataset_classes, open_source
+from diffaug_fast.devices import run_device
 from diffaug_fast.models.build import build_model
 from diffaug_fast.models.pretrained import load_init
 from diffaug_fast.runs import files
@@ -28,7 +29,7 @@ from diffaug_fast.train import loop
 from diffaug_fast.train.losses import clean_classifier_loss
 from diffaug_fast.train.batches import Batches, adds_copies
 from diffaug_fast.train.step_data import StepSpec, data_shape, loader_workers, evaluation_images
-from diffaug_fast.train.checks import check_denoiser, check_same_run, needs_denoiser, run_device
+from diffaug_fast.train.checks import check_denoiser, check_same_run, needs_denoiser
 from diffaug_fast.train.distributed import world
 from diffaug_fast.train.evaluation import ensemble_denoiser, evaluate_trained, fast_net_for
 from diffaug_fast.train.optim import EMA, ema_start_warning, lr_factor, make_optimizer

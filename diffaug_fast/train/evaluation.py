@@ -15,11 +15,11 @@ from diffaug_fast.errors import DiffAugError
 from diffaug_fast.eval.metrics import accuracy, disagreement, evaluate, evaluate_noisy
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified
+from diffaug_fast.devices import run_device
 from diffaug_fast.runs.classifiers import load_classifier, run_config
 from diffaug_fast.runs.weights import load_denoiser
 from diffaug_fast.train.batches import denoised_per_batch
-from diffaug_fast.train.checks import (check_denoiser, check_ensemble_denoiser, check_same_run, needs_denoiser,
-                                      run_device)
+from diffaug_fast.train.checks import check_denoiser, check_ensemble_denoiser, check_same_run, needs_denoiser
 from diffaug_fast.train.distributed import world
 from diffaug_fast.train.step_data import evaluation_images
 from diffaug_fast.train.ssl import labeled_subset, pu_targets

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffaug_fast.config import TrainCommand, TrainConfig
+from diffaug_fast.devices import run_device
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs import files
-from diffaug_fast.train.checks import check_resume, run_device
+from diffaug_fast.train.checks import check_resume
 from diffaug_fast.train.classifier import train_classifier
 from diffaug_fast.train.distributed import init_from_env, launch, world_rank
 from diffaug_fast.train.loop import stopped_exit

@@ -84,14 +84,17 @@ def denoised_classifier(classifier, denoiser, sigma: float, *, max_batch: int = 
     t = timestep_for_sigma(denoiser.schedule, sigma)
     a, _ = denoiser.schedule.coefficients(torch.tensor([t]))
 
+    weights = denoiser.parameters() if isinstance(denoiser, torch.nn.Module) else iter(())
+    device = next(weights, torch.empty(0)).device  # where the denoiser runs; the noisy images may be elsewhere
+
     @torch.inference_mode()
     def classify(x_noisy: torch.Tensor) -> torch.Tensor:
         out = []
         for start in range(0, len(x_noisy), max_batch):
-            chunk = x_noisy[start:start + max_batch]
-            tt = torch.full((len(chunk),), t, device=chunk.device, dtype=torch.long)
+            chunk = x_noisy[start:start + max_batch].to(device)
+            tt = torch.full((len(chunk),), t, device=device, dtype=torch.long)
             x0_hat = denoiser(chunk * a.to(chunk), tt)
-            out.append(classifier(x0_hat).argmax(-1))
+            out.append(classifier(x0_hat).argmax(-1).to(x_noisy.device))
         return torch.cat(out)
 
     classify.timestep = t

@@ -14,11 +14,12 @@ from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from diffaug_fast.config import RobustnessConfig
-from diffaug_fast.runs import files
 from diffaug_fast.config.options import validate_options
+from diffaug_fast.devices import OnDevice
 from diffaug_fast.eval.robustness.certify import RADII, certified_accuracy, certify, denoised_classifier
 from diffaug_fast.eval.robustness.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from diffaug_fast.eval.robustness.ood import OOD_SETS, detection_metrics, energy, ensemble_scores, msp, ood_images
+from diffaug_fast.runs import files
 
 EvalConfig = RobustnessConfig  # the name of earlier versions
 
@@ -171,8 +172,9 @@ def finished_items(out: Path, config: EvalConfig) -> int:
 
 
 def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path | None = None,
-                 baseline: str | Path | None = None, progress: bool = True) -> dict:
-    """Run the suites on a clean-classifier run folder (or exported classifier); write eval.json / .md / plots."""
+                 baseline: str | Path | None = None, progress: bool = True, device: str = "cpu") -> dict:
+    """Run the suites on a clean-classifier run folder (or exported classifier); write eval.json / .md / plots. The
+    images are made and scored on the CPU; the networks run on ``device`` (``run_device``'s answer to --device)."""
     from diffaug_fast.augment import DiffAugEnsemble
     from diffaug_fast.data import load_dataset
     from diffaug_fast.runs.classifiers import load_classifier
@@ -183,23 +185,25 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
     base_eval = Path(baseline) / files.EVAL if baseline else None
     if base_eval is not None and not base_eval.exists():
         raise FileNotFoundError(f"--baseline {baseline}: no eval.json there; evaluate the baseline first")
-    classifier, train_config = load_classifier(run_dir)
+    device = torch.device(device)
+    classifier, train_config = load_classifier(run_dir, device)
     if train_config.model.mode != "clean":
         raise ValueError(f"{run_dir}: `diffaug-fast eval` evaluates clean-image classifiers; this run is a "
                          f"{train_config.model.mode} classifier of (x_t, t)")
     out = eval_folder(run_dir, out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if config.denoiser is None:
-        denoiser = load_denoiser(train_config.diffaug.denoiser, flags=train_config.diffaug.denoiser_flags)
+        denoiser = load_denoiser(train_config.diffaug.denoiser, device, flags=train_config.diffaug.denoiser_flags)
     else:
-        denoiser = load_denoiser(config.denoiser, option="--denoiser")
+        denoiser = load_denoiser(config.denoiser, device, option="--denoiser")
     images, labels = load_dataset(train_config.data.source, "test", limit=max(config.limit, config.certify_limit),
                                   image_size=train_config.data.image_size, channels=train_config.data.channels)
     check_denoiser_serves(denoiser, images.shape[1:], config.de_timesteps if config.de else [], option="--denoiser",
                           name=config.denoiser or train_config.diffaug.denoiser)
-    ensemble = (DiffAugEnsemble(classifier, denoiser, config.de_timesteps, seed=config.seed, compile=False,
-                                precision=config.denoiser_precision)
+    ensemble = (OnDevice(DiffAugEnsemble(classifier, denoiser, config.de_timesteps, seed=config.seed, compile=False,
+                                         precision=config.denoiser_precision), device)
                 if config.de else None)
+    classifier = OnDevice(classifier, device)
     partial = _Partial(out / files.EVAL_PARTIAL, config)
     x, y = images[:config.limit], labels[:config.limit]
     clean_logits = _predict(classifier, x)
