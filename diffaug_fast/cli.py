@@ -121,7 +121,7 @@ def cmd_train_denoiser(args) -> None:
     export_ema(ckpt, config, out / files.DENOISER_WEIGHTS)
     print(f"trained {config.steps} steps; EMA weights: {out / files.DENOISER_WEIGHTS} (+ .json)")
     report = write_denoiser_report(config, out, data_root=command.data_root, limit=command.report_limit,
-                                   samples=command.report_samples)
+                                   samples=command.report_samples, device=device)
     _print_denoiser_report(report)
 
 

@@ -215,6 +215,7 @@ class ReportOptions:
                                            "the first (the quality gate: bf16 within +2% of fp32); the pictures use "
                                            "the first", factory=lambda: ["fp32"], metavar="P,P,...")
     out: str = option("runs/denoiser-report", "output folder")
+    device: str = option("auto", DEVICE_HELP)
 
     def validate(self) -> None:
         bad = [p for p in self.denoiser_precision if p not in ("fp32", "bf16", "fp16", "auto")]

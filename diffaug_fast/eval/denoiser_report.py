@@ -38,7 +38,7 @@ def _x0_mse_per_bucket(denoiser: Denoiser, images: torch.Tensor, buckets: int, b
         total, count = 0.0, 0
         for start in range(0, len(images), batch):
             x0 = images[start:start + batch]
-            t = torch.randint(int(edges[k]), int(edges[k + 1]), (len(x0),), generator=gen)
+            t = torch.randint(int(edges[k]), int(edges[k + 1]), (len(x0),), generator=gen).to(x0.device)
             xt = q_sample(denoiser.schedule, x0, t, seed=streams.philox_seed(seed, "report_eps", k),
                           offset=start * x0[0].numel())
             total += float((denoiser(xt, t) - x0).square().mean()) * len(x0)
@@ -58,7 +58,7 @@ def write_report(denoiser: Denoiser, out_dir: str | Path, images: torch.Tensor |
     out_dir.mkdir(parents=True, exist_ok=True)
     if images is None:
         images, _ = load_fashion_mnist("test", limit=limit)
-    images = images[:limit]
+    images = images[:limit].to(next(denoiser.parameters()).device)  # the test images go where the network runs
     problem = denoiser.shape_problem(images.shape[1:]) if hasattr(denoiser, "shape_problem") else None
     if problem is not None:
         raise DiffAugError(f"argument --data does not fit the denoiser: {problem}; pass the images it was trained on")
@@ -99,7 +99,8 @@ def _pictures(denoiser: Denoiser, images: torch.Tensor, out_dir: Path, samples: 
     """The DDIM-50 sample grid and the DiffAug examples (x̂0 at t = 0, 100, ..., 900 of 8 test images)."""
     model, chain = eps_model(denoiser)
     shape = tuple(images.shape[1:])
-    grid = sample(model, (samples, *shape), chain, steps="ddim50", mode="ddim", seed=seed, progress=False)
+    grid = sample(model, (samples, *shape), chain, steps="ddim50", mode="ddim", seed=seed, progress=False,
+                  device=images.device)
     save_image(grid.add(1).div(2).clamp(0, 1), out_dir / "samples_ddim50.png", nrow=int(samples**0.5 + 0.5),
                padding=1)
 
@@ -108,7 +109,7 @@ def _pictures(denoiser: Denoiser, images: torch.Tensor, out_dir: Path, samples: 
     shown = images[:8]
     columns = [shown]
     for t in ts[1:]:
-        tt = torch.full((len(shown),), t)
+        tt = torch.full((len(shown),), t, device=shown.device)
         columns.append(denoiser(q_sample(denoiser.schedule, shown, tt, seed=seed), tt))
     pictures = torch.stack(columns, 1).flatten(0, 1)
     save_image(pictures.add(1).div(2).clamp(0, 1), out_dir / "diffaug_examples.png", nrow=len(ts), padding=1)
@@ -117,11 +118,13 @@ def _pictures(denoiser: Denoiser, images: torch.Tensor, out_dir: Path, samples: 
 def report_command(o, out_dir: Path) -> dict:
     """``diffaug-fast denoiser-report``: any denoiser the package loads, on the data it was trained on (``--data``;
     default: the data its train-denoiser export recorded, Fashion-MNIST for the shipped ones)."""
+    from diffaug_fast.devices import run_device
     from diffaug_fast.runs.provenance import denoiser_data
     from diffaug_fast.runs.weights import load_denoiser
 
     flags = getattr(o, "denoiser_flags", None)
-    denoiser = load_denoiser(o.model, flags=flags) if flags else load_denoiser(o.model)
+    device = run_device(o.device)  # an impossible --device fails before anything loads
+    denoiser = load_denoiser(o.model, device, flags=flags) if flags else load_denoiser(o.model, device)
     data = o.data or denoiser_data(o.model)
     if data is None:
         raise DiffAugError(f"argument --data: give the images {o.model} was trained on (fmnist, cifar10:DIR or an "

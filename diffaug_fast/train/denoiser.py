@@ -290,9 +290,10 @@ def export_config(config: DenoiserConfig) -> dict:
 
 
 def write_denoiser_report(config: DenoiserConfig, out_dir: str | Path, *, data_root=None, limit: int = 2000,
-                          samples: int = 64, train_images: torch.Tensor | None = None) -> dict:
+                          samples: int = 64, train_images: torch.Tensor | None = None, device="cpu") -> dict:
     """The report ``denoiser-report`` writes, for the EMA weights just exported to ``out_dir``: x̂0 error per t on
-    the data's test split against the mean training image, a sample grid, DiffAug examples, report.md."""
+    the data's test split against the mean training image, a sample grid, DiffAug examples, report.md; the
+    network runs on ``device``."""
     from diffaug_fast.eval.denoiser_report import write_report
     from diffaug_fast.runs.weights import load_exported
 
@@ -305,6 +306,6 @@ def write_denoiser_report(config: DenoiserConfig, out_dir: str | Path, *, data_r
                             limit=limit)[0]
     if train_images is None:
         train_images = load_images(config, data_root)
-    denoiser = load_exported(out_dir / files.DENOISER_WEIGHTS)
+    denoiser = load_exported(out_dir / files.DENOISER_WEIGHTS, device)
     return write_report(denoiser, out_dir, test, mean_image=train_images.mean(0), limit=limit, samples=samples,
                         seed=config.seed, title=f"train-denoiser {config.kind}, {config.steps} steps on {config.data}")

@@ -1,6 +1,6 @@
-"""--device for the commands that run networks (train, train-denoiser, sample, eval, gradients): the names it
-takes, the one-line errors, and OnDevice, which runs a network on the GPU for data made on the CPU. The CUDA
-tests compare a GPU command with the same command on the CPU (run where a GPU is: scripts/gpu_check.sh commands)."""
+"""--device for the commands that run networks (train, train-denoiser, denoiser-report, sample, eval,
+gradients): the names it takes, the one-line errors, and OnDevice, which runs a network on the GPU for data made
+on the CPU. The CUDA tests compare a GPU command with the same command on the CPU (run where a GPU is: scripts/gpu_check.sh commands)."""
 import copy
 import json
 import subprocess
@@ -141,3 +141,21 @@ def test_cuda_gradients_agree_with_the_cpu(tmp_path):
     for name, per_t in cosines["cpu"].items():
         for t, value in per_t.items():
             assert abs(value - cosines["cuda"][name][t]) < 0.02, (name, t, value, cosines["cuda"][name][t])
+
+
+def _report(tmp_path, device):
+    out = subprocess.run(CLI + ["denoiser-report", "--device", device, "--limit", "64", "--samples", "4", "--out",
+                                str(tmp_path / f"report-{device}")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return json.loads((tmp_path / f"report-{device}" / "x0_mse_per_t.json").read_text())
+
+
+def test_denoiser_report_takes_device_cpu(tmp_path):
+    rows = _report(tmp_path, "cpu")
+    assert len(rows) == 10 and all(0 < r["x0_mse"] < r["mean_image_mse"] * 4 for r in rows)
+
+
+@needs_cuda
+def test_cuda_denoiser_report_agrees_with_the_cpu(tmp_path):
+    for cpu, gpu in zip(_report(tmp_path, "cpu"), _report(tmp_path, "cuda")):
+        assert gpu["x0_mse"] == pytest.approx(cpu["x0_mse"], rel=0.02), (cpu, gpu)
