@@ -3,6 +3,7 @@ run folders are resolved to models here, the sampler itself lives in diffusion/s
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict
@@ -75,6 +76,14 @@ class SampleBatches:
     def count(self) -> int:
         return _batch_count(self.folder)
 
+    def claim(self) -> bool:
+        """True for exactly one of the processes that ask (an exclusive create): the one that writes the draw."""
+        try:
+            os.close(os.open(self.folder / "writing", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            return False
+
 
 def _batch_count(folder: Path) -> int:
     return len(list(folder.glob("from-*.npy")))
@@ -137,12 +146,12 @@ def _sampling_denoiser(o, guide: _Guide, device: torch.device):
     return denoiser
 
 
-def sample_command(o) -> Path:
+def sample_command(o) -> Path | None:
     """Sample ``o.num`` images (PNG grid + .npz in ``o.out``), ``o.batch_size`` at a time, each finished batch kept
     so that a stopped run continues; with ``o.classifier``, classifier-guided toward ``o.class_``. Without
-    ``--model`` a guided run samples with the denoiser its classifier was trained on. Returns the .npz's path."""
-    from torchvision.utils import save_image
-
+    ``--model`` a guided run samples with the denoiser its classifier was trained on. Several processes
+    (``sample_shard``) share the batches; the last to finish writes the draw. Returns the .npz's path, None for a
+    process that left the writing to another."""
     from diffaug_fast.diffusion.sampling import chain_guidance, classifier_guidance, eps_model, sample
 
     device = run_device(o.device)  # an impossible --device fails before anything loads
@@ -165,24 +174,56 @@ def sample_command(o) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     batches = SampleBatches(out / files.SAMPLE_BATCHES, _settings(o))
     firsts = range(0, o.num, o.batch_size)
-    shown, drawn, seconds = [], 0, 0.0  # shown: the batches the grid shows (all batches stay on disk till the end)
-    with tqdm(total=o.num, desc="samples", unit="img", disable=len(firsts) == 1) as bar:
-        for k, first in enumerate(firsts):
+    rank, world = sample_shard()
+    mine = firsts[rank::world]  # this process's share of the batches (all of them when it runs alone)
+    drawn, seconds = 0, 0.0
+    with tqdm(total=sum(min(o.batch_size, o.num - f) for f in mine), desc="samples", unit="img",
+              disable=len(firsts) == 1) as bar:
+        for first in mine:
             n = min(o.batch_size, o.num - first)
-            part = batches.get(first)
-            if part is None:
+            if batches.get(first) is None:
                 start = time.perf_counter()
                 images = sample(model, (n, *shape), chain, steps=o.steps, mode=o.mode, eta=o.eta, seed=o.seed,
                                 guidance=guidance_for(None if guide.labels is None else guide.labels[first:first + n]),
                                 scale=o.scale, learn_sigma=learned, variance="learned" if learned else "fixed_small",
                                 ddim_guidance=o.ddim_guidance, first=first, total=o.num, device=device,
-                                progress=True if len(firsts) == 1 else f"batch {k + 1} of {len(firsts)}")
-                part = batches.put(first, to_uint8(images).cpu().numpy())
+                                progress=True if len(firsts) == 1 else f"batch {first // o.batch_size + 1} of "
+                                                                       f"{len(firsts)}")
+                batches.put(first, to_uint8(images).cpu().numpy())
                 seconds, drawn = seconds + time.perf_counter() - start, drawn + n
-            if first < GRID_MAX:
-                shown.append(part)
             bar.update(n)
-    grid = torch.from_numpy(np.concatenate(shown)[:GRID_MAX]).float().div(255)
+    speed = f" in {seconds:.1f} s ({drawn / seconds:.1f} images/s)" if drawn else ""
+    if world > 1:
+        waiting = sum(batches.get(f) is None for f in firsts)
+        if waiting or not batches.claim():  # the last process to finish writes the draw, once
+            print(f"process {rank} of {world}: {len(mine)} of {len(firsts)} batches drawn{speed}; "
+                  + (f"{waiting} batches still being drawn by the others; the last to finish writes "
+                     f"{out / files.SAMPLES}" if waiting else f"another process writes {out / files.SAMPLES}"))
+            return None
+    _write_draw(o, out, batches, firsts, shape, guide)
+    by = "drawn by the other processes" if world > 1 else "kept from a stopped run"
+    reused = f", {o.num - drawn} {by}" if drawn < o.num else ""
+    print(f"{o.num} samples ({o.mode}, {o.steps}, seed {o.seed}){speed}{reused}: {out / files.SAMPLES_GRID}, "
+          f"{out / files.SAMPLES}")
+    return out / files.SAMPLES
+
+
+def sample_shard() -> tuple[int, int]:
+    """(rank, world size) of this process in a draw shared by several (torchrun, or RANK / WORLD_SIZE set by
+    hand, e.g. from SLURM_PROCID / SLURM_NTASKS); (0, 1) alone. Process r draws batches r, r + N, ..."""
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world < 1 or not 0 <= rank < world:
+        raise DiffAugError(f"RANK={rank} and WORLD_SIZE={world} in the environment: expected 0 <= RANK < WORLD_SIZE")
+    return rank, world
+
+
+def _write_draw(o, out: Path, batches: SampleBatches, firsts: range, shape: tuple, guide: _Guide) -> None:
+    """samples.png (the first GRID_MAX images) and samples.npz from the finished batches, one batch in memory at a
+    time; then the batches go."""
+    from torchvision.utils import save_image
+
+    shown = np.concatenate([batches.get(f) for f in firsts if f < GRID_MAX])[:GRID_MAX]
+    grid = torch.from_numpy(shown).float().div(255)
     labels = guide.labels
     nrow = int(labels.max()) + 1 if o.class_ == "all" else int(len(grid)**0.5 + 0.5)  # --class all: a column per class
     save_image(grid, out / files.SAMPLES_GRID, nrow=nrow, padding=1)
@@ -193,8 +234,3 @@ def sample_command(o) -> Path:
     images = files.Chunks((o.num, *shape), np.uint8, (batches.get(first) for first in firsts))
     files.write_npz_atomic(out / files.SAMPLES, images=images, **extra)
     shutil.rmtree(batches.folder)
-    speed = f" in {seconds:.1f} s ({drawn / seconds:.1f} images/s)" if drawn else ""
-    reused = f", {o.num - drawn} kept from the stopped run" if drawn < o.num else ""
-    print(f"{o.num} samples ({o.mode}, {o.steps}, seed {o.seed}){speed}{reused}: {out / files.SAMPLES_GRID}, "
-          f"{out / files.SAMPLES}")
-    return out / files.SAMPLES

@@ -41,7 +41,7 @@ def test_sigterm_keeps_the_finished_batches_and_the_rerun_continues(tmp_path):
     np.save(kept[0], np.zeros_like(np.load(kept[0])))
     again = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert f"{3 * len(kept)} kept from the stopped run" in again.stdout
+    assert f"{3 * len(kept)} kept from a stopped run" in again.stdout
     images = np.load(out / "samples.npz")["images"]
     assert images.shape == (30, 1, 28, 28) and (images[marked:marked + 3] == 0).all() and not folder.exists()
     # everything else is the uninterrupted draw, here made in one batch (the network's float rounding may differ
