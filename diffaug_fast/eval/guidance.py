@@ -65,6 +65,9 @@ class SampleBatches:
     def _path(self, first: int) -> Path:
         return self.folder / f"from-{first:09d}.npy"
 
+    def has(self, first: int) -> bool:
+        return self._path(first).exists()
+
     def get(self, first: int) -> np.ndarray | None:
         path = self._path(first)
         return np.load(path) if path.exists() else None
@@ -154,7 +157,8 @@ def sample_command(o) -> Path | None:
     process that left the writing to another."""
     from diffaug_fast.diffusion.sampling import chain_guidance, classifier_guidance, eps_model, sample
 
-    device = run_device(o.device)  # an impossible --device fails before anything loads
+    device = run_device(o.device)  # an impossible --device or shard fails before anything loads
+    rank, world = sample_shard()
     guide = _Guide(o, device)
     denoiser = _sampling_denoiser(o, guide, device)
     model, chain = eps_model(denoiser)
@@ -174,14 +178,13 @@ def sample_command(o) -> Path | None:
     out.mkdir(parents=True, exist_ok=True)
     batches = SampleBatches(out / files.SAMPLE_BATCHES, _settings(o))
     firsts = range(0, o.num, o.batch_size)
-    rank, world = sample_shard()
     mine = firsts[rank::world]  # this process's share of the batches (all of them when it runs alone)
     drawn, seconds = 0, 0.0
     with tqdm(total=sum(min(o.batch_size, o.num - f) for f in mine), desc="samples", unit="img",
               disable=len(firsts) == 1) as bar:
         for first in mine:
             n = min(o.batch_size, o.num - first)
-            if batches.get(first) is None:
+            if not batches.has(first):
                 start = time.perf_counter()
                 images = sample(model, (n, *shape), chain, steps=o.steps, mode=o.mode, eta=o.eta, seed=o.seed,
                                 guidance=guidance_for(None if guide.labels is None else guide.labels[first:first + n]),
@@ -194,7 +197,7 @@ def sample_command(o) -> Path | None:
             bar.update(n)
     speed = f" in {seconds:.1f} s ({drawn / seconds:.1f} images/s)" if drawn else ""
     if world > 1:
-        waiting = sum(batches.get(f) is None for f in firsts)
+        waiting = sum(not batches.has(f) for f in firsts)
         if waiting or not batches.claim():  # the last process to finish writes the draw, once
             print(f"process {rank} of {world}: {len(mine)} of {len(firsts)} batches drawn{speed}; "
                   + (f"{waiting} batches still being drawn by the others; the last to finish writes "
