@@ -2,7 +2,7 @@
 # Device check on a lent GPU machine (its own python3/torch): build the extension with the CUDA kernels for
 # Hopper, run the op tests on every backend (CPU, CUDA, Triton) and the op benchmarks; logs and JSON go to
 # $OUT (or ./gpu_out). Stages have their own time limits so a slow one still leaves the others' files.
-#   usage: bash scripts/gpu_check.sh [build|tests|bench|models|loader|augmix|commands|precision|paper]...   (default: build tests bench)
+#   usage: bash scripts/gpu_check.sh [build|tests|bench|models|loader|augmix|commands|precision|paper|default3]...   (default: build tests bench)
 # Fashion-MNIST is read from $DIFFAUG_FAST_FASHION_MNIST, else gpu_data/fashion-mnist (carry it: the machine has no
 # dataset package); the precision benchmark needs guided-diffusion in benchmarks/third_party/ (carry it too).
 set -uo pipefail
@@ -49,6 +49,10 @@ for stage in $stages; do
       # keeps its checkpoint and continues anywhere with `diffaug-fast train --out DIR --resume`
       timeout ${PAPER_S:-420} python3 -m diffaug_fast.cli train --preset paper --device cuda --out "$OUT/paper" \
         > "$OUT/paper.log" 2>&1 ;;
+    default3)  # issue 17's first open item: the default (copies at weight 1/4) against the baseline, 3 seeds, on
+      # another machine; finished runs are reused, so a cut stage continues where it stopped when run again
+      timeout ${DEFAULT3_S:-480} python3 scripts/fmnist_study.py --seeds 0,1,2 --runs "$OUT/study" \
+        --out "$OUT/fmnist_default_gpu" -- --device cuda > "$OUT/default3.log" 2>&1 ;;
   esac
   echo "stage $stage: rc=$? $(( $(date +%s) - start )) s" | tee -a "$OUT/stages.txt"
 done

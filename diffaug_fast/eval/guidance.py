@@ -87,6 +87,10 @@ class SampleBatches:
         except FileExistsError:
             return False
 
+    def release(self) -> None:
+        """Give the writing back (a writer that fails or is stopped), so that a rerun of any process may write."""
+        (self.folder / "writing").unlink(missing_ok=True)
+
 
 def _batch_count(folder: Path) -> int:
     return len(list(folder.glob("from-*.npy")))
@@ -203,7 +207,11 @@ def sample_command(o) -> Path | None:
                   + (f"{waiting} batches still being drawn by the others; the last to finish writes "
                      f"{out / files.SAMPLES}" if waiting else f"another process writes {out / files.SAMPLES}"))
             return None
-    _write_draw(o, out, batches, firsts, shape, guide)
+    try:
+        _write_draw(o, out, batches, firsts, shape, guide)
+    except BaseException:
+        batches.release()
+        raise
     by = "drawn by the other processes" if world > 1 else "kept from a stopped run"
     reused = f", {o.num - drawn} {by}" if drawn < o.num else ""
     print(f"{o.num} samples ({o.mode}, {o.steps}, seed {o.seed}){speed}{reused}: {out / files.SAMPLES_GRID}, "

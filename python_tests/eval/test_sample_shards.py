@@ -72,3 +72,25 @@ def test_shard_from_the_environment(monkeypatch):
 def test_only_one_process_claims_the_writing(tmp_path):
     a, b = SampleBatches(tmp_path / "p", {"seed": 0}), SampleBatches(tmp_path / "p", {"seed": 0})
     assert [a.claim(), b.claim(), a.claim()] == [True, False, False]
+
+
+def test_a_writer_that_fails_gives_the_writing_back(tmp_path, monkeypatch, one_process):
+    from diffaug_fast.config import SampleOptions
+    from diffaug_fast.eval import guidance
+
+    o = SampleOptions(num=10, batch_size=3, steps="ddim5", device="cpu", out=str(tmp_path))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert guidance.sample_command(o) is None  # its share only: batches 0 and 6
+    monkeypatch.setenv("RANK", "1")
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(guidance, "_write_draw", full_disk)
+        with pytest.raises(OSError):
+            guidance.sample_command(o)  # drew batches 3 and 9, claimed the writing, failed
+    assert not (tmp_path / "samples.partial" / "writing").exists()
+    assert guidance.sample_command(o) == tmp_path / "samples.npz"  # all batches kept: it only writes
+    assert np.abs(np.load(tmp_path / "samples.npz")["images"].astype(int) - one_process).max() <= 1
