@@ -172,6 +172,7 @@ class FidelityOptions:
     bootstrap: int = option(1000, "redraws of the samples for 95% intervals of FID and KID (0: none)",
                             check="nonnegative")
     json: str | None = option(None, "also write the numbers to this file")
+    device: str = option("auto", DEVICE_HELP + " (the feature extractor and the judge)")
 
 
 @dataclass

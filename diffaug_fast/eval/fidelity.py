@@ -121,18 +121,23 @@ def feature_layer(extractor_run: str | Path, metric: str) -> str:
 
 
 def extract_features(images: torch.Tensor, extractor_run: str | Path, metrics: tuple[str, ...] = ("fid",), *,
-                     batch_size: int = 500, verbose: bool = False) -> dict[str, torch.Tensor]:
+                     batch_size: int = 500, verbose: bool = False, device=None) -> dict[str, torch.Tensor]:
     """One pass of ``images`` (uint8 or [-1, 1] floats) through torch-fidelity's extraction loop, keeping the
-    layers the given metrics ("isc", "fid", "kid") read: {layer name: float32 [N, D]}."""
+    layers the given metrics ("isc", "fid", "kid") read: {layer name: float32 [N, D]}. The extractor runs on
+    ``device`` (default: the GPU when there is one, torch-fidelity's choice)."""
+    import contextlib
+
     from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
     name, weights, rgb = _extractor_name_and_weights(extractor_run)
     layers = sorted({feature_layer(extractor_run, m) for m in metrics})
-    cuda = torch.cuda.is_available()
-    extractor = create_feature_extractor(name, layers, cuda=cuda, feature_extractor_weights_path=weights,
-                                         verbose=verbose)
-    return get_featuresdict_from_dataset(ImageTensorDataset(images, rgb), extractor, batch_size, cuda,
-                                         save_cpu_ram=True, verbose=verbose)
+    cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    # torch-fidelity puts the extractor on the current GPU: make that the one asked for
+    with torch.cuda.device(torch.device(device)) if cuda and device is not None else contextlib.nullcontext():
+        extractor = create_feature_extractor(name, layers, cuda=cuda, feature_extractor_weights_path=weights,
+                                             verbose=verbose)
+        return get_featuresdict_from_dataset(ImageTensorDataset(images, rgb), extractor, batch_size, cuda,
+                                             save_cpu_ram=True, verbose=verbose)
 
 
 def metrics_from_features(generated: dict[str, torch.Tensor], reference: dict[str, torch.Tensor] | None,
@@ -220,10 +225,12 @@ def fidelity_command(o) -> dict:
     from pathlib import Path
 
     from diffaug_fast.data import load_dataset
+    from diffaug_fast.devices import run_device
     from diffaug_fast.errors import DiffAugError
     from diffaug_fast.eval.metrics import accuracy
     from diffaug_fast.runs.classifiers import load_classifier
 
+    device = run_device(o.device)  # an impossible --device fails before anything loads
     path = Path(o.samples)
     if not path.exists():
         raise FileNotFoundError(f"argument --samples: {path} does not exist (write one with `diffaug-fast sample`)")
@@ -248,8 +255,8 @@ def fidelity_command(o) -> dict:
     extractor = o.extractor or ("fmnist-classifier" if shape == (1, 28, 28) else "inception")
     check_extractor(extractor, shape, auto=o.extractor is None)
     # each set through the extractor once: the point estimates and the bootstrap read the same features
-    f_gen = extract_features(generated, extractor, ("isc", "fid", "kid"))
-    f_ref = extract_features(reference, extractor, ("fid", "kid"))
+    f_gen = extract_features(generated, extractor, ("isc", "fid", "kid"), device=device)
+    f_ref = extract_features(reference, extractor, ("fid", "kid"), device=device)
     result = metrics_from_features(f_gen, f_ref, extractor)
     line = (f"{len(generated)} samples vs {len(reference)} test images of {reference_name}, features of {extractor}: "
             f"FID {result['frechet_inception_distance']:.3f}, IS {result['inception_score_mean']:.3f} ± "
@@ -275,8 +282,8 @@ def fidelity_command(o) -> dict:
         line += "; no judge of the requested class (pass --judge, a clean classifier of these images)"
     elif "labels" in data:
         check_extractor(judge_name, shape, flag="--judge")
-        judge, _ = load_classifier(judge_name)
-        acc = accuracy(judge, to_unit_range(generated), torch.from_numpy(data["labels"]))
+        judge, _ = load_classifier(judge_name, device)
+        acc = accuracy(judge, to_unit_range(generated), torch.from_numpy(data["labels"]), device=device)
         result["judge_accuracy"] = acc
         line += f"; judge accuracy on the requested class {100 * acc:.1f}%"
     print(line)

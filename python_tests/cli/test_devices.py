@@ -1,5 +1,5 @@
 """--device for the commands that run networks (train, train-denoiser, denoiser-report, sample, eval,
-gradients): the names it takes, the one-line errors, and OnDevice, which runs a network on the GPU for data made
+gradients, fidelity): the names it takes, the one-line errors, and OnDevice, which runs a network on the GPU for data made
 on the CPU. The CUDA tests compare a GPU command with the same command on the CPU (run where a GPU is: scripts/gpu_check.sh commands)."""
 import copy
 import json

@@ -111,6 +111,7 @@ CLI_CASES = [
     ("eval --device cuda without a GPU", ["eval", "{existing}", "--device", "cuda"], "argument --device is 'cuda' but this machine has 0 CUDA GPUs"),
     ("gradients --device cuda without a GPU", ["gradients", "--classifier", "{existing}", "--device", "cuda", "--out", "{fresh}"], "argument --device is 'cuda' but this machine has 0 CUDA GPUs"),
     ("denoiser-report --device cuda without a GPU", ["denoiser-report", "--device", "cuda", "--out", "{fresh}"], "argument --device is 'cuda' but this machine has 0 CUDA GPUs"),
+    ("fidelity --device cuda without a GPU", ["fidelity", "--device", "cuda"], "argument --device is 'cuda' but this machine has 0 CUDA GPUs"),
     ("a --device that names no device", ["sample", "--device", "gpu0", "--out", "{fresh}"], "argument --device is 'gpu0'; expected auto, cpu, cuda or cuda:N"),
     ("truncated .safetensors as --denoiser", ["train", "--denoiser", "{truncated}", "--train-limit", "64", "--batch-size", "32", "--out", "{fresh}"], "could not be read as a .safetensors file"),
     ("truncated .safetensors as sample --model", ["sample", "--model", "{truncated}", "--num", "1", "--out", "{fresh}"], "could not be read as a .safetensors file"),

@@ -87,7 +87,8 @@ def test_fidelity_command_extracts_each_set_once(extractor_run, test_images, tmp
     generated = ((test_images[:120] + 1) * 127.5).round().to(torch.uint8)
     np.savez(tmp_path / "samples.npz", images=generated.numpy(), labels=np.zeros(120, dtype=np.int64))
     options = argparse.Namespace(samples=str(tmp_path / "samples.npz"), reference="fmnist", reference_limit=400,
-                                 extractor=str(extractor_run), judge=None, bootstrap=50, json=str(tmp_path / "f.json"))
+                                 extractor=str(extractor_run), judge=None, bootstrap=50, json=str(tmp_path / "f.json"),
+                                 device="cpu")
     result = fidelity_command(options)
     assert sum(seen) == 120 + 400  # the judge classifies through the classifier itself, not the extractor
     assert result["frechet_inception_distance_low"] <= result["frechet_inception_distance_high"]
