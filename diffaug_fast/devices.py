@@ -29,7 +29,8 @@ def run_device(name: str) -> torch.device:
 class OnDevice:
     """A network, or anything with tensor -> tensor methods, run on ``device`` for inputs held elsewhere: each call
     moves its tensors there and brings the output back to the first input's device. The data is made where it is
-    tested (the CPU), the networks, where nearly all time goes, run on the GPU. Other attributes pass through."""
+    tested (the CPU), the networks, where nearly all time goes, run on the GPU. Methods move their tensors too;
+    other attributes, submodules included, pass through."""
 
     def __init__(self, target, device: torch.device):
         self.target, self.device = target, torch.device(device)
@@ -45,4 +46,6 @@ class OnDevice:
 
     def __getattr__(self, name):
         value = getattr(self.target, name)
-        return (lambda x, *args, **kwargs: self._run(value, x, *args, **kwargs)) if callable(value) else value
+        if not callable(value) or isinstance(value, torch.nn.Module):  # data and submodules pass as they are
+            return value
+        return lambda x, *args, **kwargs: self._run(value, x, *args, **kwargs)

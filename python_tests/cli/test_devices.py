@@ -36,7 +36,7 @@ class _Recorder(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.seen, self.scale = [], 3
+        self.seen, self.scale, self.head = [], 3, torch.nn.Linear(2, 2)
 
     def forward(self, x, t, *, offset=None):
         self.seen.append((x.device.type, t.device.type, None if offset is None else offset.device.type))
@@ -54,7 +54,7 @@ def test_on_device_moves_every_tensor_of_a_call_and_its_methods():
     assert net.seen == [("meta", "meta", "meta")] and out.device.type == "cpu"
     wrapped.per_t(torch.zeros(1), "label")  # methods move too; other arguments pass as they are
     assert net.seen[-1] == ("meta", "label")
-    assert wrapped.scale == 3  # plain attributes pass through
+    assert wrapped.scale == 3 and wrapped.head is net.head  # plain attributes and submodules pass through
 
 
 def test_on_device_keeps_values_and_gradients():
