@@ -48,9 +48,11 @@ class SampleBatches:
     """The finished batches of a draw, one uint8 ``.npy`` each in ``folder``, for a rerun with the same settings
     (other settings start afresh); removed once the draw is complete."""
 
+    PREFIX = "from-"  # one file per batch, named by its first image: from-000000128.npy
+
     def __init__(self, folder: Path, settings: dict):
         self.folder = folder
-        settings = json.loads(json.dumps(settings))  # as read back (tuples become lists)
+        settings = _as_read_back(settings)
         if folder.exists() and not self.made_with(folder, settings):
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -60,10 +62,10 @@ class SampleBatches:
     def made_with(folder: Path, settings: dict) -> bool:
         """Whether the batches in ``folder`` were drawn with these settings."""
         path = folder / "settings.json"
-        return path.exists() and files.read_json(path) == json.loads(json.dumps(settings))
+        return path.exists() and files.read_json(path) == _as_read_back(settings)
 
     def _path(self, first: int) -> Path:
-        return self.folder / f"from-{first:09d}.npy"
+        return self.folder / f"{self.PREFIX}{first:09d}.npy"
 
     def has(self, first: int) -> bool:
         return self._path(first).exists()
@@ -93,7 +95,11 @@ class SampleBatches:
 
 
 def _batch_count(folder: Path) -> int:
-    return len(list(folder.glob("from-*.npy")))
+    return len(list(folder.glob(f"{SampleBatches.PREFIX}*.npy")))
+
+
+def _as_read_back(settings: dict) -> dict:
+    return json.loads(json.dumps(settings))  # as settings.json reads back: tuples become lists
 
 
 def batches_kept(o) -> tuple[int, int, Path]:
