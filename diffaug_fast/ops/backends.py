@@ -149,6 +149,20 @@ def native_precision(precision: str, device: torch.device | str = "cpu") -> bool
     return checks[precision](device)[0]
 
 
+def emulated_warning(flag: str, dtype: torch.dtype | None, device: torch.device | str) -> str | None:
+    """A warning when ``flag`` makes a network run at a ``dtype`` that ``device`` only emulates (bf16 on a CPU
+    without avx512_bf16 / AMX, fp16 on a GPU older than sm_70, ...): it is then several times slower than fp32
+    (benchmarks/results/precision-cpu-epyc-2core.md). None where the dtype is fp32 or native."""
+    name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype)
+    if name is None:
+        return None
+    native, why = {"bf16": native_bf16, "fp16": native_fp16}[name](device)
+    if native:
+        return None
+    faster = "fp32" if flag != "--amp" else "fp16" if name == "bf16" and native_fp16(device)[0] else "off"
+    return f"warning: {flag} {name} on {torch.device(device)}: {why}; expect it slower than fp32 (try {flag} {faster})"
+
+
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> torch.dtype | None:
     """The autocast dtype of the frozen denoiser for ``precision`` (fp32 | bf16 | fp16 | auto); None = fp32.
     auto = bf16 where :func:`native_bf16` says the hardware computes it natively, else fp32."""

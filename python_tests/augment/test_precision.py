@@ -197,3 +197,53 @@ def test_a_chunked_fast_net_gives_the_same_output_with_one_batch_size(denoiser):
     assert sizes == [4, 4, 4] and whole.chunk is None
     with pytest.raises(ValueError, match="argument 'chunk'"):
         whole.chunked(0)
+
+
+def _pretend_cpu(monkeypatch, flags: set[str]):
+    """A CPU with ``flags`` as /proc/cpuinfo and torch.cpu's probes would report them."""
+    monkeypatch.setattr(backends, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: "amx_bf16" in flags, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: "amx_fp16" in flags, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: "avx512_bf16" in flags, raising=False)
+
+
+def test_an_emulated_precision_is_warned_about_with_what_to_use_instead(monkeypatch):
+    """bf16 autocast on a CPU without avx512_bf16 / AMX runs the convolutions on torch's slow fallback (on the
+    AVX2 EPYC 8x slower for the default classifier's step); asking for it gets one line naming the option."""
+    _pretend_cpu(monkeypatch, {"avx2"})
+    text = backends.emulated_warning("--amp", torch.bfloat16, "cpu")
+    assert text.startswith("warning: --amp bf16 on cpu: ") and "emulated" in text and text.endswith("(try --amp off)")
+    text = backends.emulated_warning("--denoiser-precision", torch.float16, "cpu")
+    assert "--denoiser-precision fp16 on cpu" in text and text.endswith("(try --denoiser-precision fp32)")
+    assert backends.emulated_warning("--amp", None, "cpu") is None
+    assert backends.emulated_warning("--amp", torch.float32, "cpu") is None
+    _pretend_cpu(monkeypatch, {"avx2", "avx512_bf16"})  # bf16 native, fp16 emulated (AMD Zen 4)
+    assert backends.emulated_warning("--amp", torch.bfloat16, "cpu") is None
+    assert "fp16" in backends.emulated_warning("--amp", torch.float16, "cpu")
+    _pretend_cpu(monkeypatch, {"avx512_fp16"})  # fp16 native, bf16 not: --amp fp16 is the way out
+    assert backends.emulated_warning("--amp", torch.bfloat16, "cpu").endswith("(try --amp fp16)")
+
+
+def test_training_at_an_emulated_precision_says_so_once(monkeypatch, capsys):
+    from helpers import fmnist_trainer
+
+    _pretend_cpu(monkeypatch, {"avx2"})
+    fmnist_trainer(amp="bf16", denoiser_precision="bf16")
+    err = capsys.readouterr().err
+    assert err.count("warning: --amp bf16 on cpu") == 1 and err.count("warning: --denoiser-precision bf16 on cpu") == 1
+    fmnist_trainer(amp="off", denoiser_precision="fp32")
+    assert "warning" not in capsys.readouterr().err
+    _pretend_cpu(monkeypatch, {"avx512_bf16"})
+    fmnist_trainer(amp="bf16", denoiser_precision="bf16")
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_sampling_at_an_emulated_precision_says_so(monkeypatch, capsys, tmp_path):
+    from diffaug_fast.cli import main
+
+    _pretend_cpu(monkeypatch, {"avx2"})
+    argv = ["sample", "--device", "cpu", "--num", "2", "--steps", "ddim2"]
+    assert main(argv + ["--denoiser-precision", "bf16", "--out", str(tmp_path / "bf16")]) in (0, None)
+    assert capsys.readouterr().err.count("warning: --denoiser-precision bf16 on cpu") == 1
+    assert main(argv + ["--denoiser-precision", "auto", "--out", str(tmp_path / "auto")]) in (0, None)
+    assert "warning" not in capsys.readouterr().err  # auto never picks an emulated dtype

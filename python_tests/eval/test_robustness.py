@@ -318,3 +318,16 @@ def test_eval_errors_are_one_line(trained_run, tmp_path, args, match):
                          text=True, timeout=600)
     assert out.returncode == 2 and match in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow  # trains a classifier
+def test_an_emulated_ensemble_precision_is_warned_about(trained_run, tmp_path, monkeypatch, capsys):
+    from diffaug_fast.cli import main
+    from diffaug_fast.ops import backends
+
+    monkeypatch.setattr(backends, "native_bf16", lambda device="cpu": (False, "pretend: no avx512_bf16 nor AMX"))
+    args = ["eval", str(trained_run), "--suite", "ood", "--ood", "uniform", "--limit", "6", "--de-timesteps", "0"]
+    assert main(args + ["--denoiser-precision", "bf16", "--out", str(tmp_path / "a")]) in (0, None)
+    assert "warning: --denoiser-precision bf16 on cpu: pretend" in capsys.readouterr().err
+    assert main(args + ["--denoiser-precision", "bf16", "--no-de", "--out", str(tmp_path / "b")]) in (0, None)
+    assert "warning" not in capsys.readouterr().err  # no ensemble, no denoiser forward
