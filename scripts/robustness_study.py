@@ -205,7 +205,11 @@ def main() -> None:
         curves = [(evals, labels)]
         if args.compare:
             other = json.loads(Path(args.compare).read_text())
-            curves.insert(0, (other["evals"], other.get("labels", ["baseline", "DiffAug"])))
+            other_labels = other.get("labels", ["baseline", "DiffAug"])
+            if set(other_labels) & set(labels):  # the same names: say which study each curve is
+                other_labels = [f"{label} ({Path(args.compare).stem})" for label in other_labels]
+                curves = [(evals, [f"{label} ({out.name})" for label in labels])]
+            curves.insert(0, (other["evals"], other_labels))
         lines += ["", f"![accuracy vs severity]({severity_plot(curves, out).name})"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
