@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -18,7 +17,7 @@ from diffaug_fast.augment import PrecisionNet
 from diffaug_fast.data.views import to_uint8
 from diffaug_fast.devices import run_device
 from diffaug_fast.errors import DiffAugError
-from diffaug_fast.ops.backends import emulated_warning, resolve_precision
+from diffaug_fast.ops.backends import resolve_precision, warn_if_emulated
 from diffaug_fast.ops.compiling import repair_inductor_cache
 from diffaug_fast.runs import files
 from diffaug_fast.runs.classifiers import classifier_classes, load_classifier
@@ -156,9 +155,7 @@ def _sampling_denoiser(o, guide: _Guide, device: torch.device):
         denoiser.net = torch.compile(denoiser.net)
     where = next(denoiser.parameters()).device
     dtype = resolve_precision(o.denoiser_precision, where)
-    warning = emulated_warning("--denoiser-precision", dtype, where)
-    if warning:
-        print(warning, file=sys.stderr)
+    warn_if_emulated("--denoiser-precision", dtype, where)
     if dtype is not None:
         denoiser.net = PrecisionNet(denoiser.net, dtype)
     return denoiser

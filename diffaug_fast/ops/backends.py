@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 
 import torch
 
@@ -161,6 +162,13 @@ def emulated_warning(flag: str, dtype: torch.dtype | None, device: torch.device 
         return None
     faster = "fp32" if flag != "--amp" else "fp16" if name == "bf16" and native_fp16(device)[0] else "off"
     return f"warning: {flag} {name} on {torch.device(device)}: {why}; expect it slower than fp32 (try {flag} {faster})"
+
+
+def warn_if_emulated(flag: str, dtype: torch.dtype | None, device: torch.device | str) -> None:
+    """Print :func:`emulated_warning`'s line on stderr, where there is one (the commands run as asked)."""
+    warning = emulated_warning(flag, dtype, device)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def resolve_precision(precision: str, device: torch.device | str = "cpu") -> torch.dtype | None:

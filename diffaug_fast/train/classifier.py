@@ -22,7 +22,7 @@ from diffaug_fast.data import ArraySource, dataset_classes, open_source
 from diffaug_fast.devices import run_device
 from diffaug_fast.models.build import build_model
 from diffaug_fast.models.pretrained import load_init
-from diffaug_fast.ops.backends import emulated_warning
+from diffaug_fast.ops.backends import warn_if_emulated
 from diffaug_fast.runs import files
 from diffaug_fast.runs.provenance import write_records
 from diffaug_fast.runs.weights import load_denoiser
@@ -92,9 +92,7 @@ class ClassifierTrainer:
         self.fast_net = fast_net_for(config, self.denoiser, self.device)
         if self.rank == 0:
             for flag, dtype in (("--amp", self.amp), ("--denoiser-precision", getattr(self.fast_net, "dtype", None))):
-                warning = emulated_warning(flag, dtype, self.device)
-                if warning:
-                    print(warning, file=sys.stderr)
+                warn_if_emulated(flag, dtype, self.device)
         semi = config.semi
         spec = StepSpec(config.run.seed, opt.batch_size, self.rank, self.world, len(source), image_shape[-1],
                         image_shape[0], crop=config.data.crop, diffaug_view=config.data.diffaug_view,

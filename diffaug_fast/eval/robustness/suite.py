@@ -5,7 +5,6 @@ every finished item is saved at once to ``eval.partial.json``, so an interrupted
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from diffaug_fast.devices import OnDevice
 from diffaug_fast.eval.robustness.certify import RADII, certified_accuracy, certify, denoised_classifier
 from diffaug_fast.eval.robustness.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from diffaug_fast.eval.robustness.ood import OOD_SETS, detection_metrics, energy, ensemble_scores, msp, ood_images
-from diffaug_fast.ops.backends import emulated_warning, resolve_precision
+from diffaug_fast.ops.backends import resolve_precision, warn_if_emulated
 from diffaug_fast.runs import files
 
 EvalConfig = RobustnessConfig  # the name of earlier versions
@@ -202,9 +201,8 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
                                   image_size=train_config.data.image_size, channels=train_config.data.channels)
     check_denoiser_serves(denoiser, images.shape[1:], config.de_timesteps if config.de else [], option="--denoiser",
                           name=config.denoiser or train_config.diffaug.denoiser)
-    warning = emulated_warning("--denoiser-precision", resolve_precision(config.denoiser_precision, device), device)
-    if warning and config.de:
-        print(warning, file=sys.stderr)
+    if config.de:
+        warn_if_emulated("--denoiser-precision", resolve_precision(config.denoiser_precision, device), device)
     ensemble = (OnDevice(DiffAugEnsemble(classifier, denoiser, config.de_timesteps, seed=config.seed, compile=False,
                                          precision=config.denoiser_precision), device)
                 if config.de else None)
