@@ -2,7 +2,7 @@
 # Device check on a lent GPU machine (its own python3/torch): build the extension with the CUDA kernels for
 # Hopper, run the op tests on every backend (CPU, CUDA, Triton) and the op benchmarks; logs and JSON go to
 # $OUT (or ./gpu_out). Stages have their own time limits so a slow one still leaves the others' files.
-#   usage: bash scripts/gpu_check.sh [build|tests|bench|models|loader|augmix|commands|precision|paper|default3]...   (default: build tests bench)
+#   usage: bash scripts/gpu_check.sh [build|tests|bench|models|loader|augmix|commands|precision|paper|default3|claims]...   (default: build tests bench)
 # Fashion-MNIST is read from $DIFFAUG_FAST_FASHION_MNIST, else gpu_data/fashion-mnist (carry it: the machine has no
 # dataset package); the precision benchmark needs guided-diffusion in benchmarks/third_party/ (carry it too).
 set -uo pipefail
@@ -53,6 +53,22 @@ for stage in $stages; do
       # another machine; finished runs are reused, so a cut stage continues where it stopped when run again
       timeout ${DEFAULT3_S:-480} python3 scripts/fmnist_study.py --seeds 0,1,2 --runs "$OUT/study" \
         --out "$OUT/fmnist_default_gpu" -- --device cuda > "$OUT/default3.log" 2>&1 ;;
+    claims)  # issue 17's GPU items in one call: `--preset paper` (background) beside the default's 3 seeds, then the
+      # --device command tests. The runs live outside $OUT (8 files come back): their text and pictures return as one
+      # claims.tgz; a paper run cut by its limit saves on SIGTERM and its checkpoint returns in 15 MB parts
+      # (`cat paper-ckpt-* > checkpoint.pt`, then `diffaug-fast train --out DIR --resume` on any device).
+      R=${RUNS_DIR:-/tmp/gpu_runs}; mkdir -p "$R"
+      ( timeout -k 30 ${PAPER_S:-530} python3 -m diffaug_fast.cli train --preset paper --device cuda --out "$R/paper" \
+          > "$R/paper.log" 2>&1; echo "paper rc=$? $(( $(date +%s) - start )) s" >> "$OUT/stages.txt" ) &
+      timeout ${DEFAULT3_S:-420} python3 scripts/fmnist_study.py --seeds 0,1,2 --runs "$R/study" \
+        --out "$R/fmnist_default_gpu" -- --device cuda > "$R/default3.log" 2>&1
+      echo "default3 rc=$? $(( $(date +%s) - start )) s" >> "$OUT/stages.txt"
+      left=$(( ${CLAIMS_S:-500} - ($(date +%s) - start) ))
+      [ $left -gt 30 ] && timeout $left python3 -m pytest -q -p no:cacheprovider python_tests/cli/test_devices.py \
+        > "$R/tests-commands.log" 2>&1
+      wait
+      tar czf "$OUT/claims.tgz" --exclude='checkpoint.pt*' -C "$R" .
+      [ -f "$R/paper/metrics.json" ] || { [ -f "$R/paper/checkpoint.pt" ] && split -b 15M "$R/paper/checkpoint.pt" "$OUT/paper-ckpt-"; } ;;
   esac
   echo "stage $stage: rc=$? $(( $(date +%s) - start )) s" | tee -a "$OUT/stages.txt"
 done
