@@ -269,19 +269,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _train_layers(args) -> list[tuple[str, dict]]:
+    """What `train`'s flags override: the preset, then a --config file. `--resume` with neither continues the run
+    with its own recipe, its config.json (as train-denoiser's resume does): a `--preset paper` run resumes by
+    `--out DIR --resume`, on another device with `--device cpu`."""
+    from diffaug_fast.config import PRESETS, to_dict
+    from diffaug_fast.runs import files
+
+    command = given(args, TrainCommand)
+    out = Path(build(TrainCommand, ("command line", command)).out)
+    if command.get("resume") and not {"preset", "config"} & set(command) and (out / files.CONFIG).is_file():
+        from diffaug_fast.runs.classifiers import run_config
+
+        return [(f"{out / files.CONFIG} (the run being resumed)", to_dict(run_config(out)))]
+    preset, config_file = command.get("preset", "default"), command.get("config")
+    layers = [(f"preset {preset!r}", PRESETS[preset])]
+    if config_file:
+        layers.append((f"--config {config_file}", read_config_file(config_file)))
+    return layers
+
+
 def _options(args) -> list:
     """The command's configs: defaults < preset < --config file < flags given (train); defaults < flags else."""
     out = []
     for cls in args.classes:
         flags = given(args, cls)
         if cls is TrainConfig:
-            from diffaug_fast.config import PRESETS
-
-            preset, config_file = getattr(args, "preset", "default"), getattr(args, "config", None)
-            layers = [(f"preset {preset!r}", PRESETS[preset])]
-            if config_file:
-                layers.append((f"--config {config_file}", read_config_file(config_file)))
-            out.append(build(cls, *layers, ("command line", flags)))
+            out.append(build(cls, *_train_layers(args), ("command line", flags)))
         else:
             out.append(build(cls, ("command line", flags)))
     return out

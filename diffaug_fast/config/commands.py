@@ -25,7 +25,9 @@ class TrainCommand:
         "imagenet (the official ResNet-50 recipe)")
     config: str | None = option(None, "a JSON config (e.g. another run's config.json); flags override it")
     out: str = option("runs/train", "the run folder")
-    resume: bool = option(False, "continue the run in --out from its checkpoint (same settings)")
+    resume: bool = option(False, "continue the run in --out from its checkpoint, with its own settings (those of "
+                          "--preset / --config when given); flags may change how it runs (--device, --compile, "
+                          "evaluation), not what it trains")
     evaluate_only: bool = option(False, "re-evaluate the finished run in --out with the evaluation options given "
                                  "now; its training state is not touched")
     nproc: int = option(1, "data-parallel processes on this machine", check="positive")

@@ -76,4 +76,5 @@ def check_same_run(saved: dict, config: TrainConfig, what: str, run_dir: Path | 
         detail = ", ".join(f"{k.split('.')[-1]}: {before[k]!r} -> {now.get(k)!r}" for k in changed)
         hint = " (a run's --epochs is fixed: its learning-rate schedule spans them)" if "optim.epochs" in changed else ""
         raise DiffAugError(f"{what} was written with different settings ({detail}){hint}; use the same settings to "
-                           "resume, or another --out folder")
+                           "resume (`--resume` without --preset or --config takes the run's own), or another --out "
+                           "folder")

@@ -115,12 +115,13 @@ STOP_ARGS = ["train", "--preset", "quick", "--train-limit", "1280", "--batch-siz
              "--de-timesteps", "0", "--compile", "off"]
 
 
-@pytest.mark.parametrize("signum, status, says, workers", [
-    (signal.SIGINT, 130, "interrupted: saved", "0"),
+@pytest.mark.parametrize("signum, status, says, workers, resume_with", [
+    # `--out DIR --resume` alone continues with the run's own settings (no --preset quick, no flags)
+    (signal.SIGINT, 130, "interrupted: saved", "0", "out only"),
     # a scheduler's SIGTERM reaches every process of the job, data workers too: they leave it to the trainer
-    (signal.SIGTERM, 143, "stopped by SIGTERM: saved", "2"),
+    (signal.SIGTERM, 143, "stopped by SIGTERM: saved", "2", "same flags"),
 ])
-def test_stop_signal_saves_and_resume_finishes(tmp_path, signum, status, says, workers):
+def test_stop_signal_saves_and_resume_finishes(tmp_path, signum, status, says, workers, resume_with):
     args = CLI + STOP_ARGS + ["--workers", workers, "--out", str(tmp_path)]
     code, err = stop_after_first_log(args, tmp_path, lambda proc: os.killpg(proc.pid, signum))
     assert code == status, err
@@ -129,9 +130,12 @@ def test_stop_signal_saves_and_resume_finishes(tmp_path, signum, status, says, w
     assert 10 <= stopped < 40
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "--resume" in again.stderr
-    done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=600)
+    config = (tmp_path / "config.json").read_text()
+    resume = args if resume_with == "same flags" else CLI + ["train", "--out", str(tmp_path)]
+    done = subprocess.run(resume + ["--resume"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert load_verified(tmp_path / "checkpoint.pt")["step"] == 40
+    assert (tmp_path / "config.json").read_text() == config
 
 
 def test_sigterm_to_the_launcher_alone_stops_every_rank(tmp_path):
