@@ -21,7 +21,7 @@ from torch import nn
 from diffaug_fast import streams
 from diffaug_fast.diffusion import Denoiser
 from diffaug_fast.ops import denoise_epilogue, diffuse
-from diffaug_fast.ops.backends import PRECISION_DTYPES, PRECISIONS, resolve_precision
+from diffaug_fast.ops.backends import PRECISION_DTYPES, PRECISIONS, native_bf16, native_fp16, resolve_precision
 from diffaug_fast.ops.compiling import repair_inductor_cache, stop_signals_deferred
 
 DE_TIMESTEPS = tuple(range(0, 500, 50))  # the paper's DiffAug-Ensemble: t = 0, 50, ..., 450
@@ -29,12 +29,16 @@ AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def amp_dtype(amp: str | None, device: torch.device | str) -> torch.dtype | None:
-    """Mixed-precision dtype for ``amp`` ('auto', 'off', 'bf16', 'fp16'); 'auto' = bf16 on CUDA, off on CPU.
+    """Mixed-precision dtype for ``amp`` ('auto', 'off', 'bf16', 'fp16'); 'auto' = what the GPU computes natively
+    (bf16 from sm_80, fp16 with loss scaling on sm_70 / sm_75, where bf16 is emulated), off elsewhere.
 
     (On the 2-core AVX-512 CPU bf16 autocast made the small UNet slower, see the README.)
     """
     if amp in (None, "auto"):
-        return torch.bfloat16 if torch.device(device).type == "cuda" else None
+        device = torch.device(device)
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if native_bf16(device)[0] else torch.float16 if native_fp16(device)[0] else None
     if amp not in AMP_DTYPES:
         raise ValueError(f"argument 'amp' is {amp!r}; expected 'auto' or one of {', '.join(AMP_DTYPES)}")
     return AMP_DTYPES[amp]

@@ -148,7 +148,7 @@ class RunOptions:
     seed: int = option(0, "seed of every random stream of the run", check="nonnegative")
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
     amp: Literal["auto", "off", "bf16", "fp16"] = option("auto", "mixed precision of the classifier (auto: bf16 on "
-                                                         "CUDA, off on CPU)")
+                                                         "GPUs from sm_80, fp16 on sm_70 / sm_75, off on CPU)")
     compile: Literal["auto", "on", "off"] = option("auto", "torch.compile: auto = the denoiser always, the "
                                                    "classifier on CUDA only")
     checkpoint_every: int = option(100, "steps between checkpoints", check="positive")

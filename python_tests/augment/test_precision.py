@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import diffaug_fast
-from diffaug_fast.augment import DiffAug, DiffAugEnsemble, PrecisionNet, at_precision, denoiser_dtype
+from diffaug_fast.augment import DiffAug, DiffAugEnsemble, PrecisionNet, amp_dtype, at_precision, denoiser_dtype
 from diffaug_fast.config import to_dict, train_config, train_config_from_dict
 from diffaug_fast.data import load_fashion_mnist
 from diffaug_fast.eval.denoiser_report import x0_mse_per_bucket
@@ -197,6 +197,25 @@ def test_a_chunked_fast_net_gives_the_same_output_with_one_batch_size(denoiser):
     assert sizes == [4, 4, 4] and whole.chunk is None
     with pytest.raises(ValueError, match="argument 'chunk'"):
         whole.chunked(0)
+
+
+def _pretend_gpu(monkeypatch, capability: tuple[int, int]):
+    """cuda:0 as a GPU of compute ``capability`` would report itself (no GPU is needed to decide a dtype)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"a sm_{capability[0]}{capability[1]} GPU")
+
+
+@pytest.mark.parametrize("capability, expected", [((9, 0), torch.bfloat16), ((8, 0), torch.bfloat16),
+                                                  ((7, 5), torch.float16), ((7, 0), torch.float16), ((6, 1), None)])
+def test_amp_auto_is_what_the_gpu_computes_natively(monkeypatch, capability, expected):
+    """bf16 where the tensor cores have it (sm_80 on), fp16 with loss scaling on sm_70 / sm_75 (bf16 would be
+    emulated there), off on older GPUs and on any CPU."""
+    _pretend_gpu(monkeypatch, capability)
+    assert amp_dtype("auto", "cuda") == expected
+    assert amp_dtype("auto", "cpu") is None
+    assert amp_dtype("bf16", "cuda") == torch.bfloat16  # an explicit choice is kept (and warned about if emulated)
+    assert (backends.emulated_warning("--amp", torch.bfloat16, "cuda") is None) == (expected == torch.bfloat16)
 
 
 def _pretend_cpu(monkeypatch, flags: set[str]):
