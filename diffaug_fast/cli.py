@@ -270,18 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_layers(args) -> list[tuple[str, dict]]:
-    """What `train`'s flags override: the preset, then a --config file. `--resume` with neither continues the run
-    with its own recipe, its config.json (as train-denoiser's resume does): a `--preset paper` run resumes by
-    `--out DIR --resume`, on another device with `--device cpu`."""
+    """What `train`'s flags override: the preset, then a --config file. `--resume` or `--evaluate-only` with neither
+    starts from the run's own config.json (as train-denoiser's resume does): a `--preset paper` run resumes by
+    `--out DIR --resume`, on another device with `--device cpu`, and re-evaluates with its own evaluation settings
+    where no flag changes them."""
     from diffaug_fast.config import PRESETS, to_dict
     from diffaug_fast.runs import files
 
     command = given(args, TrainCommand)
     out = Path(build(TrainCommand, ("command line", command)).out)
-    if command.get("resume") and not {"preset", "config"} & set(command) and (out / files.CONFIG).is_file():
+    of_the_run = command.get("resume") or command.get("evaluate_only")
+    if of_the_run and not {"preset", "config"} & set(command) and (out / files.CONFIG).is_file():
         from diffaug_fast.runs.classifiers import run_config
 
-        return [(f"{out / files.CONFIG} (the run being resumed)", to_dict(run_config(out)))]
+        return [(f"{out / files.CONFIG} (the run's own settings)", to_dict(run_config(out)))]
     preset, config_file = command.get("preset", "default"), command.get("config")
     layers = [(f"preset {preset!r}", PRESETS[preset])]
     if config_file:

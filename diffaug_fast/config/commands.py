@@ -29,7 +29,7 @@ class TrainCommand:
                           "--preset / --config when given); flags may change how it runs (--device, --compile, "
                           "evaluation), not what it trains")
     evaluate_only: bool = option(False, "re-evaluate the finished run in --out with the evaluation options given "
-                                 "now; its training state is not touched")
+                                 "now (the others: the run's own); its training state is not touched")
     nproc: int = option(1, "data-parallel processes on this machine", check="positive")
     compare: str | None = option(None, "another finished run folder (e.g. the baseline) for the report")
 

@@ -97,6 +97,10 @@ def test_evaluate_only_reevaluates_without_touching_training_state(tmp_path, mon
     assert (run / "checkpoint.pt").read_bytes() == checkpoint
     assert json.loads((run / "config.json").read_text())["eval"]["de_timesteps"] == [0, 100]
     assert again["denoiser_precision"] == first["denoiser_precision"]  # kept: it describes the training
+    # no evaluation flag: the run's own evaluation settings (the last ones given), not the default preset's
+    assert main(["train", "--evaluate-only", "--out", str(run), "--compile", "off"]) == 0
+    kept = json.loads((run / "metrics.json").read_text())
+    assert kept["eval_images"] == 30 and set(kept["acc_per_t"]) == {"0", "100"}
     # another test-time denoiser: the closing evaluation gets fmnist-v's weights, and the run records the name
     import diffaug_fast.train.evaluation as evaluation
 
