@@ -12,6 +12,8 @@ export PYTHONUNBUFFERED=1 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} DIFFAUG_FAST_C
 export CMAKE_BUILD_PARALLEL_LEVEL=16 MAX_JOBS=16
 export DIFFAUG_FAST_FASHION_MNIST=${DIFFAUG_FAST_FASHION_MNIST:-$PWD/gpu_data/fashion-mnist}
 stages=${*:-build tests bench}
+# a run the limit cut returns its checkpoint in 15 MB parts ($OUT brings back 16 MB a file); a finished one needs none
+checkpoint_back() { [ -f "$1/metrics.json" ] || { [ -f "$1/checkpoint.pt" ] && split -b 15M "$1/checkpoint.pt" "$OUT/paper-ckpt-"; }; }
 for stage in $stages; do
   start=$(date +%s)
   case $stage in
@@ -53,7 +55,7 @@ for stage in $stages; do
       timeout -k 30 ${PAPER_S:-480} python3 -m diffaug_fast.cli train --preset paper --diffaug ${PAPER_DIFFAUG:-on} \
         --device cuda --out "$P" > "$R/paper.log" 2>&1
       tar czf "$OUT/paper.tgz" --exclude='checkpoint.pt*' -C "$R" "$(basename "$P")" paper.log
-      [ -f "$P/metrics.json" ] || { [ -f "$P/checkpoint.pt" ] && split -b 15M "$P/checkpoint.pt" "$OUT/paper-ckpt-"; } ;;
+      checkpoint_back "$P" ;;
     default3)  # issue 17's open GPU item: the default (copies at weight 1/4) against the baseline, 3 seeds. One
       # stream per seed (a 28x28 run leaves the GPU mostly idle: three streams ran ~1.5x the steps of one on an
       # H200), then the table from the finished runs; the runs stay in $RUNS_DIR (the 8-file limit), text back as a tgz
@@ -81,7 +83,7 @@ for stage in $stages; do
         > "$R/tests-commands.log" 2>&1
       wait
       tar czf "$OUT/claims.tgz" --exclude='checkpoint.pt*' -C "$R" .
-      [ -f "$R/paper/metrics.json" ] || { [ -f "$R/paper/checkpoint.pt" ] && split -b 15M "$R/paper/checkpoint.pt" "$OUT/paper-ckpt-"; } ;;
+      checkpoint_back "$R/paper" ;;
   esac
   echo "stage $stage: rc=$? $(( $(date +%s) - start )) s" | tee -a "$OUT/stages.txt"
 done
