@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,25 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", max_examples=150)
 settings.register_profile("long", max_examples=int(os.environ.get("DIFFAUG_FAST_FUZZ_EXAMPLES", "3000")))
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _outside_the_checkout(tmp_path_factory):
+    """Module fixtures run before the per-test directory below: they too start outside the checkout."""
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(previous)
+
+
+@pytest.fixture(autouse=True)
+def _own_directory(tmp_path, monkeypatch):
+    """Every test runs in its own empty directory: a CLI call's default `--out runs/train` then never meets the run
+    the README's first command left in the checkout (issue 37), nor another test's."""
+    monkeypatch.chdir(tmp_path)
 
 
 def _devices_and_backends():

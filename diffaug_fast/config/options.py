@@ -33,6 +33,7 @@ CHECKS = {
     "open_unit": (lambda v: 0 < v < 1, "in (0, 1)"),
     "fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "loss_weight": (lambda v: 0 < v <= 100, "> 0 and <= 100"),
 }
 
 
@@ -111,6 +112,8 @@ def _convert_text(leaf: Leaf, text: str):
     try:
         if typing.get_origin(base) is Literal:
             kind = type(typing.get_args(base)[0])
+            if optional and none_word and kind(text) not in typing.get_args(base):  # argparse has no choices here
+                raise ValueError
             return kind(text)
         if typing.get_origin(base) is list:
             item = typing.get_args(base)[0]
@@ -228,10 +231,13 @@ def read_config_file(path: str | Path) -> dict:
     return values
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls, *, titles: dict | None = None) -> None:
+def add_arguments(parser: argparse.ArgumentParser, cls, *, titles: dict | None = None, defaults=None,
+                  origin: str = "") -> None:
     """One flag per option of ``cls`` (dest = the dotted path, default left out so that only given flags
-    override presets and config files); help shows each default."""
-    defaults = cls()
+    override presets and config files); help shows the value a run without the flag gets: ``defaults`` (e.g. the
+    default preset applied; else ``cls()``), with ``origin`` (e.g. "--preset default") beside a value it set."""
+    bare = cls()
+    defaults = bare if defaults is None else defaults
     groups: dict[str, Any] = {}
     for leaf in leaves(cls):
         if not leaf.field.metadata.get("cli", True):
@@ -247,17 +253,20 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, titles: dict | None =
         none_word = leaf.field.metadata.get("none")
         shown = (none_word or "none") if default is None else (
             ",".join(map(str, default)) if isinstance(default, list) else default)
-        help_text = f"{leaf.field.metadata.get('help', '')} (default: {shown})".strip().replace("%", "%%")
+        origin_note = f", from {origin}" if origin and default != get(bare, leaf.path) else ""
+        help_text = f"{leaf.field.metadata.get('help', '')} (default: {shown}{origin_note})".strip().replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": ".".join(leaf.path), "default": argparse.SUPPRESS, "help": help_text}
         if base is bool:
             group.add_argument(leaf.flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
-        if typing.get_origin(base) is Literal:
+        if typing.get_origin(base) is Literal and optional and none_word:  # the converter checks: "auto" is None
+            kwargs["metavar"] = "{" + ",".join(map(str, (*typing.get_args(base), none_word))) + "}"
+        elif typing.get_origin(base) is Literal:
             kwargs["choices"] = list(typing.get_args(base))
         kwargs["type"] = _text_converter(leaf)
         if leaf.field.metadata.get("repeat"):  # --flag a --flag b,c -> [a, b, c]
             kwargs["action"] = _Extend
-        kwargs["metavar"] = leaf.field.metadata.get("metavar") or (
+        kwargs["metavar"] = leaf.field.metadata.get("metavar") or kwargs.get("metavar") or (
             None if "choices" in kwargs else leaf.path[-1].upper())
         group.add_argument(leaf.flag, **kwargs)
 

@@ -11,6 +11,7 @@ Ctrl-C and SIGTERM deferred until it ends (ops/compiling.py: the compiler proces
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import time
@@ -21,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from diffaug_fast.errors import TrainingStopped, stop_status
+from diffaug_fast.errors import DiffAugError, TrainingStopped, stop_status
 from diffaug_fast.ops.compiling import STOP_SIGNALS, stop_signals_deferred
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified, save_atomic
@@ -79,17 +80,51 @@ def _agree(flag: bool) -> bool:
     return bool(value.item())
 
 
-def _compiling_step(trainer, what: str, bar, rank: int) -> dict:
-    """The first step of a compiled trainer: a status line, Ctrl-C / SIGTERM wait for the compiler, the time it took."""
+def _stop_if_diverged(stats: dict, step: int) -> None:
+    """A NaN / Inf loss stops the run before the step is saved: the weights it leaves are no use, and every step
+    after it would only write NaNs (checked on every process, so that all of them stop together)."""
+    loss = stats.get("loss", 0.0)
+    if _agree(not math.isfinite(loss)):
+        raise DiffAugError(f"training diverged: the loss is {loss} at step {step}; nothing from this step on is saved "
+                           "(a lower --lr, or --diffaug-weight, may keep it finite)")
+
+
+def _compiling_step(trainer, what: str, bar, rank: int, out_dir: Path) -> dict:
+    """The first step of a compiled trainer: a status line; Ctrl-C / SIGTERM acknowledged at once and honoured when
+    the compiler is done (the step is then saved), a second Ctrl-C abandons the step unsaved; the time it took."""
     if rank == 0:
-        bar.write(f"compiling {what} (torch.compile, first step; a minute or so on a small CPU; Ctrl-C waits for it, "
-                  "then saves and stops)…", file=sys.stderr)
+        bar.write(f"compiling {what} (torch.compile, first step; a minute or so on a small CPU; Ctrl-C stops the run "
+                  "once it is done)…", file=sys.stderr)
+
+    def notice(signum, _count):
+        how = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        return (f"{how}: stopping once compiling {what} finishes (cutting the compiler would leave broken kernels "
+                "in its cache), then saving this step; Ctrl-C again to abandon the step without saving it")
+
+    def abandon():
+        return f"interrupted again: abandoned the compiling step unsaved; {_kept(out_dir)}"
+
     start = time.perf_counter()
-    with stop_signals_deferred():
+    with stop_signals_deferred(notice if rank == 0 else lambda *_: None, abandon):
         stats = trainer.train_step()
     if rank == 0:
         bar.write(f"first step (compiling {what}) took {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return stats
+
+
+def _kept(out_dir: Path) -> str:
+    """What a stopped run leaves behind, and what to do next."""
+    path = Path(out_dir) / files.CHECKPOINT
+    if checkpoint_exists(path):
+        return f"{path} (the last checkpoint) is kept; add --resume to continue from it"
+    return f"nothing saved in {out_dir}; run the same command again to start over"
+
+
+def _restart_clock(bar, step: int) -> None:
+    """Rate and ETA from here on: the compiling step's minute would make a 1 s/step run read 100 s/step."""
+    bar.reset(total=bar.total)
+    bar.initial = bar.n = bar.last_print_n = step
+    bar.refresh()
 
 
 def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int | Callable[[int], int],
@@ -111,15 +146,18 @@ def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int | Calla
         with _InterruptFlag() as interrupt:
             first, compiles = True, getattr(trainer, "compiles", None)
             while trainer.step < end:
-                if first and compiles:
-                    stats = _compiling_step(trainer, compiles, bar, rank)
-                else:
-                    stats = trainer.train_step()
+                compiling = first and compiles
+                stats = _compiling_step(trainer, compiles, bar, rank, out_dir) if compiling else trainer.train_step()
+                _stop_if_diverged(stats, trainer.step + 1)
                 first = False
-                seen += images_per_step(trainer.step) if callable(images_per_step) else images_per_step
                 trainer.step += 1
+                seen += images_per_step(trainer.step - 1) if callable(images_per_step) else images_per_step
                 speed = seen / (time.perf_counter() - start)
-                bar.update(1)
+                if compiling:  # the compile is not a step's time: rate and ETA count from the next step
+                    start, seen = time.perf_counter(), 0
+                    _restart_clock(bar, trainer.step)
+                else:
+                    bar.update(1)
                 bar.set_postfix({k: f"{stats[k]:.3f}" for k in ("loss", "acc") if k in stats} | {"img_s": f"{speed:.0f}"})
                 if log and (trainer.step % log_every == 0 or trainer.step == end):
                     log.write(json.dumps({"step": trainer.step, **trainer.log_fields(), "images_per_s": speed,

@@ -103,3 +103,66 @@ def test_no_cuda_runtime_note_is_filtered_and_other_messages_pass():
     finally:
         logger.removeHandler(handler)
     assert got == ["something else from cpp_extension"]
+
+
+@pytest.mark.parametrize("sender", ["a thread that takes it", "the process, every thread blocking it"])
+def test_a_stop_signal_is_acknowledged_at_once_while_the_main_thread_waits_in_c(sender):
+    """Issue 37: Ctrl-C during the first compile waited ~95 s in silence. The main thread waits in C here (for a
+    child process, as for the compiler), where no Python handler can run; the notice still comes at once."""
+    got, delivered = [], []
+    previous = signal.signal(signal.SIGINT, lambda *_: delivered.append(True))
+    ready, go = threading.Event(), threading.Event()
+
+    def taker():  # started before the block: SIGINT is not blocked in this thread
+        ready.set()
+        go.wait(5)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    try:
+        if sender == "a thread that takes it":
+            threading.Thread(target=taker, daemon=True).start()
+            ready.wait(5)
+            send = go.set
+        else:
+            send = lambda: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
+        with stop_signals_deferred(notice=lambda s, n: got.append((s, n, time.perf_counter())) or "noticed"):
+            start = time.perf_counter()
+            threading.Timer(0.1, send).start()
+            subprocess.run(["sleep", "3"])
+            end = time.perf_counter()
+            assert delivered == []  # deferred
+        assert [(s, n) for s, n, _ in got] == [(signal.SIGINT, 1)]
+        assert got[0][2] < end - 1.5, "the notice waited for the main thread"
+        assert got[0][2] > start
+        for _ in range(100):
+            if delivered:
+                break
+            time.sleep(0.01)
+        assert delivered == [True]  # and the handler in place before the block still gets it, once
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_second_ctrl_c_abandons_the_block_at_once(tmp_path):
+    """The first Ctrl-C is acknowledged, the second ends the process with status 130 without waiting for the block
+    (the child it waits for, like the compiler, blocks both signals and finishes on its own)."""
+    import sys
+
+    script = ("import subprocess\n"
+              "from diffaug_fast.ops.compiling import stop_signals_deferred\n"
+              "with stop_signals_deferred(abandon=lambda: 'abandoned: nothing kept'):\n"
+              "    print('inside', flush=True)\n"
+              "    subprocess.run(['sleep', '20'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+              "print('after the block', flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    assert proc.stdout.readline().strip() == "inside"
+    start = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 130 and time.perf_counter() - start < 10, (proc.returncode, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "Ctrl-C again to abandon" in lines[0] and lines[1] == "abandoned: nothing kept", err
+    assert "after the block" not in out

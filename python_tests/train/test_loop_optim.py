@@ -83,3 +83,53 @@ def test_ema_too_slow_for_the_run_is_warned_about(capsys):
     assert "warning: --ema 0.999 over 64 steps keeps 94%" in capsys.readouterr().err
     fmnist_trainer(ema=0.5)
     assert "warning" not in capsys.readouterr().err
+
+
+class _CompilingCounter(_Counter):
+    """A trainer whose first step 'compiles' for a while, as torch.compile does."""
+    compiles = "the counter"
+
+    def train_step(self):
+        import time
+
+        time.sleep(1.5 if self.value == 0 else 0.005)
+        return super().train_step()
+
+
+def test_the_compiling_step_is_kept_out_of_the_rate(tmp_path):
+    """Issue 37: after a 95 s compile a 1 s/step run read 104 s/step; the rate now counts from the step after it."""
+    loop.run(_CompilingCounter(8), tmp_path, desc="t", images_per_step=100, log_every=1, progress=False)
+    rates = [json.loads(line)["images_per_s"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # with the 1.5 s compile counted, 800 images in ~1.6 s could never exceed 500 images/s
+    assert rates[0] < 100 and min(rates[1:]) > 2000, rates
+
+
+def test_restarting_the_clock_keeps_the_step_and_drops_the_elapsed_time():
+    import io
+    import time
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=10, initial=2, file=io.StringIO(), mininterval=0)
+    time.sleep(0.6)
+    loop._restart_clock(bar, 3)
+    assert bar.n == 3 and bar.format_dict["elapsed"] < 0.3 and bar.total == 10
+
+
+class _Diverging(_Counter):
+    """A trainer whose loss turns NaN at its fourth step (what a huge --lr or --diffaug-weight leads to)."""
+
+    def train_step(self):
+        self.value += 1
+        return {"loss": float("nan") if self.value >= 4 else 1.0}
+
+
+def test_a_loss_that_is_not_finite_stops_the_run_before_saving(tmp_path):
+    """Issue 37: a run went on with a loss of 2.5e17, then NaN, and reported on NaN weights."""
+    import pytest
+
+    from diffaug_fast.errors import DiffAugError
+
+    with pytest.raises(DiffAugError, match=r"training diverged: the loss is nan at step 4; nothing from this step"):
+        loop.run(_Diverging(10), tmp_path, desc="t", images_per_step=1, checkpoint_every=2, progress=False)
+    assert load_verified(tmp_path / "checkpoint.pt")["step"] == 2  # the last finite step's checkpoint is kept
