@@ -14,7 +14,7 @@ from pathlib import Path
 
 from diffaug_fast.config import (DenoiserCommand, DenoiserConfig, DiffuseOptions, EvalCommand, FidelityOptions,
                                  GradientsOptions, ReportOptions, RobustnessConfig, SampleOptions, TrainCommand,
-                                 TrainConfig, build, read_config_file)
+                                 TrainConfig, build, read_config_file, train_config)
 from diffaug_fast.config.options import add_arguments, given
 from diffaug_fast.errors import USER_ERRORS, DiffAugError, sigterm_stops, stop_status
 from diffaug_fast.ops.allocator import keep_freed_memory
@@ -30,10 +30,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _folder(path: str, flag: str = "--out") -> Path:
-    """An output folder: may exist as a folder, must not be a file."""
+    """An output folder: may exist as a folder, must not be a file, nor image data (it would fill it with run files)."""
+    from diffaug_fast.runs.files import image_data
+
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise DiffAugError(f"argument {flag}: {path} is a file; expected a folder")
+    if what := image_data(path):
+        raise DiffAugError(f"argument {flag}: {path} holds {what} and no run files: it looks like image data, not an "
+                           f"output folder; choose another {flag}")
     return path
 
 
@@ -113,13 +118,14 @@ def cmd_train_denoiser(args) -> None:
     out = _folder(command.out)
     args.log_dir = out
     device = run_device(command.device)  # an impossible --device fails now, not after loading data
-    check_resume(out, command.resume)
+    check_resume(out, command.resume, "train-denoiser")
     try:
         ckpt = train_denoiser(config, out, data_root=command.data_root, device=device)
     except KeyboardInterrupt as exc:
         raise stopped_exit(out, exc) from None
-    export_ema(ckpt, config, out / files.DENOISER_WEIGHTS)
-    print(f"trained {config.steps} steps; EMA weights: {out / files.DENOISER_WEIGHTS} (+ .json)")
+    config = export_ema(ckpt, config, out / files.DENOISER_WEIGHTS)  # auto options as the run resolved them
+    print(f"trained {config.steps} steps on {config.channels}x{config.image_size}x{config.image_size} images; EMA "
+          f"weights: {out / files.DENOISER_WEIGHTS} (+ .json)")
     report = write_denoiser_report(config, out, data_root=command.data_root, limit=command.report_limit,
                                    samples=command.report_samples, device=device)
     _print_denoiser_report(report)
@@ -260,9 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
         for arg in positional:
             p.add_argument(arg, help="a `diffaug-fast train` run folder (or an exported classifier)")
         for cls in classes:
-            add_arguments(p, cls, titles=SECTION_TITLES)
+            if cls is TrainConfig:  # what a run without the flag gets: the option's value in the default preset
+                add_arguments(p, cls, titles=SECTION_TITLES, defaults=train_config("default"),
+                              origin="--preset default")
+            else:
+                add_arguments(p, cls, titles=SECTION_TITLES)
         if name == "info":
             p.add_argument("--json", action="store_true", help="print the facts as JSON")
+        if name == "train":
+            p.epilog = ("Each default shown is what a run without that flag gets: --preset default's value where the "
+                        "preset sets one. Another --preset (quick, diffaugmix, paper, imagenet) or a --config file "
+                        "changes them; flags given override both.")
         if name == "export-classifier":
             p.add_argument("--out", required=True, help="the .safetensors file to write")
         p.set_defaults(func=func, classes=classes)
@@ -280,7 +294,7 @@ def _train_layers(args) -> list[tuple[str, dict]]:
     command = given(args, TrainCommand)
     out = Path(build(TrainCommand, ("command line", command)).out)
     of_the_run = command.get("resume") or command.get("evaluate_only")
-    if of_the_run and not {"preset", "config"} & set(command) and (out / files.CONFIG).is_file():
+    if of_the_run and not {"preset", "config"} & set(command) and files.run_kind(out) == "train":
         from diffaug_fast.runs.classifiers import run_config
 
         return [(f"{out / files.CONFIG} (the run's own settings)", to_dict(run_config(out)))]

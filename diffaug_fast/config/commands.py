@@ -42,9 +42,13 @@ class DenoiserConfig:
         "auto", "VP: what the network predicts, with its loss: eps (eps-MSE), v (v-MSE), x0 (x0-MSE weighted by "
         "max(SNR, 1)); auto: v for a new VP run, the run's own when resuming (eps for runs written before the "
         "option); --kind ve takes auto only")
-    data: str = option("fmnist", "fmnist, or a folder of your images (one sub-folder per class)")
-    image_size: int = option(28, "image folders are resized to this (a multiple of 4, >= 8)", check="positive")
-    channels: Literal[1, 3] = option(1, "1: grayscale, 3: RGB")
+    data: str = option("fmnist", "fmnist, cifar10:DIR / cifar100:DIR, or a folder of your images (one sub-folder "
+                       "per class)")
+    image_size: int | None = option(None, "the side the images are read at (a multiple of 4, >= 8); auto: the "
+                                    "data's own (Fashion-MNIST 28, CIFAR 32, an image folder its first image's "
+                                    "shorter side, a multiple of 4, at most 64)", check="positive", none="auto")
+    channels: Literal[1, 3] | None = option(None, "1: grayscale, 3: RGB; auto: the data's own (an image folder: its "
+                                            "first image's)", none="auto")
     schedule: Literal["linear", "cosine"] = option("linear", "VP noise schedule (VE uses its geometric sigma grid)")
     sigma_min: float = option(0.01, "VE: smallest sigma", check="positive")
     sigma_max: float = option(50.0, "VE: largest sigma", check="positive")
@@ -69,7 +73,7 @@ class DenoiserConfig:
                                cli=False)
 
     def validate(self) -> None:
-        if self.image_size % 4 or self.image_size < 8:
+        if self.image_size is not None and (self.image_size % 4 or self.image_size < 8):
             raise ValueError(f"argument --image-size must be a multiple of 4 and >= 8 (two 2x downsamplings), got "
                              f"{self.image_size}")
         if self.sigma_min >= self.sigma_max:

@@ -21,8 +21,12 @@ class DataOptions:
                          "them or cifar-10-batches-py / cifar-100-python); or a folder of your images with one "
                          "sub-folder per class (train/ and test/ inside are used if present, else every 10th image "
                          "is held out)", flag="--data")
-    image_size: int = option(28, "image folders are resized to this", check="positive")
-    channels: Literal[1, 3] = option(1, "image folders are read as 1 grayscale or 3 RGB channels")
+    image_size: int | None = option(None, "the side the images are read at (folders and CIFAR are resized to it); "
+                                    "auto: Fashion-MNIST 28, CIFAR 32, an image folder the --denoiser's size (without "
+                                    "a denoiser: its first image's shorter side, a multiple of 4, at most 64)",
+                                    check="positive", none="auto")
+    channels: Literal[1, 3] | None = option(None, "1 grayscale or 3 RGB; auto: the data's own (Fashion-MNIST 1, "
+                                            "CIFAR 3, an image folder its first image's)", none="auto")
     train_limit: int | None = option(None, "use only the first N training images", check="positive", none="all")
     workers: int | None = option(None, "data-loading processes per training process (auto: up to 8 for image "
                                  "folders, 0 for the in-memory sets); they decode and augment ahead of the step",
@@ -57,6 +61,9 @@ class ModelOptions:
 class OptimOptions:
     epochs: int = option(1, "passes over the training images; fixed for a run (the LR schedule spans them)",
                          check="positive")
+    max_steps: int | None = option(None, "train for exactly N steps instead of --epochs passes (the learning-rate "
+                                   "schedule spans the N steps; the images keep coming in epochs): a smoke run or a "
+                                   "fixed compute budget", check="positive", none="off")
     batch_size: int = option(128, "global batch, split over the data-parallel processes", check="positive")
     optimizer: Literal["sgd", "adamw"] = option("sgd", "SGD (momentum 0.9) or AdamW")
     nesterov: bool = option(True, "SGD: Nesterov momentum (off: plain momentum, as torchvision's ImageNet recipe)")
@@ -86,8 +93,9 @@ class DiffAugOptions:
                           check="fraction", metavar="U")
     weight: float = option(1.0, "--diffaug on: weight of each DiffAug copy's cross-entropy against a clean image's "
                            "(1 = the paper's CE(clean) + CE(DiffAug)); below 1 leans the classifier towards the "
-                           "clean images (off / only and noisy / DA classifiers ignore it)", flag="--diffaug-weight",
-                           check="positive", metavar="W")
+                           "clean images; at most 100: past that the clean images no longer count and W only scales "
+                           "the learning rate (--diffaug only trains on DiffAug images alone) (off / only and noisy / "
+                           "DA classifiers ignore it)", flag="--diffaug-weight", check="loss_weight", metavar="W")
     augmix: bool = option(False, "AugMix: with --jsd 0 it replaces the clean image (DiffAug copies then start from "
                           "the AugMix image); with --jsd > 0 the official recipe: two AugMix views beside the clean "
                           "image, DiffAug copies from the un-augmented one")
@@ -212,6 +220,10 @@ class TrainConfig:
                              "--mode da")
         if s.pu and (not s.positive or len(set(s.positive)) != len(s.positive) or min(s.positive) < 0):
             raise ValueError(f"--pu needs --positive: distinct class indices >= 0, got {s.positive!r}")
+
+    def total_steps(self, train_images: int) -> int:
+        """The run's optimizer steps: --max-steps, else --epochs passes of --batch-size over ``train_images``."""
+        return self.optim.max_steps or train_images // self.optim.batch_size * self.optim.epochs
 
     @property
     def semi_supervised(self) -> bool:

@@ -10,12 +10,15 @@ import numpy as np
 import torch
 
 from diffaug_fast.data.cifar import CIFAR_SIDE, cifar_classes, cifar_source, read_cifar
-from diffaug_fast.data.sources import (HOLDOUT_EVERY, IMAGE_SUFFIXES, ArraySource, FolderSource, ImageReadError,  # noqa: F401
-                                       folder_classes, folder_source, images_in)
+from diffaug_fast.data.sources import (FOLDER_SIDE_MAX, HOLDOUT_EVERY, IMAGE_SUFFIXES, ArraySource, FolderSource,  # noqa: F401
+                                       ImageReadError, folder_classes, folder_image_shape, folder_source, images_in)
 from diffaug_fast.data.decoded import DecodedImages
+from diffaug_fast.data.subsets import (EVAL_SUBSET_SEED, class_counts, describe_subset, stratified_subset,  # noqa: F401
+                                       subset_summary)
 from diffaug_fast.data.views import to_unit_range, view
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_SIDE = 28
 ROOT_ENV = "DIFFAUG_FAST_FASHION_MNIST"
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -122,6 +125,22 @@ def open_source(data: str, split: str = "train", *, limit: int | None = None):
     return folder_source(data, split, limit)
 
 
+def native_shape(data) -> tuple[int, int]:
+    """(image size, channels) of the images of ``--data`` as they are: Fashion-MNIST 28, 1; CIFAR 32, 3; in-memory
+    images their own; an image folder as its first training image says (``folder_image_shape``). ``data``: the
+    ``--data`` string or a source ``open_source`` gave (a folder is then not listed again)."""
+    source = data
+    if isinstance(data, str):
+        if data == "fmnist":
+            return FASHION_MNIST_SIDE, 1
+        if cifar_source(data) is not None:
+            return CIFAR_SIDE, 3
+        source = folder_source(data, "train")
+    if isinstance(source, ArraySource):
+        return int(source.images.shape[-1]), int(source.images.shape[1])
+    return folder_image_shape(source)
+
+
 def load_dataset(data: str, split: str = "train", *, limit: int | None = None, image_size: int = 28,
                  channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """``"fmnist"`` (Fashion-MNIST), ``"cifar10:DIR"`` / ``"cifar100:DIR"`` (the official python batches; see
@@ -134,15 +153,47 @@ def load_dataset(data: str, split: str = "train", *, limit: int | None = None, i
     return load_image_folder(data, split, image_size=image_size, channels=channels, limit=limit)
 
 
-def eval_images(data: str, split: str = "test", *, image_size: int, channels: int, view_name: str = "fit",
-                limit: int | None = None):
-    """(images, labels) for evaluation: the in-memory sets as float32 tensors (as ``load_dataset``), an image folder
-    as ``DecodedImages`` (decoded a slice at a time with ``view_name``: "fit" or "center")."""
-    source = open_source(data, split, limit=limit)
+def eval_subset(data: str, split: str = "test", limit: int | None = None, seed: int = EVAL_SUBSET_SEED):
+    """(source, summary): the images of ``--data`` an evaluation with ``limit`` sees, as a source (a folder's still
+    undecoded), and what metrics record of them (``subset_summary``). ``limit``: a class-stratified subset of that
+    many (``stratified_subset`` with ``seed``), not the first N; None: the whole split."""
+    source = open_source(data, split)
+    idx = stratified_subset(source.labels, limit, seed)
+    summary = subset_summary(source.labels, idx, seed, split)
+    return (source.subset(idx) if len(idx) < len(source) else source), summary
+
+
+def source_images(source, *, image_size: int, channels: int, view_name: str = "fit", decode: bool = False):
+    """(images, labels) of a source as evaluation reads them: in-memory sets as float32 tensors (as
+    ``load_dataset``), an image folder as ``DecodedImages`` (decoded a slice at a time with ``view_name``: "fit" or
+    "center"; ``decode``: all at once, a tensor)."""
     if isinstance(source, FolderSource):
         _check_shape(image_size, channels)
-        return DecodedImages(source, view_name, image_size, channels), source.labels
-    return load_dataset(data, split, limit=limit, image_size=image_size, channels=channels)
+        images = DecodedImages(source, view_name, image_size, channels)
+        return (images[:] if decode else images), source.labels
+    return _array_images(source, image_size, channels), source.labels
+
+
+def eval_images(data: str, split: str = "test", *, image_size: int, channels: int, view_name: str = "fit",
+                limit: int | None = None, seed: int = EVAL_SUBSET_SEED, decode: bool = False):
+    """(images, labels) for evaluation: ``eval_subset`` read by ``source_images``."""
+    source, _ = eval_subset(data, split, limit, seed)
+    return source_images(source, image_size=image_size, channels=channels, view_name=view_name, decode=decode)
+
+
+def _array_images(source: ArraySource, image_size: int, channels: int) -> torch.Tensor:
+    """An in-memory source as float32 in [-1, 1]: Fashion-MNIST at its own size, CIFAR as ``load_cifar``."""
+    if source.native:
+        return to_unit_range(source.images)
+    _check_shape(image_size, channels)
+    if tuple(source.images.shape[1:]) == (channels, image_size, image_size):
+        return to_unit_range(source.images.contiguous())
+    return _decode_all(source, image_size, channels)
+
+
+def select(images, idx: torch.Tensor) -> torch.Tensor:
+    """``images[idx]`` as a tensor; of ``DecodedImages`` only the files at ``idx`` are decoded."""
+    return images.subset(idx)[:] if isinstance(images, DecodedImages) else images[idx]
 
 
 def dataset_classes(data: str) -> list[str]:

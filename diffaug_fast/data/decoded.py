@@ -24,6 +24,10 @@ class DecodedImages:
     def shape(self) -> torch.Size:
         return torch.Size((len(self), self.channels, self.image_size, self.image_size))
 
+    def subset(self, idx: torch.Tensor) -> "DecodedImages":
+        """Only the images at ``idx``, decoded when read like the rest."""
+        return DecodedImages(self.source.subset(idx), self.view_name, self.image_size, self.channels, self.threads)
+
     def _one(self, i: int) -> torch.Tensor:
         return view(self.source.image(i), self.view_name, self.image_size, self.channels)
 

@@ -17,6 +17,7 @@ import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 HOLDOUT_EVERY = 10  # without train/ and test/ (or val/) sub-folders, every 10th image of each class is held out
+FOLDER_SIDE_MAX = 64  # the largest size an image folder is read at by default: the denoiser's cost grows with its square
 
 
 class ImageReadError(ValueError):
@@ -42,6 +43,10 @@ class ArraySource:
         """Many images at once (all the same size): the fast path of in-memory sets."""
         return self.images[idx]
 
+    def subset(self, idx: torch.Tensor) -> "ArraySource":
+        """Only the images at ``idx`` (e.g. an evaluation subset)."""
+        return ArraySource(self.images[idx], self.labels[idx], self.classes, self.native)
+
 
 @dataclass
 class FolderSource:
@@ -65,6 +70,10 @@ class FolderSource:
                 return im.copy()
         except (UnidentifiedImageError, OSError, SyntaxError) as err:
             raise ImageReadError(f"cannot read image {path}: {err}") from None
+
+    def subset(self, idx: torch.Tensor) -> "FolderSource":
+        """Only the files at ``idx``, still undecoded (e.g. an evaluation subset)."""
+        return FolderSource([self.files[int(i)] for i in idx], self.labels[idx], self.classes, self.root)
 
 
 def class_dirs(root: Path) -> list[Path]:
@@ -94,10 +103,24 @@ def folder_classes(root: str | os.PathLike) -> list[str]:
                                 "sub-folder of images per class)")
     split = split_root(root)
     classes = [p.name for p in class_dirs(split["train"] if split else root)]
+    if not split and classes == ["train"]:  # else read as one class named "train"
+        raise ValueError(f"argument 'data': {root} holds only train/ (no test/ or val/ beside it); expected train/ "
+                         "+ test/ (or val/), or one sub-folder per class")
     if len(classes) < 2:
         raise ValueError(f"argument 'data': {root} needs at least two class sub-folders of images, found "
                          f"{len(classes)}")
     return classes
+
+
+def folder_image_shape(source: FolderSource) -> tuple[int, int]:
+    """(size, channels) an image folder trains at when no option or denoiser says: its first image's channels (1 for
+    a greyscale mode: L, 1, I, F, LA; else 3) and shorter side, rounded down to a multiple of 4 (what the lean UNet
+    needs) and at most ``FOLDER_SIDE_MAX`` (larger photos: --image-size)."""
+    from PIL import ImageMode
+
+    image = source.image(0)
+    channels = 1 if ImageMode.getmode(image.mode).basemode == "L" else 3
+    return min(min(image.size) // 4 * 4, FOLDER_SIDE_MAX), channels
 
 
 def interleave(labels: list[int], limit: int) -> list[int]:

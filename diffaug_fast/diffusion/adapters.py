@@ -41,6 +41,14 @@ def _import_unet():
     return UNet2DModel
 
 
+def _low_cpu_mem_usage() -> bool:
+    """diffusers' default (True) without accelerate installed logs a six-line "pip install accelerate" warning on
+    every load and falls back to False anyway: ask for False up front then, and keep the fast path with it."""
+    from diffusers.utils import is_accelerate_available
+
+    return is_accelerate_available()
+
+
 def _first(*paths: Path) -> Path | None:
     return next((p for p in paths if p.is_file()), None)
 
@@ -68,7 +76,8 @@ def denoiser_from_diffusers(folder: str | Path, *, clip: bool = True) -> Denoise
     if described.get("num_class_embeds") or described.get("class_embed_type"):
         raise CheckpointError(f"{unet_config}: class-conditional diffusers UNets are not supported")
     try:
-        unet = _import_unet().from_pretrained(str(unet_config.parent), local_files_only=True)
+        unet = _import_unet().from_pretrained(str(unet_config.parent), local_files_only=True,
+                                                 low_cpu_mem_usage=_low_cpu_mem_usage())
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{unet_config.parent}: diffusers could not load the UNet ({str(err).splitlines()[0]})") \
             from None

@@ -13,6 +13,9 @@ usual FID / IS / KID of the literature; its weights file must be in torch's hub 
 ``inception:FILE``), or a clean classifier trained on the same images (``diffaug-fast train --data DIR``), whose
 channels and image size must be the samples'. The reference is the test split of the data the samples imitate
 (recorded by ``sample``), never Fashion-MNIST for other images.
+
+Below the sample sizes where the numbers mean anything (:mod:`diffaug_fast.eval.fidelity_sample_size`) the
+command still prints them, then one ``warning:`` line each, also written to the JSON's ``"warnings"``.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from diffaug_fast.data.views import to_uint8, to_unit_range
+from diffaug_fast.eval.fidelity_sample_size import isc_splits, kid_subset, sample_size_warnings
 
 EXTRACTOR = "diffaug-fast-classifier"
 
@@ -155,13 +159,13 @@ def metrics_from_features(generated: dict[str, torch.Tensor], reference: dict[st
     result = {}
     if isc:
         n = len(generated[layer("isc")])
-        result.update(isc_features_to_metric(generated[layer("isc")], splits=max(1, min(10, n // 2)), shuffle=False))
+        result.update(isc_features_to_metric(generated[layer("isc")], splits=isc_splits(n), shuffle=False))
     if fid:
         result.update(fid_statistics_to_metric(fid_features_to_statistics(generated[layer("fid")]),
                                                fid_features_to_statistics(reference[layer("fid")]), verbose=False))
     if kid:
         g, r = generated[layer("kid")], reference[layer("kid")]
-        result.update(kid_features_to_metric(g, r, kid_subset_size=kid_subset_size or min(1000, len(g), len(r)),
+        result.update(kid_features_to_metric(g, r, kid_subset_size=kid_subset_size or kid_subset(len(g), len(r)),
                                              verbose=False))
     return result
 
@@ -218,13 +222,27 @@ def check_extractor(name: str, shape: tuple, *, auto: bool = False, flag: str = 
                            + (" (or --extractor inception)" if flag == "--extractor" else ""))
 
 
+def samples_npz(path) -> np.lib.npyio.NpzFile:
+    """The arrays of a samples.npz; anything else (a text file, a lone .npy, a pickle) is one line saying what was
+    expected, not numpy's advice about pickles."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        data = None
+    if not isinstance(data, np.lib.npyio.NpzFile) or "images" not in data:
+        raise ValueError(f"argument --samples: {path} is not a .npz of samples (expected the samples.npz "
+                         "`diffaug-fast sample` writes)")
+    return data
+
+
 def fidelity_command(o) -> dict:
     """``diffaug-fast fidelity``: FID / IS / KID of a samples.npz against real test images, and with labels in
     it the judge classifier's accuracy on the requested classes."""
     import json
     from pathlib import Path
 
-    from diffaug_fast.data import load_dataset
+    from diffaug_fast.data import eval_subset, source_images
+    from diffaug_fast.data.subsets import SUBSET_RULE
     from diffaug_fast.devices import run_device
     from diffaug_fast.errors import DiffAugError
     from diffaug_fast.eval.metrics import accuracy
@@ -234,9 +252,7 @@ def fidelity_command(o) -> dict:
     path = Path(o.samples)
     if not path.exists():
         raise FileNotFoundError(f"argument --samples: {path} does not exist (write one with `diffaug-fast sample`)")
-    data = np.load(path)
-    if "images" not in data:
-        raise ValueError(f"argument --samples: {path} has no 'images' array")
+    data = samples_npz(path)
     generated = torch.from_numpy(data["images"])
     from diffaug_fast.data.cifar import cifar_source
 
@@ -246,8 +262,8 @@ def fidelity_command(o) -> dict:
         raise FileNotFoundError(f"argument --reference {reference_name}: expected 'fmnist', cifar10:DIR / "
                                 "cifar100:DIR or an image folder" + ("" if o.reference else
                                                                     f" (recorded in {path}; pass --reference)"))
-    reference, _ = load_dataset(reference_name, "test", limit=o.reference_limit, image_size=shape[-1],
-                                channels=shape[0])
+    source, subset = eval_subset(reference_name, "test", o.reference_limit)  # class-stratified, not a prefix
+    reference, _ = source_images(source, image_size=shape[-1], channels=shape[0], decode=True)
     if tuple(reference.shape[1:]) != shape:
         raise DiffAugError(f"argument --reference {reference_name}: its images are "
                            f"{'x'.join(map(str, reference.shape[1:]))}, the samples {'x'.join(map(str, shape))}; "
@@ -258,7 +274,11 @@ def fidelity_command(o) -> dict:
     f_gen = extract_features(generated, extractor, ("isc", "fid", "kid"), device=device)
     f_ref = extract_features(reference, extractor, ("fid", "kid"), device=device)
     result = metrics_from_features(f_gen, f_ref, extractor)
-    line = (f"{len(generated)} samples vs {len(reference)} test images of {reference_name}, features of {extractor}: "
+    warnings = sample_size_warnings(len(generated), len(reference), f_gen[feature_layer(extractor, "fid")].shape[1],
+                                    extractor)
+    which = f" ({subset['eval_subset']})" if subset["eval_subset"].startswith(SUBSET_RULE) else ""
+    line = (f"{len(generated)} samples vs {len(reference)} test images of {reference_name}{which}, features of "
+            f"{extractor}: "
             f"FID {result['frechet_inception_distance']:.3f}, IS {result['inception_score_mean']:.3f} ± "
             f"{result['inception_score_std']:.3f}, KID {result['kernel_inception_distance_mean']:.5f}")
     if o.bootstrap:
@@ -287,6 +307,9 @@ def fidelity_command(o) -> dict:
         result["judge_accuracy"] = acc
         line += f"; judge accuracy on the requested class {100 * acc:.1f}%"
     print(line)
+    for warning in warnings:
+        print(f"warning: {warning}")
     if o.json:
-        Path(o.json).write_text(json.dumps({k: float(v) for k, v in result.items()}, indent=2))
-    return result
+        numbers = {k: float(v) for k, v in result.items()}
+        Path(o.json).write_text(json.dumps({**numbers, "warnings": warnings}, indent=2))
+    return {**result, "warnings": warnings}

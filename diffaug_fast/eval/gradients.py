@@ -71,7 +71,7 @@ def gradients_command(o, out: Path) -> dict:
     trained on (at their size and channels), as a picture and mean cosines with x0 - x_t (gradient_alignment.json)."""
     import json
 
-    from diffaug_fast.data import load_dataset
+    from diffaug_fast.data import eval_images
     from diffaug_fast.devices import OnDevice, run_device
     from diffaug_fast.errors import DiffAugError
     from diffaug_fast.runs.classifiers import load_classifier
@@ -96,7 +96,8 @@ def gradients_command(o, out: Path) -> dict:
         raise DiffAugError(f"argument --classifier: the runs were trained on different data "
                            f"({', '.join(f'{d} at {c}x{n}x{n}' for d, c, n in sorted(datas))})")
     source, channels, size = datas.pop()  # the runs' own test images, at their size and channels
-    images, labels = load_dataset(source, "test", limit=o.images, image_size=size, channels=channels)
+    images, labels = eval_images(source, "test", limit=o.images, image_size=size, channels=channels,  # stratified
+                                 decode=True)
     study = gradient_study(classifiers, denoiser, images, labels, o.t, seed=o.seed)
     path = save_gradient_grid(study, images, out / "gradients.png", rows=o.picture_rows)
     summary = {name: {t: float(c.mean()) for t, c in per_t.items()} for name, per_t in study["cosine"].items()}

@@ -161,6 +161,20 @@ def _sampling_denoiser(o, guide: _Guide, device: torch.device):
     return denoiser
 
 
+def check_steps(steps: str, chain_steps: int) -> None:
+    """--steps can be taken from the denoiser's chain: said before the first batch, naming the option and the range."""
+    from diffaug_fast.diffusion import space_timesteps
+
+    try:
+        space_timesteps(chain_steps, steps)
+    except ValueError as err:
+        if str(err).startswith("argument 'steps'"):  # not a step spec at all: its message says what one is
+            raise DiffAugError(str(err).replace("argument 'steps'", "argument --steps", 1)) from None
+        raise DiffAugError(f"argument --steps is {steps!r}: {err}; expected at most the denoiser's {chain_steps} "
+                           f"steps (ddimN with N = ceil({chain_steps} / stride), e.g. ddim50; or N in 1..{chain_steps} "
+                           "spread evenly)") from None
+
+
 def sample_command(o) -> Path | None:
     """Sample ``o.num`` images (PNG grid + .npz in ``o.out``), ``o.batch_size`` at a time, each finished batch kept
     so that a stopped run continues; with ``o.classifier``, classifier-guided toward ``o.class_``. Without
@@ -174,6 +188,7 @@ def sample_command(o) -> Path | None:
     guide = _Guide(o, device)
     denoiser = _sampling_denoiser(o, guide, device)
     model, chain = eps_model(denoiser)
+    check_steps(o.steps, len(chain))
     shape = denoiser.image_shape or (1, 28, 28)
     learned = denoiser.learn_sigma and denoiser.parametrization == "eps"  # eps_model passes the 2C output on
 

@@ -25,8 +25,11 @@ import json
 import os
 import zipfile
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Iterable
+
+from diffaug_fast.errors import DiffAugError
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
@@ -46,6 +49,83 @@ ERROR_LOG = "error.log"
 SAMPLES = "samples.npz"
 SAMPLES_GRID = "samples.png"
 SAMPLE_BATCHES = "samples.partial"
+# the pictures commands write beside those files: an --out holding them is an output folder, not image data
+PICTURES = ("forward_process.png", "curves.png", "acc_vs_t.png", "acc_per_t_bucket.png", "acc_vs_severity.png",
+            "certified_accuracy.png", "samples_ddim50.png", "diffaug_examples.png", "gradients.png")
+OUTPUT_NAMES = (CONFIG, CHECKPOINT, METRICS_LOG, METRICS, CLASSES, REPORT, EVAL, EVAL_REPORT, EVAL_PARTIAL,
+                DENOISER_WEIGHTS, SNAPSHOTS, DENOISER_RECORD, DATA_RECORD, DENOISER_REPORT, ERROR_LOG, SAMPLES,
+                SAMPLES_GRID, SAMPLE_BATCHES) + PICTURES
+# how each training command's run folder is described in messages, by run_kind's answer
+RUN_KINDS = {"train": "`diffaug-fast train` classifier run",
+             "train-denoiser": "`diffaug-fast train-denoiser` denoiser run"}
+_SCAN = 32  # entries looked at per folder by image_data: a hint, not an inventory of an ImageNet tree
+SPLITS = ("train", "test", "val")  # an image folder already split holds one class folder per class in each
+
+
+def run_kind(folder: str | os.PathLike) -> str | None:
+    """The command whose run ``folder`` holds, "train" or "train-denoiser" (None: no run started there), told by
+    what both write before their first step: a classifier's classes.json and sectioned config.json, a
+    denoiser's flat config.json (its "kind": vp / ve) and, once finished, its export."""
+    folder = Path(folder)
+    if (folder / CLASSES).is_file():
+        return "train"
+    if (folder / DENOISER_WEIGHTS).is_file():
+        return "train-denoiser"
+    try:
+        config = read_json(folder / CONFIG)
+    except (ValueError, OSError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    if config.get("kind") in ("vp", "ve"):
+        return "train-denoiser"
+    return "train" if "diffaug" in config or "model" in config else None
+
+
+def holds_output(folder: Path) -> bool:
+    """``folder`` holds a file one of our commands writes (a run, a draw, a report)."""
+    return any((folder / name).exists() for name in OUTPUT_NAMES)
+
+
+def image_data(folder: str | os.PathLike) -> str | None:
+    """What makes ``folder`` image data rather than an output folder ("images", "class sub-folders of images"),
+    or None: it holds images, directly or in class sub-folders (train/ test/ val/ ones looked into once more), and
+    none of our files. Deeper images do not count: a project folder may well keep its data beside its runs."""
+    folder = Path(folder)
+    if not folder.is_dir() or holds_output(folder):
+        return None
+    if _holds_images(folder):
+        return "images"
+    inside = [sub for sub in _subfolders(folder) if not holds_output(sub)]
+    if any(_holds_images(sub) or (sub.name in SPLITS and any(map(_holds_images, _subfolders(sub)))) for sub in inside):
+        return "class sub-folders of images"
+    return None
+
+
+def _first_entries(folder: Path) -> list[os.DirEntry]:
+    with os.scandir(folder) as scan:
+        return list(islice(scan, _SCAN))
+
+
+def _holds_images(folder: Path) -> bool:
+    from diffaug_fast.data.sources import IMAGE_SUFFIXES
+
+    return any(e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES for e in _first_entries(folder))
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return [Path(e.path) for e in _first_entries(folder) if e.is_dir()]
+
+
+def make_folder(folder: str | os.PathLike, option: str = "--out") -> Path:
+    """Create a run's output folder; a path that cannot be one (a read-only or virtual file system) is a one-line
+    error naming ``option``, not an errno."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DiffAugError(f"argument {option}: cannot create the folder {folder} ({err.strerror or err})") from None
+    return folder
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

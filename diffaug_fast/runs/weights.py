@@ -55,6 +55,8 @@ def pretrained(name: str = "fmnist", device="cpu") -> Denoiser:
 
 
 RELEASED_SUFFIXES = (".pt", ".pth", ".safetensors")
+DENOISER_FORMS = ("fmnist | fmnist-v | fmnist-ve, a train-denoiser export (.safetensors + .json), a released "
+                  ".pt/.safetensors checkpoint with --denoiser-flags, or a diffusers folder")
 FLAGS_EXAMPLE = ("--denoiser-flags \"--attention_resolutions 32,16,8 --class_cond False --diffusion_steps 1000 "
                  "--image_size 256 --learn_sigma True --noise_schedule linear ...\"")
 
@@ -89,10 +91,10 @@ def load_denoiser(source: str | Path, device="cpu", flags: str | None = None, *,
             raise CheckpointError(f"argument {option}: {err}") from None
         return denoiser.to(device).eval().requires_grad_(False)
     if not path.exists():
-        raise FileNotFoundError(f"argument {option}: {name} does not exist; expected {', '.join(MODELS)}, a "
-                                "train-denoiser export (.safetensors + .json), a released .pt / .safetensors "
-                                "checkpoint with --denoiser-flags, or a diffusers folder")
+        raise FileNotFoundError(f"argument {option}: {name} does not exist; expected {DENOISER_FORMS}")
     if flags is None:
+        if path.suffix not in RELEASED_SUFFIXES:  # a text file, a picture: say what a denoiser is, not which .json
+            raise DiffAugError(f"argument {option}: {name} is not a denoiser; expected {DENOISER_FORMS}")
         if path.suffix in RELEASED_SUFFIXES and path.is_file() and not path.with_suffix(".json").exists():
             raise DiffAugError(f"argument {option} {name}: a released guided-diffusion / improved-diffusion "
                                f"checkpoint needs the flag line it was trained with, e.g. {FLAGS_EXAMPLE} (or, for "
@@ -115,13 +117,17 @@ def load_denoiser(source: str | Path, device="cpu", flags: str | None = None, *,
     return denoiser.to(device).eval().requires_grad_(False)
 
 
-def check_denoiser_serves(denoiser: Denoiser, image_shape, timesteps, *, option: str, name) -> None:
-    """``denoiser`` (named by ``option name`` in messages) fits images of ``image_shape`` and holds the
-    DiffAug-Ensemble ``timesteps`` (--de-timesteps); each problem is a one-line error naming the option."""
+def check_denoiser_serves(denoiser: Denoiser, image_shape, timesteps, *, option: str, name,
+                          data: str = "the data") -> None:
+    """``denoiser`` (named by ``option name`` in messages) fits images of ``image_shape`` (those ``data`` gives, e.g.
+    "--data cifar10:DIR") and holds the DiffAug-Ensemble ``timesteps`` (--de-timesteps); each problem is a one-line
+    error naming the option, both shapes and the data."""
     problem = denoiser.shape_problem(image_shape)
     if problem is not None:
-        raise DiffAugError(f"argument {option} {str(name)!r} does not fit the data: {problem}; pass "
-                           "a denoiser of these images or matching --image-size / --channels")
+        works_on = "x".join(map(str, denoiser.image_shape))  # a problem means the network records its shape
+        raise DiffAugError(f"argument {option}: {str(name)!r} works on {works_on} images but {data} gives "
+                           f"{'x'.join(map(str, image_shape))} ({problem}); set --image-size / --channels or pass a "
+                           "denoiser trained on these images")
     last = len(denoiser.schedule) - 1
     bad = [t for t in timesteps if not 0 <= t <= last]
     if bad:

@@ -14,12 +14,21 @@ from diffaug_fast.runs.provenance import denoiser_key, read_records, resolve_con
 from diffaug_fast.runs.weights import check_denoiser_serves
 
 
-def check_resume(out: Path, resume: bool) -> None:
-    """``--resume`` exactly when ``--out`` holds a checkpoint: never start over a run, never resume nothing."""
+def check_resume(out: Path, resume: bool, command: str = "train") -> None:
+    """``--resume`` exactly when ``--out`` holds a checkpoint of a ``command`` run ("train" / "train-denoiser"):
+    never start over a run or over the other command's, never resume nothing, and a run that stopped before its
+    first checkpoint is started again by the same command without --resume."""
+    kind = files.run_kind(out)
+    if kind not in (None, command):
+        raise DiffAugError(f"argument --out: {out} is a {files.RUN_KINDS[kind]} folder, not a "
+                           f"{files.RUN_KINDS[command]}; choose another --out")
     exists = checkpoint_exists(out / files.CHECKPOINT)
     if exists and not resume:
         raise DiffAugError(f"argument --out: {out} already holds a run; pass --resume to continue it or choose "
                            "another --out")
+    if resume and not exists and kind is not None:
+        raise DiffAugError(f"argument --resume: {out} holds no checkpoint (the run stopped before its first one); run "
+                           "the same command without --resume to start it again")
     if resume and not exists:
         raise DiffAugError(f"argument --resume: {out} holds no checkpoint to resume")
 
@@ -34,7 +43,8 @@ def needs_denoiser(config: TrainConfig, *, training: bool = True) -> bool:
 def check_denoiser(config: TrainConfig, denoiser, image_shape) -> int:
     """The denoiser fits the data and the timesteps asked of it; returns the DiffAug t_max."""
     ensemble = config.eval.de_timesteps if config.eval.de_denoiser is None else []  # else checked with its own
-    check_denoiser_serves(denoiser, image_shape, ensemble, option="--denoiser", name=config.diffaug.denoiser)
+    check_denoiser_serves(denoiser, image_shape, ensemble, option="--denoiser", name=config.diffaug.denoiser,
+                          data=f"--data {config.data.source}")
     last = len(denoiser.schedule) - 1
     t_max = last if config.diffaug.t_max is None else config.diffaug.t_max
     if not 0 <= config.diffaug.t_min <= t_max <= last:
@@ -46,7 +56,7 @@ def check_denoiser(config: TrainConfig, denoiser, image_shape) -> int:
 def check_ensemble_denoiser(config: TrainConfig, denoiser, image_shape) -> None:
     """A --de-denoiser fits the test images and holds the --de-timesteps."""
     check_denoiser_serves(denoiser, image_shape, config.eval.de_timesteps, option="--de-denoiser",
-                          name=config.eval.de_denoiser)
+                          name=config.eval.de_denoiser, data=f"--data {config.data.source}")
 
 
 def identity(values: dict) -> dict:
@@ -74,7 +84,9 @@ def check_same_run(saved: dict, config: TrainConfig, what: str, run_dir: Path | 
     changed = sorted(k for k in before if before[k] != now.get(k) and not (k in same and same[k](before[k], now[k])))
     if changed:
         detail = ", ".join(f"{k.split('.')[-1]}: {before[k]!r} -> {now.get(k)!r}" for k in changed)
-        hint = " (a run's --epochs is fixed: its learning-rate schedule spans them)" if "optim.epochs" in changed else ""
+        fixed = [f for f in ("epochs", "max_steps") if f"optim.{f}" in changed]
+        hint = (f" (a run's --{fixed[0].replace('_', '-')} is fixed: its learning-rate schedule spans them)"
+                if fixed else "")
         raise DiffAugError(f"{what} was written with different settings ({detail}){hint}; use the same settings to "
                            "resume (`--resume` without --preset or --config takes the run's own), or another --out "
                            "folder")

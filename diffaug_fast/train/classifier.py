@@ -29,9 +29,10 @@ from diffaug_fast.runs.weights import load_denoiser
 from diffaug_fast.train import loop
 from diffaug_fast.train.losses import clean_classifier_loss
 from diffaug_fast.train.batches import Batches, adds_copies
-from diffaug_fast.train.step_data import StepSpec, data_shape, loader_workers, evaluation_images
+from diffaug_fast.train.step_data import StepSpec, loader_workers, evaluation_images
 from diffaug_fast.train.checks import check_denoiser, check_same_run, needs_denoiser
 from diffaug_fast.train.distributed import world
+from diffaug_fast.train.image_shape import resolve_image_shape, with_image_shape
 from diffaug_fast.train.evaluation import ensemble_denoiser, evaluate_trained, fast_net_for
 from diffaug_fast.train.optim import EMA, ema_start_warning, lr_factor, make_optimizer
 from diffaug_fast.train.ssl import labeled_subset, semi_supervised_loss
@@ -52,8 +53,7 @@ class ClassifierTrainer:
         self.steps_per_epoch = len(source) // opt.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"argument --batch-size ({opt.batch_size}) exceeds the {len(source)} training images")
-        image_shape = data_shape(config, source)
-        self.total_steps = self.steps_per_epoch * opt.epochs
+        self.total_steps = config.total_steps(len(source))
         torch.manual_seed(config.run.seed)
         num_classes = int(labels.max()) + 1
         labeled, self.prior = None, None
@@ -62,6 +62,10 @@ class ClassifierTrainer:
         self.num_classes = num_classes
         self.denoiser = (load_denoiser(config.diffaug.denoiser, self.device, config.diffaug.denoiser_flags)
                          if needs_denoiser(config) else None)
+        # auto --image-size / --channels from the data (a folder's size: the denoiser's); config.json keeps them
+        self.image_shape = resolve_image_shape(config, source, self.denoiser)
+        self.config = config = with_image_shape(config, self.image_shape)
+        image_shape = self.image_shape.chw
         t_max = check_denoiser(config, self.denoiser, image_shape) if self.denoiser is not None else 0
         # the closing evaluation's denoiser (a --de-denoiser is loaded and checked now, not after training)
         self.ensemble_denoiser = ensemble_denoiser(config, self.denoiser, image_shape, self.device)
@@ -228,11 +232,14 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     out_dir = Path(out_dir)
     rank, _ = world()
     if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        files.make_folder(out_dir)
     source = ArraySource(*data, []) if data else open_source(config.data.source, "train",
                                                                limit=config.data.train_limit)
     labels = source.labels
     trainer = ClassifierTrainer(config, source)
+    config = trainer.config  # --image-size / --channels resolved
+    if rank == 0:
+        print(f"images {trainer.image_shape.describe()}")
     trainer.run_dir = out_dir  # resuming compares the denoiser and data with the ones this folder recorded
     loop.resume(trainer, out_dir)
     if rank == 0:
@@ -255,6 +262,7 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
                                prior=trainer.prior)
     if trainer.fast_net is not None:  # what --denoiser-precision auto chose on this machine
         metrics["denoiser_precision"] = trainer.fast_net.precision_name
-    metrics.update(step=trainer.step, train_seconds_this_call=time.perf_counter() - start)
+    metrics.update(step=trainer.step, train_seconds_this_call=time.perf_counter() - start,
+                   **trainer.image_shape.record())
     files.write_json(out_dir / files.METRICS, metrics)
     return metrics

@@ -23,7 +23,7 @@ from diffaug_fast.errors import DiffAugError
 from diffaug_fast.runs import files
 from diffaug_fast.runs.checkpoint import checkpoint_exists, load_verified
 from diffaug_fast.runs.provenance import data_record
-from diffaug_fast.data import load_dataset, load_fashion_mnist
+from diffaug_fast.data import eval_images, load_dataset, load_fashion_mnist, native_shape, stratified_subset
 from diffaug_fast.diffusion import Schedule, get_schedule, q_sample, ve_geometric
 from diffaug_fast.diffusion.targets import VP_PARAMETRIZATIONS, prediction_loss
 from diffaug_fast.diffusion.unet import UNetModel
@@ -85,7 +85,20 @@ def _batches(n: int, batch: int, seed: int, consumed: int):
 
 
 def unet_settings(config: DenoiserConfig) -> dict:
-    return dict(config.unet) if config.unet else unet_for(config.image_size, config.channels)
+    if config.unet:
+        return dict(config.unet)
+    config = with_image_shape(config)
+    return unet_for(config.image_size, config.channels)
+
+
+def with_image_shape(config: DenoiserConfig) -> DenoiserConfig:
+    """``config`` with --image-size / --channels left auto set: the given UNet's, else the data's own
+    (``data.native_shape``: Fashion-MNIST 28, 1; CIFAR 32, 3; an image folder its first image's)."""
+    if config.image_size is not None and config.channels is not None:
+        return config
+    size, channels = (config.unet["image_size"], config.unet["in_channels"]) if config.unet else \
+        native_shape(config.data)
+    return replace(config, image_size=config.image_size or size, channels=config.channels or channels)
 
 
 def with_step_defaults(config: DenoiserConfig) -> DenoiserConfig:
@@ -120,10 +133,11 @@ def saved_settings(saved: dict) -> dict:
 
 def continued(config: DenoiserConfig, saved: dict) -> DenoiserConfig:
     """``config`` for continuing a run saved with ``saved``: options left auto take the run's own values (its EMA
-    decay, warm-up and parametrization), so a run given a larger --steps keeps training what it trained."""
+    decay, warm-up, parametrization and image shape), so a run given a larger --steps keeps training what it trained."""
     saved = saved_settings(saved)
     auto = {"ema_decay": config.ema_decay is None, "warmup": config.warmup is None,
-            "parametrization": config.parametrization == "auto"}
+            "parametrization": config.parametrization == "auto", "image_size": config.image_size is None,
+            "channels": config.channels is None}
     return replace(config, **{k: saved[k] for k, is_auto in auto.items() if is_auto and k in saved})
 
 
@@ -236,14 +250,15 @@ def train_denoiser(config: DenoiserConfig, out_dir: str | Path, *, data_root=Non
     out_dir = Path(out_dir)
     if limit is not None:
         config = replace(config, limit=limit)
-    if config.unet is None:
-        config = replace(config, unet=unet_for(config.image_size, config.channels))
     checkpoint = out_dir / files.CHECKPOINT
     state = load_verified(checkpoint) if checkpoint_exists(checkpoint) else None  # tensors on the CPU
     if state is not None and state.get("config") is not None:
         config = continued(config, state["config"])
+    config = with_image_shape(config)  # saved with the run: its export and report read the same shape
+    if config.unet is None:
+        config = replace(config, unet=unet_for(config.image_size, config.channels))
     config = with_step_defaults(config)  # a bad --parametrization fails here, before the run folder is made
-    out_dir.mkdir(parents=True, exist_ok=True)
+    files.make_folder(out_dir)
     torch.manual_seed(config.seed)
     trainer = DenoiserTrainer(config, load_images(config, data_root), device)
     if state is not None:  # first: a resume with other settings is refused before any warning
@@ -257,13 +272,14 @@ def train_denoiser(config: DenoiserConfig, out_dir: str | Path, *, data_root=Non
     return checkpoint
 
 
-def export_ema(checkpoint: str | Path, config: DenoiserConfig, weights_out: str | Path) -> None:
-    """EMA weights as safetensors plus the config JSON beside them (the parametrization the checkpoint was trained
-    with, when ``config`` leaves it auto)."""
+def export_ema(checkpoint: str | Path, config: DenoiserConfig, weights_out: str | Path) -> DenoiserConfig:
+    """EMA weights as safetensors plus the config JSON beside them (the parametrization and image shape the
+    checkpoint was trained with, when ``config`` leaves them auto); returns ``config`` so completed."""
     saved = load_verified(checkpoint)
     if saved.get("config") is not None:
         config = continued(config, saved["config"])
     write_ema(saved["ema"], config, weights_out)
+    return config
 
 
 def write_ema(state: dict, config: DenoiserConfig, weights_out: str | Path) -> None:
@@ -290,22 +306,27 @@ def export_config(config: DenoiserConfig) -> dict:
 
 
 def write_denoiser_report(config: DenoiserConfig, out_dir: str | Path, *, data_root=None, limit: int = 2000,
-                          samples: int = 64, train_images: torch.Tensor | None = None, device="cpu") -> dict:
+                          samples: int = 64, train_images: torch.Tensor | None = None, device="cpu",
+                          progress: bool = True) -> dict:
     """The report ``denoiser-report`` writes, for the EMA weights just exported to ``out_dir``: x̂0 error per t on
     the data's test split against the mean training image, a sample grid, DiffAug examples, report.md; the
-    network runs on ``device``."""
-    from diffaug_fast.eval.denoiser_report import write_report
+    network runs on ``device``. ``progress``: bars and status lines on stderr (it takes minutes on a CPU)."""
+    from diffaug_fast.eval.denoiser_report import status, write_report
     from diffaug_fast.runs.weights import load_exported
 
     out_dir = Path(out_dir)
     unet = unet_settings(config)
-    if config.data == "fmnist":
-        test = load_fashion_mnist("test", root=data_root, limit=limit)[0]
+    status(f"report: reading up to {limit} test images of {config.data}", progress)
+    if config.data == "fmnist":  # a class-stratified subset, not the first ``limit`` (data.subsets)
+        test, labels = load_fashion_mnist("test", root=data_root)
+        test = test[stratified_subset(labels, limit)]
     else:
-        test = load_dataset(config.data, "test", image_size=unet["image_size"], channels=unet["in_channels"],
-                            limit=limit)[0]
+        test = eval_images(config.data, "test", image_size=unet["image_size"], channels=unet["in_channels"],
+                           limit=limit, decode=True)[0]
     if train_images is None:
+        status(f"report: reading the training images of {config.data} for the mean image", progress)
         train_images = load_images(config, data_root)
     denoiser = load_exported(out_dir / files.DENOISER_WEIGHTS, device)
     return write_report(denoiser, out_dir, test, mean_image=train_images.mean(0), limit=limit, samples=samples,
-                        seed=config.seed, title=f"train-denoiser {config.kind}, {config.steps} steps on {config.data}")
+                        seed=config.seed, title=f"train-denoiser {config.kind}, {config.steps} steps on {config.data}",
+                        progress=progress)

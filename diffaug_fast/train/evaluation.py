@@ -10,7 +10,7 @@ import torch
 from diffaug_fast.augment import FastNet
 from diffaug_fast.config import TrainConfig, to_dict
 from diffaug_fast.config.options import validate_options
-from diffaug_fast.data import open_source
+from diffaug_fast.data import open_source, select, stratified_subset, subset_summary
 from diffaug_fast.errors import DiffAugError
 from diffaug_fast.eval.metrics import accuracy, disagreement, evaluate, evaluate_noisy
 from diffaug_fast.runs import files
@@ -45,27 +45,28 @@ def ensemble_denoiser(config: TrainConfig, denoiser, image_shape, device):
 
 def evaluate_trained(config: TrainConfig, model, denoiser, test_images, test_labels, *, device, fast_net=None,
                      progress: bool = False, labeled=None, prior: float | None = None) -> dict:
-    """Clean classifiers: clean / noisy-test accuracy with DiffAug-Ensemble on ``--eval-limit`` test images and
-    clean accuracy on all of them. Noisy / DA classifiers: accuracy (PU: and F1) per t-bucket, and with
-    --ssl / --pu the disagreement between nearby t."""
-    n = config.eval.limit or len(test_images)
-    seed = config.run.seed
+    """Clean classifiers: clean / noisy-test accuracy with DiffAug-Ensemble on ``--eval-limit`` test images (a
+    class-stratified subset, the same for every run: ``data.subsets``) and clean accuracy on all of them. Noisy /
+    DA classifiers: accuracy (PU: and F1) per t-bucket, and with --ssl / --pu the disagreement between nearby t."""
+    subset = stratified_subset(test_labels, config.eval.limit)  # not a prefix: test sets are often class-sorted
+    images, seed = select(test_images, subset), config.run.seed
     if fast_net is not None and torch.device(device).type == "cpu":
         # the training step's DiffAug batch: its compiled graph serves the evaluation too, at a cache-sized batch
         fast_net = fast_net.chunked(max(min(denoised_per_batch(config), config.optim.batch_size // world()[1]), 1))
     if config.model.mode == "clean":
-        metrics = evaluate(model, denoiser, test_images[:n], test_labels[:n], timesteps=config.eval.de_timesteps,
+        metrics = evaluate(model, denoiser, images, test_labels[subset], timesteps=config.eval.de_timesteps,
                            noise_std=config.eval.noise_std, seed=seed, fast_net=fast_net, device=device,
                            progress=progress)
         metrics["clean_acc_full_test"] = accuracy(model, test_images, test_labels, device=device)
         if denoiser is not None and config.eval.de_timesteps:
             metrics["de_denoiser"] = config.eval.de_denoiser or config.diffaug.denoiser
+        metrics.update(subset_summary(test_labels, subset))
         return metrics
     labels = pu_targets(test_labels, config.semi.positive) if config.semi.pu else test_labels
-    metrics = evaluate_noisy(model, denoiser, test_images[:n], labels[:n], seed=seed, device=device,
-                             f1=config.semi.pu)
+    metrics = evaluate_noisy(model, denoiser, images, labels[subset], seed=seed, device=device, f1=config.semi.pu)
+    metrics.update(subset_summary(test_labels, subset))
     if config.semi_supervised:
-        metrics["tc_disagreement"] = disagreement(model, denoiser, test_images[:n], radius=config.semi.tc_radius,
+        metrics["tc_disagreement"] = disagreement(model, denoiser, images, radius=config.semi.tc_radius,
                                                   seed=seed, device=device)
         metrics["labeled_examples"] = len(labeled)
         if config.semi.pu:
@@ -83,7 +84,7 @@ def evaluate_only(out_dir: str | Path, eval_options: dict, *, progress: bool = T
     saved = load_verified(out_dir / files.CHECKPOINT)
     check_same_run(saved["config"], config, f"{out_dir / files.CHECKPOINT}", out_dir)
     train_labels = open_source(config.data.source, "train", limit=config.data.train_limit).labels
-    total = len(train_labels) // config.optim.batch_size * config.optim.epochs
+    total = config.total_steps(len(train_labels))
     if saved["step"] < total:
         raise DiffAugError(f"{out_dir} stopped at step {saved['step']} of {total}; finish it with --resume first")
     for name, value in eval_options.items():
@@ -109,9 +110,9 @@ def evaluate_only(out_dir: str | Path, eval_options: dict, *, progress: bool = T
     metrics = evaluate_trained(config, model, denoiser, test_images, test_labels, device=device, fast_net=fast_net,
                                progress=progress, labeled=labeled, prior=prior)
     metrics.update(step=saved["step"], eval_seconds=time.perf_counter() - start)
-    trained_at = files.read_json(out_dir / files.METRICS, {}).get("denoiser_precision")
-    if trained_at is not None:  # a fact of the training, not of this evaluation: kept
-        metrics["denoiser_precision"] = trained_at
+    before = files.read_json(out_dir / files.METRICS, {})
+    # facts of the training, not of this evaluation: kept
+    metrics.update({k: before[k] for k in ("denoiser_precision", "image_shape", "image_shape_from") if k in before})
     files.write_json(out_dir / files.METRICS, metrics)
     files.write_json(out_dir / files.CONFIG, to_dict(config))
     return metrics

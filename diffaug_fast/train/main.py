@@ -53,7 +53,8 @@ def train_command(config: TrainConfig, command: TrainCommand) -> dict:
 
 def print_summary(config: TrainConfig, metrics: dict) -> None:
     if "acc_per_t_bucket" in metrics:
-        print(f"{config.model.mode} classifier: accuracy on {metrics['eval_images']} noisy test images per t-bucket: "
+        print(f"{config.model.mode} classifier: accuracy on noisy test images "
+              f"({metrics.get('eval_subset', str(metrics['eval_images']) + ' test images')}) per t-bucket: "
               + ", ".join(f"{r['t_from']}-{r['t_to']}: {100 * r['acc']:.1f}%" for r in metrics["acc_per_t_bucket"])
               + f"; mean over t {100 * metrics['mean_acc_over_t']:.1f}%"
               + (f", mean F1 {metrics['mean_f1_over_t']:.3f}" if "mean_f1_over_t" in metrics else ""))
@@ -62,8 +63,9 @@ def print_summary(config: TrainConfig, metrics: dict) -> None:
             print(f"top class changes between t and t' (|t - t'| <= {d['radius']}) on "
                   f"{100 * d['top_class_changed']:.1f}% of test images")
         return
-    print(f"test accuracy {100 * metrics['clean_acc_full_test']:.2f}% (full test set); on {metrics['eval_images']} "
-          f"test images: clean {100 * metrics['clean_acc']:.2f}%"
+    print(f"test accuracy {100 * metrics['clean_acc_full_test']:.2f}% (full test set); on "
+          f"{metrics.get('eval_subset', str(metrics['eval_images']) + ' test images')}: "
+          f"clean {100 * metrics['clean_acc']:.2f}%"
           + (f", DiffAug-Ensemble {100 * metrics['de_acc']:.2f}%" if "de_acc" in metrics else "")
           + f"; noisy {100 * metrics['noisy_acc']:.2f}%"
           + (f", noisy + DiffAug-Ensemble {100 * metrics['noisy_de_acc']:.2f}%" if "noisy_de_acc" in metrics else ""))

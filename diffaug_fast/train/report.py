@@ -93,6 +93,23 @@ ROWS = (("clean_acc_full_test", "clean accuracy (full test set)"), ("clean_acc",
         ("noisy_de_acc", "DiffAug-Ensemble accuracy on noisy test images"))
 
 
+def _subset(m: dict) -> str:
+    """Which test images the subset metrics saw (runs before the subsets were class-stratified: the first N)."""
+    return m.get("eval_subset") or f"the first {m.get('eval_images')} test images"
+
+
+def _images(m: dict) -> list[str]:
+    """The image shape trained at and where it came from (runs before it was recorded: nothing)."""
+    if "image_shape" not in m:
+        return []
+    return [f"Images {'x'.join(map(str, m['image_shape']))} ({m.get('image_shape_from', '?')})."]
+
+
+def _budget(cfg: dict) -> str:
+    steps = cfg.get("max_steps")
+    return f"{steps} step(s) (--max-steps)" if steps else f"{cfg.get('epochs')} epoch(s)"
+
+
 def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path:
     run = _read_run(Path(run_dir))
     runs = [run] + ([_read_run(Path(compare))] if compare else [])
@@ -103,18 +120,18 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path
         lines = [f"# Training report: {run['dir'].name}", "",
                  f"Time-conditioned {cfg['mode']} classifier (`{cfg.get('model')}` trunk"
                  f"{', ' + cfg.get('fusion', 'input') + ' fusion' if cfg['mode'] == 'da' else ''}) on {cfg.get('data')}, "
-                 f"{cfg.get('epochs')} epoch(s), batch {cfg.get('batch_size')}, t ~ U over the whole chain of the "
+                 f"{_budget(cfg)}, batch {cfg.get('batch_size')}, t ~ U over the whole chain of the "
                  f"denoiser `{cfg.get('denoiser')}`{at}, "
-                 f"seed {cfg.get('seed')}; evaluated on {m.get('eval_images')} test "
-                 f"images, t drawn uniformly inside each bucket."]
+                 f"seed {cfg.get('seed')}; evaluated on {_subset(m)}, t drawn uniformly inside each bucket.",
+                 *_images(m)]
         runs = [r for r in runs if "acc_per_t_bucket" in r["metrics"]]
         return _finish(run, runs, lines, m, pictures)
     lines = [f"# Training report: {run['dir'].name}", "",
-             f"Classifier `{cfg.get('model')}` on {cfg.get('data')}, {cfg.get('epochs')} epoch(s), batch "
+             f"Classifier `{cfg.get('model')}` on {cfg.get('data')}, {_budget(cfg)}, batch "
              f"{cfg.get('batch_size')}, DiffAug `{cfg.get('diffaug')}` (t in [{cfg.get('t_min')}, "
              f"{cfg.get('t_max') if cfg.get('t_max') is not None else 'T-1'}], denoiser `{cfg.get('denoiser')}`{at}), "
-             f"AugMix {_augmix(cfg)}{_share(cfg)}, seed {cfg.get('seed')}.",
-             f"Evaluation subset: {m.get('eval_images')} test images; noisy = Gaussian noise of std "
+             f"AugMix {_augmix(cfg)}{_share(cfg)}, seed {cfg.get('seed')}.", *_images(m),
+             f"Evaluation subset: {_subset(m)}; noisy = Gaussian noise of std "
              f"{cfg.get('noise_std')} (pixels in [-1, 1]); DiffAug-Ensemble over t = "
              f"{', '.join(map(str, cfg.get('de_timesteps', [])))}.", "",
              "| metric | " + " | ".join(_label(r) for r in runs) + " |",

@@ -172,14 +172,6 @@ def check_item(item: dict, step: int) -> dict:
     return item
 
 
-def data_shape(config, source) -> tuple[int, int, int]:
-    """[C, S, S] the classifier sees: the in-memory images' own (Fashion-MNIST, a caller's tensors) or the
-    configured --channels / --image-size (image folders, CIFAR)."""
-    if isinstance(source, ArraySource) and source.native:
-        return tuple(source.images.shape[1:])
-    return config.data.channels, config.data.image_size, config.data.image_size
-
-
 def loader_workers(config, source) -> int:
     """--workers, or auto: none for in-memory sets (nothing to decode), else up to 8 per training process."""
     if config.data.workers is not None:

@@ -126,3 +126,37 @@ def test_preset_help_states_the_default_presets_budget(capsys):
     text = " ".join(capsys.readouterr().out.split())
     default = PRESETS["default"]
     assert f"default ({default['epochs']} epochs, DiffAug on 1/{round(1 / default['diffaug_fraction'])} of each" in text
+
+
+def test_help_shows_what_a_run_without_the_flag_gets(capsys):
+    """Issue 37: `train --help` said --epochs 1, --diffaug-fraction 1.0, --diffaug-weight 1.0 while a run without
+    those flags (the default preset) gets 4, 0.125, 0.25. Every value shown must be the one the run gets."""
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    got = _options(["train"])[0]
+    for leaf in leaves(TrainConfig):
+        value = got
+        for name in leaf.path:
+            value = getattr(value, name)
+        if leaf.key in PRESETS["default"]:
+            assert f"(default: {value}, from --preset default)" in text, leaf.flag
+    assert "(default: 4, from --preset default)" in text and "(default: 0.25, from --preset default)" in text
+    assert "(default: 0.125, from --preset default)" in text
+
+
+def test_max_steps_is_a_fixed_step_budget(tmp_path):
+    """`--max-steps N` trains exactly N steps whatever --epochs says; the schedule spans them; resume keeps it."""
+    run = tmp_path / "run"
+    common = ["train", "--preset", "quick", "--diffaug", "off", "--train-limit", "256", "--batch-size", "32",
+              "--de-timesteps", "", "--eval-limit", "16", "--compile", "off", "--warmup-steps", "0",
+              "--log-every", "1", "--out", str(run)]
+    assert main(common + ["--max-steps", "3", "--epochs", "5"]) == 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3] and json.loads((run / "metrics.json").read_text())["step"] == 3
+    assert lines[-1]["lr"] < lines[0]["lr"]  # cosine over 3 steps, not over 5 epochs of 8 steps
+    assert json.loads((run / "config.json").read_text())["optim"]["max_steps"] == 3
+    assert "3 step(s) (--max-steps)" in (run / "report.md").read_text()
+    two_epochs = tmp_path / "two"
+    assert main([*common[:-1], str(two_epochs), "--max-steps", "20"]) == 0  # past one epoch of 8 steps
+    assert json.loads((two_epochs / "metrics.json").read_text())["step"] == 20

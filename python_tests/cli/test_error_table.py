@@ -130,13 +130,29 @@ CLI_CASES = [
     ("--lr-step-epochs without the step schedule", ["train", "--lr-step-epochs", "30"], "needs --lr-schedule step, got cosine"),
     ("a DiffAug share outside (0, 1]", ["train", "--diffaug-fraction", "0"], "argument --diffaug-fraction must be in (0, 1], got 0.0"),
     ("a share of DiffAug steps outside (0, 1]", ["train", "--diffaug-until", "1.5"], "argument --diffaug-until must be in (0, 1], got 1.5"),
-    ("a DiffAug copy weight that is not positive", ["train", "--diffaug-weight", "0"], "argument --diffaug-weight must be > 0, got 0.0"),
+    ("a DiffAug copy weight that is not positive", ["train", "--diffaug-weight", "0"], "argument --diffaug-weight must be > 0 and <= 100, got 0.0"),
     ("--jsd without --augmix", ["train", "--jsd", "12"], "argument --jsd 12.0 is AugMix's consistency term: add --augmix"),
     ("a released checkpoint without its flag line", ["train", "--denoiser", "{released}"], "needs the flag line it was trained with"),
     ("flags that do not match the checkpoint", ["train", "--denoiser", "{released}", "--denoiser-flags", RELEASED_FLAGS.replace("True", "False"), "--train-limit", "64", "--batch-size", "32", "--out", "{fresh}"], "unexpected keys: label_emb.weight; flags that probably differ: class_cond"),
     ("a misspelled checkpoint flag", ["train", "--denoiser", "{released}", "--denoiser-flags", "--image_sise 16", "--train-limit", "64", "--batch-size", "32", "--out", "{fresh}"], "unknown flag --image_sise"),
     ("--denoiser-flags with a shipped denoiser", ["train", "--denoiser-flags", "--image_size 28"], "--denoiser fmnist is a shipped model"),
     ("a diffusers folder without a UNet", ["train", "--denoiser", "{no_unet}", "--train-limit", "64", "--batch-size", "32", "--out", "{fresh}"], "holds no diffusers UNet"),
+    ("CIFAR-10 (3x32x32, auto) with the Fashion-MNIST denoiser", ["train", "--data", "cifar10:{cifar}", "--batch-size", "16", "--out", "{fresh}"], "argument --denoiser: 'fmnist' works on 1x28x28 images but --data cifar10:{cifar} gives 3x32x32"),
+    ("an RGB image folder (auto) with the Fashion-MNIST denoiser", ["train", "--data", "{rgb_images}", "--batch-size", "16", "--out", "{fresh}"], "argument --denoiser: 'fmnist' works on 1x28x28 images but --data {rgb_images} gives 3x28x28"),
+    ("an image folder holding only train/", ["train", "--data", "{train_only}", "--out", "{fresh}"], "holds only train/ (no test/ or val/ beside it)"),
+    ("a DiffAug copy weight past 100", ["train", "--diffaug-weight", "1e9", "--train-limit", "64", "--batch-size", "32", "--epochs", "1", "--out", "{fresh}"], "argument --diffaug-weight must be > 0 and <= 100, got 1000000000.0"),
+    ("a loss that becomes NaN while training", ["train", "--lr", "1e30", "--diffaug", "off", "--train-limit", "64", "--batch-size", "32", "--de-timesteps", "", "--out", "{diverged}"], "training diverged: the loss is nan at step"),
+    ("--out holding class sub-folders of images", ["train", "--out", "{photos}"], "argument --out: {photos} holds class sub-folders of images and no run files"),
+    ("sample --out holding images", ["sample", "--num", "1", "--out", "{photos}/a"], "argument --out: {photos}/a holds images and no run files"),
+    ("a samples file that is not a .npz", ["fidelity", "--samples", "{file}"], "argument --samples: {file} is not a .npz of samples (expected the samples.npz `diffaug-fast sample` writes)"),
+    ("train --out that cannot be created", ["train", "--out", "/proc/x"], "argument --out: cannot create the folder /proc/x"),
+    ("train-denoiser --out that cannot be created", ["train-denoiser", "--out", "/proc/x"], "argument --out: cannot create the folder /proc/x"),
+    ("sample --steps past the denoiser's chain", ["sample", "--steps", "ddim2000", "--num", "1", "--out", "{fresh}"], "argument --steps is 'ddim2000': cannot take exactly 2000 evenly strided steps from 1000; expected at most the denoiser's 1000 steps"),
+    ("a --denoiser that is no denoiser", ["train", "--denoiser", "{file}", "--train-limit", "64", "--batch-size", "32", "--out", "{fresh}"], "argument --denoiser: {file} is not a denoiser; expected fmnist | fmnist-v | fmnist-ve, a train-denoiser export"),
+    ("train --out on a train-denoiser run", ["train", "--out", "{denoiser}"], "is a `diffaug-fast train-denoiser` denoiser run folder, not a `diffaug-fast train` classifier run"),
+    ("train --resume on a train-denoiser run", ["train", "--resume", "--out", "{denoiser}"], "is a `diffaug-fast train-denoiser` denoiser run folder"),
+    ("train-denoiser --resume on a classifier run", ["train-denoiser", "--resume", "--steps", "1", "--limit", "32", "--batch-size", "16", "--out", "{existing}"], "is a `diffaug-fast train` classifier run folder, not a `diffaug-fast train-denoiser` denoiser run"),
+    ("--resume on a run stopped before its first checkpoint", ["train", "--resume", "--out", "{started}"], "holds no checkpoint (the run stopped before its first one); run the same command without --resume to start it again"),
 ]
 
 
@@ -183,7 +199,8 @@ def existing_run(tmp_path_factory):
     (base / "trunc.safetensors").write_bytes(data[:len(data) // 2])
     shutil.copy(WEIGHTS_DIR / "fmnist_vp.json", base / "trunc.json")
     return {"existing": str(_finished_run(tmp_path_factory)), "denoiser": str(denoiser), "fresh": str(base / "fresh"),
-            "file": str(base / "file.txt"), "truncated": str(base / "trunc.safetensors"), **_bad_data(base)}
+            "file": str(base / "file.txt"), "truncated": str(base / "trunc.safetensors"), **_bad_data(base), **_shape_data(base),
+            **_output_data(base)}
 
 
 def _bad_data(base):
@@ -211,6 +228,42 @@ def _bad_data(base):
     (base / "no_unet").mkdir()
     return {"bad_images": str(base / "bad_images"), "empty_class": str(base / "empty_class"),
             "cifar_missing": str(base / "cifar"), "released": str(base / "released.pt"), "no_unet": str(base / "no_unet")}
+
+
+def _shape_data(base):
+    """Data whose own shape is not the Fashion-MNIST denoiser's: complete CIFAR-10 batches, a folder of RGB images;
+    and a folder holding only train/."""
+    import numpy as np
+    from PIL import Image
+    from test_cifar import write_cifar10  # noqa: E402 (python_tests/data is on sys.path: _bad_data put it there)
+
+    write_cifar10(base / "cifar_ok")
+    for name, folder in (("rgb_images", base / "rgb_images"), ("train_only", base / "train_only" / "train")):
+        for cls in ("a", "b"):
+            (folder / cls).mkdir(parents=True)
+            for i in range(10):
+                Image.fromarray(np.full((20, 20, 3), 25 * i, np.uint8)).save(folder / cls / f"{i}.png")
+    return {"cifar": str(base / "cifar_ok"), "rgb_images": str(base / "rgb_images"),
+            "train_only": str(base / "train_only")}
+
+
+def _output_data(base):
+    """Output folders that must be refused: image data (class sub-folders of PNGs), a run stopped before its first
+    checkpoint (its config.json and classes.json, no checkpoint); and a folder for a run that diverges."""
+    import numpy as np
+    from PIL import Image
+
+    from diffaug_fast.config import to_dict, train_config
+    from diffaug_fast.runs import files
+
+    for cls in ("a", "b"):
+        (base / "photos" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((20, 20), 80 * i, np.uint8)).save(base / "photos" / cls / f"{i}.png")
+    config = train_config("quick", diffaug="off", train_limit=64, batch_size=32, de_timesteps=[], compile="off")
+    files.write_json(base / "started" / files.CONFIG, to_dict(config))
+    files.write_json(base / "started" / files.CLASSES, [str(i) for i in range(10)])
+    return {"photos": str(base / "photos"), "started": str(base / "started"), "diverged": str(base / "diverged")}
 
 
 def _finished_run(tmp_path_factory):

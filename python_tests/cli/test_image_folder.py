@@ -169,3 +169,74 @@ def test_train_denoiser_on_an_rgb_folder_exports_a_denoiser_of_that_shape(tmp_pa
     bad = subprocess.run(CLI + ["train-denoiser", "--data", str(root), "--image-size", "18", "--out",
                                 str(tmp_path / "bad")], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "multiple of 4" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 37: an image folder sets its own channels (and, without a denoiser, its size) when the flags are left auto
+
+
+def _two_classes(root, size=(48, 40), mode="RGB", per_class=4):
+    """Two class folders of ``per_class`` images of ``size`` (width, height) in PIL ``mode``."""
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new(mode, size, color=(40 * i, 90, 200) if mode.startswith("RGB") else 40 * i).save(root / c / f"{i}.png")
+    return root
+
+
+def test_rgb_folder_resolves_to_three_channels_and_the_fmnist_denoiser_is_refused(tmp_path):
+    """Before: read as 1x28x28 grey images whatever the folder held, and trained with the Fashion-MNIST denoiser."""
+    from diffaug_fast.data import folder_source, native_shape
+    from diffaug_fast.runs.weights import pretrained
+    from diffaug_fast.train.image_shape import resolve_image_shape
+
+    root = _two_classes(tmp_path / "rgb")
+    assert native_shape(str(root)) == (40, 3)  # the shorter side, a multiple of 4
+    config = train_config("quick", data=str(root), batch_size=4, compile="off")
+    source = folder_source(root)
+    assert resolve_image_shape(config, source).describe() == "3x40x40 (from the data)"  # no denoiser
+    assert resolve_image_shape(config, source, pretrained("fmnist")).describe() == \
+        "3x28x28 (channels from the data, size from the denoiser 'fmnist')"
+    with pytest.raises(DiffAugError) as err:
+        train_classifier(config, tmp_path / "run", progress=False)
+    assert str(err.value).startswith(f"argument --denoiser: 'fmnist' works on 1x28x28 images but --data {root} gives "
+                                     "3x28x28 (the network takes 1-channel images, the data have 3 channels)")
+
+
+def test_folder_shape_by_image_mode_and_size(tmp_path):
+    from diffaug_fast.config import DenoiserConfig
+    from diffaug_fast.data import FOLDER_SIDE_MAX, native_shape
+    from diffaug_fast.train.denoiser import with_image_shape
+
+    cases = {"L": ((30, 30), (28, 1)), "LA": ((20, 24), (20, 1)), "RGBA": ((200, 150), (FOLDER_SIDE_MAX, 3)),
+             "P": ((32, 32), (32, 3))}
+    for mode, (size, expected) in cases.items():
+        root = _two_classes(tmp_path / mode, size=size, mode=mode, per_class=1)
+        assert native_shape(str(root)) == expected, mode
+        den = with_image_shape(DenoiserConfig(data=str(root)))  # train-denoiser: the same rule
+        assert (den.image_size, den.channels) == expected, mode
+    assert native_shape("fmnist") == (28, 1)
+
+
+def test_grey_folder_trains_as_before(fmnist_folder):
+    """Real Fashion-MNIST PNGs (28x28 grey): 1 channel, 28 px, as the defaults gave before."""
+    from diffaug_fast.data import folder_source
+    from diffaug_fast.runs.weights import pretrained
+    from diffaug_fast.train.image_shape import resolve_image_shape
+
+    root, _, _ = fmnist_folder
+    config = train_config("quick", data=str(root))
+    shape = resolve_image_shape(config, folder_source(root), pretrained("fmnist"))
+    assert shape.chw == (1, 28, 28)
+
+
+def test_a_folder_holding_only_train_is_refused(tmp_path):
+    """Before: train/ was read as the folder's one class named "train"."""
+    data = tmp_path / "data"
+    _two_classes(data / "train")
+    message = (rf"argument 'data': {data} holds only train/ \(no test/ or val/ beside it\); expected train/ \+ "
+               r"test/ \(or val/\), or one sub-folder per class")
+    with pytest.raises(ValueError, match=message):
+        load_image_folder(data)
+    with pytest.raises(ValueError, match=message):
+        train_classifier(train_config("quick", data=str(data)), tmp_path / "run", progress=False)

@@ -330,3 +330,63 @@ def test_train_denoiser_reads_cifar_at_the_unets_size(tmp_path):
     assert images.shape == (16, 3, 32, 32) and -1 <= images.min() and images.max() <= 1
     state = load_verified(train_denoiser(config, tmp_path / "run", progress=False))
     assert state["step"] == 1 and state["config"]["data"] == f"cifar10:{tmp_path}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 37: CIFAR sets its own shape when --image-size / --channels are left auto (before: 1x28x28, said nowhere)
+
+
+def test_cifar_trains_at_its_own_shape_without_shape_flags(tmp_path):
+    from diffaug_fast.train.classifier import train_classifier
+    from diffaug_fast.train.report import write_report
+
+    write_cifar10(tmp_path / "cifar-10-batches-py", per_batch=16)
+    config = train_config("quick", data=f"cifar10:{tmp_path}", diffaug="off", de_timesteps=[], batch_size=16,
+                          compile="off", train_limit=32, eval_limit=8)
+    assert (config.data.image_size, config.data.channels) == (None, None)  # auto
+    out = tmp_path / "run"
+    metrics = train_classifier(config, out, progress=False)
+    assert metrics["image_shape"] == [3, 32, 32] and metrics["image_shape_from"] == "from the data"
+    saved = json.loads((out / "config.json").read_text())["data"]
+    assert (saved["image_size"], saved["channels"]) == (32, 3)  # resume and evaluation read the values used
+    assert "Images 3x32x32 (from the data)." in write_report(out).read_text()
+    assert config.data.image_size is None  # the caller's config is left as it was
+
+
+def test_cifar_with_the_fashion_mnist_denoiser_is_refused_naming_both(c10, tmp_path):
+    from diffaug_fast.errors import DiffAugError
+    from diffaug_fast.train.classifier import train_classifier
+
+    config = train_config("quick", data=f"cifar10:{c10}", batch_size=16, compile="off")
+    with pytest.raises(DiffAugError) as err:
+        train_classifier(config, tmp_path / "run", progress=False)
+    assert str(err.value) == (
+        f"argument --denoiser: 'fmnist' works on 1x28x28 images but --data cifar10:{c10} gives 3x32x32 (the network "
+        "takes 1-channel images, the data have 3 channels); set --image-size / --channels or pass a denoiser trained "
+        "on these images")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_shape_flags_still_win_and_the_origin_is_said(c10):
+    from diffaug_fast.data import native_shape, open_source
+    from diffaug_fast.train.image_shape import resolve_image_shape
+
+    data = f"cifar10:{c10}"
+    source = open_source(data)
+    assert native_shape(data) == native_shape(source) == (32, 3)
+    shape = resolve_image_shape(train_config("quick", data=data, image_size=28, channels=1), source)
+    assert shape.describe() == "1x28x28 (from the config)"
+    shape = resolve_image_shape(train_config("quick", data=data, channels=1), source)
+    assert shape.describe() == "1x32x32 (channels from the config, size from the data)"
+
+
+def test_train_denoiser_reads_cifar_at_its_own_shape_without_shape_flags(tmp_path):
+    from diffaug_fast.config import DenoiserConfig
+    from diffaug_fast.train.denoiser import load_images, unet_settings, with_image_shape
+
+    write_cifar10(tmp_path / "cifar-10-batches-py", per_batch=16)
+    config = DenoiserConfig(data=f"cifar10:{tmp_path}", limit=8)
+    resolved = with_image_shape(config)
+    assert (resolved.image_size, resolved.channels) == (32, 3)
+    assert (unet_settings(config)["image_size"], unet_settings(config)["in_channels"]) == (32, 3)
+    assert load_images(config).shape == (8, 3, 32, 32)

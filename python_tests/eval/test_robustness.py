@@ -14,7 +14,7 @@ import scipy.stats
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from diffaug_fast.data import load_fashion_mnist
+from diffaug_fast.data import eval_images, load_fashion_mnist
 from diffaug_fast.eval.robustness.certify import (certified_accuracy, certify, clopper_pearson_lower, denoised_classifier,
                                              timestep_for_sigma)
 from diffaug_fast.eval.robustness.corruptions import CORRUPTIONS, FAMILIES, corrupt
@@ -276,7 +276,7 @@ def _items(partial) -> dict:
 def test_eval_reads_a_cifar10c_style_folder(trained_run, tmp_path):
     data = tmp_path / "fmnist-c"
     data.mkdir()
-    x, y = load_fashion_mnist("test", limit=20)
+    x, y = eval_images("fmnist", limit=20, image_size=28, channels=1)  # the 20 test images `eval --limit 20` sees
     pixels = ((x[:, 0] + 1) * 127.5).round().to(torch.uint8).numpy()[..., None]  # [N, 28, 28, 1] like CIFAR-10-C
     np.save(data / "labels.npy", np.tile(y.numpy(), 5))
     np.save(data / "identity.npy", np.tile(pixels, (5, 1, 1, 1)))
@@ -286,7 +286,7 @@ def test_eval_reads_a_cifar10c_style_folder(trained_run, tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert list(result["corruptions"]["per_corruption"]) == ["identity"]
-    # the "identity corruption" is the clean test set: every severity scores the clean accuracy
+    # the "identity corruption" is the clean test subset: every severity scores the clean accuracy
     assert all(r["acc"] == pytest.approx(result["clean_acc"])
                for r in result["corruptions"]["per_corruption"]["identity"].values())
 

@@ -12,9 +12,14 @@ def _pct(v) -> str:
     return f"{100 * v:.1f}"
 
 
+def _subset(result: dict) -> str:
+    """The test images the suites saw (evaluations before the subsets were class-stratified: the first N)."""
+    return result.get("eval_subset") or f"{result['images']} test images"
+
+
 def write_eval_report(result: dict, out: Path) -> Path:
     lines = [f"# Robustness evaluation of `{result['run']}`", "",
-             f"{result['images']} test images; clean accuracy {_pct(result['clean_acc'])} %"
+             f"{_subset(result)}; clean accuracy {_pct(result['clean_acc'])} %"
              + (f", with DiffAug-Ensemble {_pct(result['clean_de_acc'])} %" if "clean_de_acc" in result else "")
              + ".", ""]
     corr = result.get("corruptions")
@@ -49,6 +54,7 @@ def write_eval_report(result: dict, out: Path) -> Path:
     cert = result.get("certify")
     if cert:
         lines += ["## Certified accuracy (randomized smoothing, one-shot diffusion denoiser)", "",
+                  *([f"Certified: {result['certify_subset']}.", ""] if "certify_subset" in result else []),
                   "| σ | t | " + " | ".join(f"r = {r}" for r in RADII) + " | abstain | largest certifiable r |",
                   "|---|---|" + "---|" * (len(RADII) + 2)]
         for sigma, c in cert.items():

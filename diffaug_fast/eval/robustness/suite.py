@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from diffaug_fast.config import RobustnessConfig
 from diffaug_fast.config.options import validate_options
+from diffaug_fast.data.subsets import SUBSET_RULE, stratified_subset
 from diffaug_fast.devices import OnDevice
 from diffaug_fast.eval.robustness.certify import RADII, certified_accuracy, certify, denoised_classifier
 from diffaug_fast.eval.robustness.corruptions import CORRUPTIONS, SEVERITIES, corrupt
@@ -29,7 +30,8 @@ class _Partial:
     """Finished items, saved atomically after each one; a rerun with the same settings skips them."""
 
     def __init__(self, path: Path, config: EvalConfig):
-        self.path, self.key = path, json.dumps(asdict(config), sort_keys=True)
+        # the subset rule is part of the key: items scored on another choice of images are not reused
+        self.path, self.key = path, json.dumps({**asdict(config), "eval_subset": SUBSET_RULE}, sort_keys=True)
         saved = json.loads(path.read_text()) if path.exists() else {}
         self.items = saved.get("items", {}) if saved.get("config") == self.key else {}
 
@@ -48,9 +50,11 @@ def _predict(model, images, batch=500):
 
 
 def _load_corruption_folder(root: Path, limit: int):
-    """CIFAR-10-C layout: ``labels.npy`` and one ``<corruption>.npy`` per corruption, 5 severities stacked."""
+    """CIFAR-10-C layout: ``labels.npy`` and one ``<corruption>.npy`` per corruption, 5 severities stacked; of each
+    severity the class-stratified subset of ``limit`` images (the same images at every severity)."""
     labels = torch.from_numpy(np.load(root / "labels.npy")).long()
     per = len(labels) // 5
+    chosen = stratified_subset(labels[:per], limit).numpy()
     for path in sorted(root.glob("*.npy")):
         if path.name == "labels.npy":
             continue
@@ -58,10 +62,10 @@ def _load_corruption_folder(root: Path, limit: int):
         if data.shape[0] != len(labels):
             raise ValueError(f"{path}: {data.shape[0]} images but labels.npy has {len(labels)}")
         for severity in SEVERITIES:
-            rows = np.asarray(data[(severity - 1) * per:(severity - 1) * per + min(per, limit)])
-            x = torch.from_numpy(rows).float()
+            rows = (severity - 1) * per + chosen
+            x = torch.from_numpy(np.asarray(data[rows])).float()  # a memory map reads only these rows
             x = x.permute(0, 3, 1, 2) if x.dim() == 4 and x.shape[-1] in (1, 3) else x.unsqueeze(1)
-            yield path.stem, severity, x.div(127.5).sub(1), labels[(severity - 1) * per:][:len(x)]
+            yield path.stem, severity, x.div(127.5).sub(1), labels[torch.from_numpy(rows)]
 
 
 def run_corruptions(classifier, ensemble, images, labels, config, partial, progress):
@@ -128,10 +132,10 @@ CERTIFY_PIECE = 10  # images certified between two saves: an interrupted run los
 
 
 def run_certify(classifier, denoiser, images, labels, config, partial, progress):
-    """Per σ: certify the first ``certify_limit`` images piece by piece (each piece saved as it finishes, so a
-    long certification resumes where it stopped), then certified accuracy at each radius."""
+    """Per σ: certify ``images`` (``evaluate_run`` passes the class-stratified subset of ``certify_limit``) piece by
+    piece (each piece saved as it finishes, so a long certification resumes where it stopped), then certified
+    accuracy at each radius."""
     results = {}
-    images, y = images[:config.certify_limit], labels[:config.certify_limit]
     for sigma in config.sigmas:
         key = f"certify/{sigma}"
         result = partial.get(key)
@@ -152,9 +156,10 @@ def run_certify(classifier, denoiser, images, labels, config, partial, progress)
             bar.close()
             preds, radii = torch.tensor(preds), torch.tensor(radii)
             result = partial.put(key, {"timestep": base.timestep, "abstain": float((preds == -1).float().mean()),
-                                       "certified_acc": {str(r): certified_accuracy(preds, radii, y, r) for r in RADII},
+                                       "certified_acc": {str(r): certified_accuracy(preds, radii, labels, r)
+                                                         for r in RADII},
                                        "max_radius_possible": sigma * float(norm.ppf(config.alpha ** (1 / config.n))),
-                                       "images": len(y)})
+                                       "images": len(labels)})
         results[str(sigma)] = result
     return results
 
@@ -177,7 +182,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
     """Run the suites on a clean-classifier run folder (or exported classifier); write eval.json / .md / plots. The
     images are made and scored on the CPU; the networks run on ``device`` (``run_device``'s answer to --device)."""
     from diffaug_fast.augment import DiffAugEnsemble
-    from diffaug_fast.data import load_dataset
+    from diffaug_fast.data import eval_subset, source_images
     from diffaug_fast.runs.classifiers import load_classifier
     from diffaug_fast.runs.weights import check_denoiser_serves, load_denoiser
 
@@ -197,9 +202,10 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
         denoiser = load_denoiser(train_config.diffaug.denoiser, device, flags=train_config.diffaug.denoiser_flags)
     else:
         denoiser = load_denoiser(config.denoiser, device, option="--denoiser")
-    images, labels = load_dataset(train_config.data.source, "test", limit=max(config.limit, config.certify_limit),
-                                  image_size=train_config.data.image_size, channels=train_config.data.channels)
-    check_denoiser_serves(denoiser, images.shape[1:], config.de_timesteps if config.de else [], option="--denoiser",
+    shape = {"image_size": train_config.data.image_size, "channels": train_config.data.channels, "decode": True}
+    source, subset = eval_subset(train_config.data.source, "test", config.limit)  # class-stratified, not a prefix
+    x, y = source_images(source, **shape)
+    check_denoiser_serves(denoiser, x.shape[1:], config.de_timesteps if config.de else [], option="--denoiser",
                           name=config.denoiser or train_config.diffaug.denoiser)
     if config.de:
         warn_if_emulated("--denoiser-precision", resolve_precision(config.denoiser_precision, device), device)
@@ -208,9 +214,8 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
                 if config.de else None)
     classifier = OnDevice(classifier, device)
     partial = _Partial(out / files.EVAL_PARTIAL, config)
-    x, y = images[:config.limit], labels[:config.limit]
     clean_logits = _predict(classifier, x)
-    result = {"run": str(run_dir), "config": asdict(config), "images": len(x),
+    result = {"run": str(run_dir), "config": asdict(config), "images": len(x), **subset,
               "denoiser": config.denoiser or train_config.diffaug.denoiser,
               "clean_acc": float((clean_logits.argmax(1) == y).float().mean())}
     if ensemble is not None:
@@ -228,7 +233,11 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
     if "ood" in config.suites:
         result["ood"] = run_ood(classifier, ensemble, x, config, partial, progress)
     if "certify" in config.suites:
-        result["certify"] = run_certify(classifier, denoiser, images, labels, config, partial, progress)
+        source, chosen = eval_subset(train_config.data.source, "test", config.certify_limit)
+        result["certify_subset"] = chosen["eval_subset"]
+        result["certify_subset_class_counts"] = chosen["eval_subset_class_counts"]
+        result["certify"] = run_certify(classifier, denoiser, *source_images(source, **shape), config, partial,
+                                        progress)
     files.write_json(out / files.EVAL, result)
     from diffaug_fast.eval.robustness.report import write_eval_report
 
