@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from diffaug_fast.data.cifar import CIFAR_SIDE, cifar_classes, cifar_source, read_cifar
-from diffaug_fast.data.sources import (FOLDER_SIDE_MAX, HOLDOUT_EVERY, IMAGE_SUFFIXES, ArraySource, FolderSource,  # noqa: F401
-                                       ImageReadError, folder_classes, folder_image_shape, folder_source, images_in)
+from diffaug_fast.data.sources import (FOLDER_SIDE_MAX, HOLDOUT_EVERY, IMAGE_SUFFIXES, ArraySource,  # noqa: F401
+                                       FolderSource, ImageReadError, folder_classes, folder_image_shape,
+                                       folder_source, images_in)
 from diffaug_fast.data.decoded import DecodedImages
 from diffaug_fast.data.subsets import (EVAL_SUBSET_SEED, class_counts, describe_subset, stratified_subset,  # noqa: F401
                                        subset_summary)

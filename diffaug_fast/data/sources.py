@@ -17,7 +17,7 @@ import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 HOLDOUT_EVERY = 10  # without train/ and test/ (or val/) sub-folders, every 10th image of each class is held out
-FOLDER_SIDE_MAX = 64  # the largest size an image folder is read at by default: the denoiser's cost grows with its square
+FOLDER_SIDE_MAX = 64  # the largest side an image folder is read at by default (a denoiser's cost grows as its square)
 
 
 class ImageReadError(ValueError):

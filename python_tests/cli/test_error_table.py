@@ -279,8 +279,10 @@ def _finished_run(tmp_path_factory):
 @pytest.mark.slow  # a CLI subprocess per row; its fixture trains a classifier and a denoiser
 @pytest.mark.parametrize("case, args, match", CLI_CASES, ids=[c[0] for c in CLI_CASES])
 def test_cli_case(case, args, match, existing_run):
-    args = [a.format(**existing_run) for a in args]
-    match = match.format(**existing_run)
+    # each row its own fresh folder: a row that leaves files there cannot change another row's message
+    paths = {**existing_run, "fresh": str(Path(existing_run["fresh"]) / re.sub(r"\W+", "-", case).strip("-"))}
+    args = [a.format(**paths) for a in args]
+    match = match.format(**paths)
     out = subprocess.run(CLI + args, capture_output=True, text=True, timeout=600)
     assert out.returncode == 2, (case, out.stdout, out.stderr)
     assert match in out.stderr, (case, out.stderr)

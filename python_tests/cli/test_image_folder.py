@@ -180,7 +180,8 @@ def _two_classes(root, size=(48, 40), mode="RGB", per_class=4):
     for c in ("a", "b"):
         (root / c).mkdir(parents=True)
         for i in range(per_class):
-            Image.new(mode, size, color=(40 * i, 90, 200) if mode.startswith("RGB") else 40 * i).save(root / c / f"{i}.png")
+            color = (40 * i, 90, 200) if mode.startswith("RGB") else 40 * i
+            Image.new(mode, size, color=color).save(root / c / f"{i}.png")
     return root
 
 

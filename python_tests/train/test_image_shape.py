@@ -36,7 +36,8 @@ def test_help_and_flags_say_auto(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--channels {1,3,auto}" in text
     help_of = {a.dest: a.help for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions}
-    assert help_of["data.image_size"].endswith("(default: auto)") and help_of["data.channels"].endswith("(default: auto)")
+    assert help_of["data.image_size"].endswith("(default: auto)")
+    assert help_of["data.channels"].endswith("(default: auto)")
     denoiser = {a.dest: a.help for a in build_parser()._subparsers._group_actions[0].choices["train-denoiser"]._actions}
     assert denoiser["image_size"].endswith("(default: auto)") and denoiser["channels"].endswith("(default: auto)")
     args = build_parser().parse_args(["train", "--image-size", "auto", "--channels", "3"])
