@@ -95,9 +95,10 @@ class _Block:
         """A stop signal inside the block: say so at once; a second Ctrl-C ends the process now (status 130)."""
         self.received.append(signum)
         again = signum == signal.SIGINT and self.received.count(signal.SIGINT) >= 2
-        line = (self.abandon() if again and self.abandon else None) or self.notice(signum, 2 if again else 1)
-        if again or len(self.received) == 1:
-            print(line, file=sys.stderr, flush=True)
+        if again or len(self.received) == 1:  # a callback may print its line itself (e.g. above a progress bar)
+            line = self.abandon() if again and self.abandon else self.notice(signum, 2 if again else 1)
+            if line:
+                print(line, file=sys.stderr, flush=True)
         if again:  # the compiler's processes block both signals: they finish their files, then exit
             os._exit(ABANDON_STATUS)
 
@@ -110,9 +111,10 @@ _depth = 0
 def stop_signals_deferred(notice=None, abandon=None):
     """Ctrl-C and SIGTERM wait until the block ends (main thread on POSIX; elsewhere the block runs as it is).
 
-    The first stop signal is acknowledged at once on stderr (``notice(signum, 1)``, or a line saying the run stops
-    after the compile); a second Ctrl-C prints ``abandon()`` (or the default line) and ends the process with
-    status 130 without waiting. Nested blocks are part of the outermost one."""
+    The first stop signal is acknowledged at once on stderr (the line ``notice(signum, 1)`` returns, or one saying
+    the run stops after the compile); a second Ctrl-C prints ``abandon()`` (or the default line) and ends the process
+    with status 130 without waiting. A callback returning None has printed its line itself. Nested blocks are part
+    of the outermost one."""
     global _watcher, _depth
     if (threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask")
             or _depth):

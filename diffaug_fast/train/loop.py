@@ -96,16 +96,17 @@ def _compiling_step(trainer, what: str, bar, rank: int, out_dir: Path) -> dict:
         bar.write(f"compiling {what} (torch.compile, first step; a minute or so on a small CPU; Ctrl-C stops the run "
                   "once it is done)…", file=sys.stderr)
 
-    def notice(signum, _count):
+    def notice(signum, _count):  # on a line of its own, above the progress bar
         how = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        return (f"{how}: stopping once compiling {what} finishes (cutting the compiler would leave broken kernels "
-                "in its cache), then saving this step; Ctrl-C again to abandon the step without saving it")
+        bar.write(f"{how}: stopping once compiling {what} finishes (cutting the compiler would leave broken kernels "
+                  "in its cache), then saving this step; Ctrl-C again to abandon the step without saving it",
+                  file=sys.stderr)
 
     def abandon():
-        return f"interrupted again: abandoned the compiling step unsaved; {_kept(out_dir)}"
+        bar.write(f"interrupted again: abandoned the compiling step unsaved; {_kept(out_dir)}", file=sys.stderr)
 
     start = time.perf_counter()
-    with stop_signals_deferred(notice if rank == 0 else lambda *_: None, abandon):
+    with stop_signals_deferred(notice if rank == 0 else lambda *_: None, abandon if rank == 0 else None):
         stats = trainer.train_step()
     if rank == 0:
         bar.write(f"first step (compiling {what}) took {time.perf_counter() - start:.1f} s", file=sys.stderr)

@@ -45,7 +45,7 @@ def test_ctrl_c_while_compiling_then_fresh_and_resumed_runs_work(tmp_path):
     code, after, err = _stop_while_compiling(args + ["--out", str(run)], env, lambda proc: proc.send_signal(signal.SIGINT))
     assert code == 130, err
     # acknowledged at once (issue 37: ~95 s of silence), then saved once the compiler is done
-    assert len(after) == 2 and after[0].startswith("Ctrl-C: stopping once compiling the denoiser finishes"), err
+    assert len(after) == 2 and after[0].startswith("Ctrl-C: stopping once compiling the denoiser"), err
     assert after[1].startswith("interrupted: saved"), err
     assert "Traceback" not in err and NOTE not in err
     assert not [p for p in cache.rglob("*.so") if broken_shared_object(p)]
@@ -74,7 +74,7 @@ def test_sigterm_to_the_whole_job_while_compiling_saves_and_leaves_the_cache_who
     code, after, err = _stop_while_compiling(args, env, lambda proc: os.killpg(proc.pid, signal.SIGTERM),
                                              start_new_session=True)
     assert code == 143, err
-    assert len(after) == 2 and after[0].startswith("SIGTERM: stopping once compiling the denoiser finishes"), err
+    assert len(after) == 2 and after[0].startswith("SIGTERM: stopping once compiling the denoiser"), err
     assert after[1].startswith("stopped by SIGTERM: saved"), err
     assert "Traceback" not in err
     assert not [p for p in cache.rglob("*.so") if broken_shared_object(p)]
