@@ -50,21 +50,21 @@ def evaluate_trained(config: TrainConfig, model, denoiser, test_images, test_lab
     DA classifiers: accuracy (PU: and F1) per t-bucket, and with --ssl / --pu the disagreement between nearby t."""
     subset = stratified_subset(test_labels, config.eval.limit)  # not a prefix: test sets are often class-sorted
     images, seed = select(test_images, subset), config.run.seed
+    metrics = subset_summary(test_labels, subset)
     if fast_net is not None and torch.device(device).type == "cpu":
         # the training step's DiffAug batch: its compiled graph serves the evaluation too, at a cache-sized batch
         fast_net = fast_net.chunked(max(min(denoised_per_batch(config), config.optim.batch_size // world()[1]), 1))
     if config.model.mode == "clean":
-        metrics = evaluate(model, denoiser, images, test_labels[subset], timesteps=config.eval.de_timesteps,
-                           noise_std=config.eval.noise_std, seed=seed, fast_net=fast_net, device=device,
-                           progress=progress)
+        metrics.update(evaluate(model, denoiser, images, test_labels[subset], timesteps=config.eval.de_timesteps,
+                                noise_std=config.eval.noise_std, seed=seed, fast_net=fast_net, device=device,
+                                progress=progress))
         metrics["clean_acc_full_test"] = accuracy(model, test_images, test_labels, device=device)
         if denoiser is not None and config.eval.de_timesteps:
             metrics["de_denoiser"] = config.eval.de_denoiser or config.diffaug.denoiser
-        metrics.update(subset_summary(test_labels, subset))
         return metrics
     labels = pu_targets(test_labels, config.semi.positive) if config.semi.pu else test_labels
-    metrics = evaluate_noisy(model, denoiser, images, labels[subset], seed=seed, device=device, f1=config.semi.pu)
-    metrics.update(subset_summary(test_labels, subset))
+    metrics.update(evaluate_noisy(model, denoiser, images, labels[subset], seed=seed, device=device,
+                                  f1=config.semi.pu))
     if config.semi_supervised:
         metrics["tc_disagreement"] = disagreement(model, denoiser, images, radius=config.semi.tc_radius,
                                                   seed=seed, device=device)

@@ -71,22 +71,21 @@ def stopped_exit(out_dir: Path, exc: KeyboardInterrupt) -> SystemExit:
     return SystemExit(status)
 
 
-def _agree(flag: bool) -> bool:
-    """True on every process when it is True on any (all processes stop at the same step)."""
+def _agree(*flags: bool) -> list[bool]:
+    """Each flag True on every process when it is True on any (all processes stop at the same step): one
+    collective per step for all of them."""
     if world()[1] == 1:
-        return flag
-    value = torch.tensor([int(flag)], device=collective_device())  # NCCL reduces CUDA tensors only
+        return list(flags)
+    value = torch.tensor([int(f) for f in flags], device=collective_device())  # NCCL reduces CUDA tensors only
     dist.all_reduce(value)
-    return bool(value.item())
+    return [bool(v) for v in value.tolist()]
 
 
-def _stop_if_diverged(stats: dict, step: int) -> None:
+def _diverged(stats: dict, step: int) -> DiffAugError:
     """A NaN / Inf loss stops the run before the step is saved: the weights it leaves are no use, and every step
-    after it would only write NaNs (checked on every process, so that all of them stop together)."""
-    loss = stats.get("loss", 0.0)
-    if _agree(not math.isfinite(loss)):
-        raise DiffAugError(f"training diverged: the loss is {loss} at step {step}; nothing from this step on is saved "
-                           "(a lower --lr, or --diffaug-weight, may keep it finite)")
+    after it would only write NaNs (agreed across processes, so that all of them stop together)."""
+    return DiffAugError(f"training diverged: the loss is {stats.get('loss')} at step {step}; nothing from this step on "
+                        "is saved (a lower --lr, or --diffaug-weight, may keep it finite)")
 
 
 def _compiling_step(trainer, what: str, bar, rank: int, out_dir: Path) -> dict:
@@ -149,7 +148,9 @@ def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int | Calla
             while trainer.step < end:
                 compiling = first and compiles
                 stats = _compiling_step(trainer, compiles, bar, rank, out_dir) if compiling else trainer.train_step()
-                _stop_if_diverged(stats, trainer.step + 1)
+                diverged, stop = _agree(not math.isfinite(stats.get("loss", 0.0)), interrupt.raised)
+                if diverged:
+                    raise _diverged(stats, trainer.step + 1)
                 first = False
                 trainer.step += 1
                 seen += images_per_step(trainer.step - 1) if callable(images_per_step) else images_per_step
@@ -163,7 +164,6 @@ def run(trainer, out_dir: str | Path, *, desc: str, images_per_step: int | Calla
                 if log and (trainer.step % log_every == 0 or trainer.step == end):
                     log.write(json.dumps({"step": trainer.step, **trainer.log_fields(), "images_per_s": speed,
                                           **stats}) + "\n")
-                stop = _agree(interrupt.raised)
                 if rank == 0 and (trainer.step % checkpoint_every == 0 or trainer.step == end or stop):
                     save_atomic(trainer.state_dict(), out_dir / files.CHECKPOINT)
                 if rank == 0 and hasattr(trainer, "after_step"):  # e.g. the denoiser's weight snapshots
