@@ -22,6 +22,7 @@ purpose                index                       used by
 ``denoiser_order``     epoch                       the denoiser trainer's data order
 ``labeled_subset``     —                           which examples keep their labels (SSL / PU)
 ``eval_noise``         —                           Gaussian noise of the noisy test set
+``eval_noise_draws``   —                           the draws of the whole test set's / val split's noise
 ``eval_timesteps``     —                           t per test image, per-t-bucket evaluation
 ``eval_eps``           bucket k                    Philox key of that evaluation's ε
 ``tc_timesteps``       —                           t, t' of the consistency-disagreement metric
@@ -46,6 +47,7 @@ _FORMULAS = {
     "denoiser_order": lambda seed, i: seed * 1_000_003 + i,
     "labeled_subset": lambda seed, i: seed * 7_919 + 17 + i,
     "eval_noise": lambda seed, i: seed + 1 + i,
+    "eval_noise_draws": lambda seed, i: seed * 7_919 + 9_000_001 + i,
     "eval_timesteps": lambda seed, i: seed + 2 + i,
     "eval_eps": lambda seed, i: seed + 1000 + i,
     "tc_timesteps": lambda seed, i: seed + 3 + i,

@@ -20,12 +20,21 @@ def train_config(preset: str = "default", **overrides) -> TrainConfig:
 def train_config_from_dict(values: dict, *, source: str = "config") -> TrainConfig:
     """A ``TrainConfig`` from a saved config.json: nested sections, or the flat layout of earlier versions.
 
-    A config written before ``--denoiser-precision`` existed ran its denoiser at the precision ``--amp`` gave: it
-    loads as ``denoiser_precision='amp'``, so the run resumes and re-evaluates exactly as it trained."""
-    nested = values.get("diffaug") if isinstance(values.get("diffaug"), dict) else {}
-    older = "denoiser_precision" not in values and "denoiser_precision" not in nested
-    return build(TrainConfig, *([(f"{source} (before --denoiser-precision)", {"denoiser_precision": "amp"})]
-                                if older else []), (source, values))
+    A config written before an option existed loads with the value that reproduces it (``LEGACY``): before
+    ``--denoiser-precision`` the denoiser ran at the precision ``--amp`` gave ("amp"); before ``--val-size`` every
+    training image trained (0). So such a run resumes and re-evaluates exactly as it trained."""
+    def before(option: str, section: str) -> bool:
+        nested = values.get(section) if isinstance(values.get(section), dict) else {}
+        return option not in values and option not in nested
+
+    earlier = [(f"{source} (before --{flag.replace('_', '-')})", {flag: then}) for flag, section, then in LEGACY
+               if before(flag, section)]
+    return build(TrainConfig, *earlier, (source, values))
+
+
+# Options added after runs were written, and the value that reproduces such a run: (flag name, section, value).
+LEGACY = (("denoiser_precision", "diffaug", "amp"),  # the denoiser ran at the precision --amp gave
+          ("val_size", "data", 0))  # every training image trained
 
 
 def flat_options(values: dict) -> dict:

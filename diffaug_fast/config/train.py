@@ -9,6 +9,8 @@ from typing import Literal
 from diffaug_fast.augment import DE_TIMESTEPS
 from diffaug_fast.config.options import option, section
 from diffaug_fast.data.cifar import cifar_source
+from diffaug_fast.data import default_val_size
+from diffaug_fast.data.subsets import check_val_size
 from diffaug_fast.models.build import TIME_WIDTHS
 from diffaug_fast.models.classifiers import CLASSIFIERS
 from diffaug_fast.models.pretrained import check_init_path
@@ -27,7 +29,17 @@ class DataOptions:
                                     check="positive", none="auto")
     channels: Literal[1, 3] | None = option(None, "1 grayscale or 3 RGB; auto: the data's own (Fashion-MNIST 1, "
                                             "CIFAR 3, an image folder its first image's)", none="auto")
-    train_limit: int | None = option(None, "use only the first N training images", check="positive", none="all")
+    train_limit: int | None = option(None, "use only the first N training images (after the validation split is "
+                                     "set aside)", check="positive", none="all")
+    val_size: float | None = option(None, "validation images held out of the training images, never trained on: N "
+                                    "images, a fraction in (0, 1), or 0 for none (every training image trains, as "
+                                    "before this option); class-stratified, the same for every --seed (--split-seed "
+                                    "fixes it). auto: 5000 of Fashion-MNIST's / CIFAR's, a tenth of an image "
+                                    "folder's (a folder with train/ + val/ keeps val/ as its test set and carves this "
+                                    "from train/). Runs report accuracy on it beside the test set's: choose on it",
+                                    check="nonnegative", none="auto")
+    split_seed: int = option(0, "seed of the validation split, not of the run: runs of a study share it whatever "
+                             "their --seed", check="nonnegative")
     workers: int | None = option(None, "data-loading processes per training process (auto: up to 8 for image "
                                  "folders, 0 for the in-memory sets); they decode and augment ahead of the step",
                                  check="nonnegative", none="auto")
@@ -124,6 +136,8 @@ class EvalOptions:
                                      factory=lambda: list(DE_TIMESTEPS), metavar="T,T,...")
     noise_std: float = option(0.4, "Gaussian noise (pixel units in [-1, 1]) of the noisy test set",
                               check="nonnegative")
+    noise_draws: int = option(3, "noise draws of the noisy accuracy on the whole test set and validation split "
+                              "(their mean is reported, each draw beside it)", check="positive")
     de_denoiser: str | None = option(None, "the denoiser of a clean classifier's DiffAug-Ensemble: a shipped name, "
                                      "a train-denoiser export (.safetensors + .json) or a diffusers folder (default: "
                                      "--denoiser); with --evaluate-only, re-evaluates a run with another denoiser")
@@ -205,6 +219,9 @@ class TrainConfig:
         if self.diffaug.jsd and (m.mode != "clean" or self.semi_supervised):
             raise ValueError(f"argument --jsd is for clean classifiers (--mode clean), got --mode {m.mode}"
                              f"{' with --ssl / --pu' if self.semi_supervised else ''}")
+        if self.data.val_size is None:  # auto: recorded as the number it stands for, so a run says what it held out
+            self.data.val_size = default_val_size(self.data.source)
+        check_val_size(self.data.val_size)  # against the data's size when the data is read
         t_max = self.diffaug.t_max
         if t_max is not None and self.diffaug.t_min > t_max:
             raise ValueError(f"need --t-min <= --t-max, got {self.diffaug.t_min} > {t_max}")

@@ -11,11 +11,12 @@ import torch
 
 from diffaug_fast.data.cifar import CIFAR_SIDE, cifar_classes, cifar_source, read_cifar
 from diffaug_fast.data.sources import (FOLDER_SIDE_MAX, HOLDOUT_EVERY, IMAGE_SUFFIXES, ArraySource,  # noqa: F401
-                                       FolderSource, ImageReadError, folder_classes, folder_image_shape,
-                                       folder_source, images_in)
+                                       FolderSource, ImageReadError, first_images, folder_classes,
+                                       folder_image_shape, folder_source, images_in)
 from diffaug_fast.data.decoded import DecodedImages
-from diffaug_fast.data.subsets import (EVAL_SUBSET_SEED, class_counts, describe_subset, stratified_subset,  # noqa: F401
-                                       subset_summary)
+from diffaug_fast.data.subsets import (BUILTIN_VAL_SIZE, EVAL_SUBSET_SEED, FOLDER_VAL_FRACTION,  # noqa: F401
+                                       SPLIT_SEED, class_counts, describe_split, describe_subset, stratified_subset,
+                                       subset_summary, validation_count, validation_split)
 from diffaug_fast.data.views import to_unit_range, view
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -111,19 +112,43 @@ def load_cifar(kind: str, directory: str | os.PathLike, split: str = "train", *,
     return _decode_all(source, image_size, channels), source.labels
 
 
-def open_source(data: str, split: str = "train", *, limit: int | None = None):
+def open_source(data: str, split: str = "train", *, limit: int | None = None, val_size: float | None = 0,
+                split_seed: int = SPLIT_SEED):
     """The images of ``--data`` without decoding them all: ``"fmnist"`` and ``"cifar10:DIR"`` / ``"cifar100:DIR"``
-    held in memory as uint8 (an ``ArraySource``), an image folder listed and decoded per image (``FolderSource``)."""
+    held in memory as uint8 (an ``ArraySource``), an image folder listed and decoded per image (``FolderSource``).
+
+    ``split``: "test", or "train" / "val": the data's training images less / only the validation split
+    (``validation_split``: ``val_size`` of them, class-stratified by ``split_seed``; None: ``default_val_size``).
+    ``limit`` (train and test): the first N of what is left (``first_images``)."""
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"argument 'split' must be 'train', 'val' or 'test', got {split!r}")
+    if split == "test":
+        return first_images(_whole_split(data, "test"), limit)
+    source = _whole_split(data, "train")
+    val_size = default_val_size(data) if val_size is None else val_size
+    train_idx, val_idx = validation_split(source.labels, validation_count(val_size, len(source)), split_seed)
+    if split == "val":
+        return source.subset(val_idx)
+    return first_images(source.subset(train_idx) if len(val_idx) else source, limit)
+
+
+def default_val_size(data: str) -> float:
+    """``--val-size auto``: 5 000 images of Fashion-MNIST's and CIFAR's training sets, a tenth of an image
+    folder's."""
+    return BUILTIN_VAL_SIZE if data == "fmnist" or cifar_source(data) is not None else FOLDER_VAL_FRACTION
+
+
+def _whole_split(data: str, split: str):
     if data == "fmnist":
-        images, labels = read_fashion_mnist(split, limit=limit)
+        images, labels = read_fashion_mnist(split)
         return ArraySource(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
                            list(FASHION_MNIST_CLASSES))
     cifar = cifar_source(data)
     if cifar is not None:
-        images, labels = read_cifar(*cifar, split, limit)
+        images, labels = read_cifar(*cifar, split)
         return ArraySource(torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(labels),
                            cifar_classes(*cifar), native=False)
-    return folder_source(data, split, limit)
+    return folder_source(data, split)
 
 
 def native_shape(data) -> tuple[int, int]:

@@ -156,7 +156,14 @@ def folder_source(root: str | os.PathLike, split: str = "train", limit: int | No
         labels += [label] * len(found)
     if not files:
         raise ValueError(f"argument 'data': {root} has no {split} images")
-    if limit is not None:
-        order = interleave(labels, limit)
-        files, labels = [files[i] for i in order], [labels[i] for i in order]
-    return FolderSource(files, torch.tensor(labels, dtype=torch.int64), classes, str(root))
+    return first_images(FolderSource(files, torch.tensor(labels, dtype=torch.int64), classes, str(root)), limit)
+
+
+def first_images(source, limit: int | None):
+    """What ``--train-limit N`` keeps of a source: an in-memory set's first N images, an image folder's first N
+    with the classes interleaved (its files are sorted by class); None: all of them."""
+    if limit is None or limit >= len(source):
+        return source
+    if isinstance(source, FolderSource):
+        return source.subset(torch.tensor(interleave(source.labels.tolist(), limit), dtype=torch.int64))
+    return source.subset(torch.arange(limit))

@@ -65,3 +65,43 @@ def subset_summary(labels: torch.Tensor, idx: torch.Tensor, seed: int = EVAL_SUB
     num_classes = int(labels.max()) + 1 if len(labels) else 0
     return {"eval_subset": describe_subset(len(idx), len(labels), seed, split),
             "eval_subset_class_counts": class_counts(labels[idx], num_classes)}
+
+
+# The validation split: carved from the training images by a seed of its own (``--split-seed``), never a run's
+# training seed, so that every run of a study, whatever its seed, trains on the same images and is selected on the
+# same held-out ones.
+SPLIT_SEED = 0
+BUILTIN_VAL_SIZE = 5000  # Fashion-MNIST's and CIFAR's: 5 000 of the 60 000 / 50 000 training images
+FOLDER_VAL_FRACTION = 0.1  # an image folder's: a tenth of its training images
+
+
+def check_val_size(val_size: float) -> None:
+    if val_size < 0 or (val_size >= 1 and val_size != int(val_size)):
+        raise ValueError(f"argument --val-size must be 0, a fraction in (0, 1) or a whole number of images, "
+                         f"got {val_size!r}")
+
+
+def validation_count(val_size: float, total: int) -> int:
+    """Images the validation split holds: ``val_size`` images when >= 1, that fraction of ``total`` when in (0, 1)
+    (rounded: a tiny folder may get none), none for 0."""
+    check_val_size(val_size)
+    n = int(val_size) if val_size >= 1 else round(val_size * total)
+    if n >= total:
+        raise ValueError(f"argument --val-size {val_size:g} leaves no training images: the training split holds "
+                         f"{total}")
+    return n
+
+
+def describe_split(chosen: int, seed: int = SPLIT_SEED) -> str:
+    """The line metrics record of a validation split, e.g. "class-stratified, 5000 training images, split seed 0"."""
+    return f"{SUBSET_RULE}, {chosen} training images held out, split seed {seed}"
+
+
+def validation_split(labels: torch.Tensor, n_val: int, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, validation indices), both sorted and disjoint: a class-stratified ``n_val`` of the examples
+    labelled ``labels`` (``stratified_subset`` with ``seed``) held out, the rest kept for training."""
+    labels = torch.as_tensor(labels).long().flatten()
+    held_out = stratified_subset(labels, n_val, seed) if n_val else torch.zeros(0, dtype=torch.int64)
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[held_out] = False
+    return torch.nonzero(keep).flatten(), held_out

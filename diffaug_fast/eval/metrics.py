@@ -35,6 +35,25 @@ def accuracy(model, images, labels, *, batch: int = 1000, device="cpu") -> float
 
 
 @torch.inference_mode()
+def noisy_accuracies(model, images, labels, *, noise_std: float, draws: int, seed: int = 0, batch: int = 1000,
+                     device="cpu") -> list[float]:
+    """Accuracy on ``images`` + N(0, noise_std²) for each of ``draws`` independent noise draws (one stream, in
+    order): a whole test set's noisy accuracy without one draw's luck (one draw of 1 000 images swung 11-30 points
+    between equally trained baselines)."""
+    model.eval()
+    generator = streams.generator(seed, "eval_noise_draws")
+    result = []
+    for _ in range(draws):
+        correct = 0
+        for sl in chunks(len(images), batch):
+            x = images[sl]
+            x = x + noise_std * torch.randn(x.shape, generator=generator)
+            correct += int((model(x.to(device)).argmax(1).cpu() == labels[sl]).sum())
+        result.append(correct / max(len(images), 1))
+    return result
+
+
+@torch.inference_mode()
 def evaluate(model, denoiser, images, labels, *, timesteps, noise_std: float, seed: int = 0, batch: int = 250,
              fast_net=None, device="cpu", progress: bool = False) -> dict:
     """Clean accuracy; per-t DiffAug accuracy and DiffAug-Ensemble accuracy (clean and Gaussian-noised inputs)."""

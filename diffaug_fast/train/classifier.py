@@ -18,7 +18,7 @@ import torch
 
 from diffaug_fast.augment import amp_dtype, autocast
 from diffaug_fast.config import TrainConfig, to_dict
-from diffaug_fast.data import ArraySource, dataset_classes, open_source
+from diffaug_fast.data import ArraySource, dataset_classes
 from diffaug_fast.devices import run_device
 from diffaug_fast.models.build import build_model
 from diffaug_fast.models.pretrained import load_init
@@ -29,7 +29,7 @@ from diffaug_fast.runs.weights import load_denoiser
 from diffaug_fast.train import loop
 from diffaug_fast.train.losses import clean_classifier_loss
 from diffaug_fast.train.batches import Batches, adds_copies
-from diffaug_fast.train.step_data import StepSpec, loader_workers, evaluation_images
+from diffaug_fast.train.step_data import StepSpec, evaluation_images, loader_workers, training_source, validation_images
 from diffaug_fast.train.checks import check_denoiser, check_same_run, needs_denoiser
 from diffaug_fast.train.distributed import world
 from diffaug_fast.train.image_shape import resolve_image_shape, with_image_shape
@@ -233,8 +233,7 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     rank, _ = world()
     if rank == 0:
         files.make_folder(out_dir)
-    source = ArraySource(*data, []) if data else open_source(config.data.source, "train",
-                                                               limit=config.data.train_limit)
+    source = ArraySource(*data, []) if data else training_source(config)
     labels = source.labels
     trainer = ClassifierTrainer(config, source)
     config = trainer.config  # --image-size / --channels resolved
@@ -259,7 +258,7 @@ def train_classifier(config: TrainConfig, out_dir: str | Path, *, data=None, tes
     fast_net = trainer.fast_net if denoiser is trainer.denoiser else fast_net_for(config, denoiser, trainer.device)
     metrics = evaluate_trained(config, trainer.eval_model(), denoiser, *test_data, device=trainer.device,
                                fast_net=fast_net, progress=progress, labeled=trainer.batches.labeled,
-                               prior=trainer.prior)
+                               prior=trainer.prior, val_data=validation_images(config) if data is None else None)
     if trainer.fast_net is not None:  # what --denoiser-precision auto chose on this machine
         metrics["denoiser_precision"] = trainer.fast_net.precision_name
     metrics.update(step=trainer.step, train_seconds_this_call=time.perf_counter() - start,

@@ -20,7 +20,7 @@ import torch
 
 from diffaug_fast import streams
 from diffaug_fast.augment import partner_timesteps, sample_timesteps
-from diffaug_fast.data import ArraySource, ImageReadError, eval_images
+from diffaug_fast.data import ArraySource, ImageReadError, eval_images, open_source, source_images
 from diffaug_fast.data.views import center, fit, resized_crop
 from diffaug_fast.train.distributed import world
 from diffaug_fast.train.augmix import augmix
@@ -183,6 +183,24 @@ def loader_workers(config, source) -> int:
 
 def evaluation_images(config):
     """The test images of a run's data, as evaluation reads them (folders decoded a slice at a time)."""
-    view_name = "center" if config.data.crop == "resized" else "fit"
     return eval_images(config.data.source, "test", image_size=config.data.image_size, channels=config.data.channels,
-                       view_name=view_name)
+                       view_name=_eval_view(config))
+
+
+def _eval_view(config) -> str:
+    return "center" if config.data.crop == "resized" else "fit"
+
+
+def training_source(config):
+    """The images a run trains on: its data's training images less the validation split, then --train-limit."""
+    d = config.data
+    return open_source(d.source, "train", limit=d.train_limit, val_size=d.val_size, split_seed=d.split_seed)
+
+
+def validation_images(config):
+    """(images, labels) of the run's validation split as evaluation reads them; None when it holds none."""
+    d = config.data
+    source = open_source(d.source, "val", val_size=d.val_size, split_seed=d.split_seed)
+    if not len(source):
+        return None
+    return source_images(source, image_size=d.image_size, channels=d.channels, view_name=_eval_view(config))
