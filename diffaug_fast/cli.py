@@ -18,6 +18,7 @@ from diffaug_fast.config import (DenoiserCommand, DenoiserConfig, DiffuseOptions
 from diffaug_fast.config.options import add_arguments, given
 from diffaug_fast.errors import USER_ERRORS, DiffAugError, sigterm_stops, stop_status
 from diffaug_fast.ops.allocator import keep_freed_memory
+from diffaug_fast.studies import commands as study_commands
 
 PROG = "diffaug-fast"
 
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "export-classifier":
             p.add_argument("--out", required=True, help="the .safetensors file to write")
         p.set_defaults(func=func, classes=classes)
+    study_commands.add_parser(sub, _Parser)  # study run|report|index (diffaug_fast/studies/commands.py)
     return parser
 
 
@@ -335,7 +337,10 @@ def _internal_error(args, err: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv, passthrough = study_commands.split_passthrough(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(argv)
+    study_commands.take_passthrough(parser, args, passthrough)
     debug = bool(getattr(args, "debug", False))
     keep_freed_memory()  # CPU steps reuse their activations' memory instead of faulting fresh pages in each time
     try:

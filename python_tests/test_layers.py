@@ -16,7 +16,7 @@ LAYERS = {
     "config": 3,
     "runs": 4,
     "eval": 5,
-    "train": 6,
+    "train": 6, "studies": 6,
     "cli": 7,
 }
 MAX_LINES = 400

@@ -102,7 +102,8 @@ class RobustnessConfig:
     seed: int = option(0, "seed of the corruptions, OOD sets and smoothing noise", check="nonnegative")
     corruption_data: str | None = option(None, "a CIFAR-10-C-style folder (<name>.npy + labels.npy) instead of "
                                          "on-the-fly Fashion-MNIST-C")
-    ood_sets: list[str] = option(help="OOD sets: digits, uniform, gaussian, or image folders", flag="--ood",
+    ood_sets: list[str] = option(help="OOD sets: digits (scikit-learn's 8x8 digits, upscaled; not MNIST), "
+                                 "uniform, gaussian, or image folders", flag="--ood",
                                  factory=lambda: ["digits", "uniform", "gaussian"], metavar="SET,...")
     certify_limit: int = option(100, "test images to certify", check="positive")
     sigmas: list[float] = option(help="smoothing noise levels ([0, 1] pixel units)", factory=lambda: [0.25, 0.5],
@@ -130,7 +131,8 @@ class RobustnessConfig:
 
 @dataclass
 class EvalCommand:
-    baseline: str | None = option(None, "an evaluated baseline run folder: mCE relative to it")
+    baseline: str | None = option(None, "an evaluated baseline run folder: mCE relative to it (this evaluation's own "
+                                  "--out: relative to itself, mCE 100)")
     out: str | None = option(None, "output folder (default: the run folder)")
     device: str = option("auto", DEVICE_HELP + " (not part of the evaluation: a stopped one may continue elsewhere)")
 
@@ -229,3 +231,28 @@ class ReportOptions:
         if bad or not self.denoiser_precision or len(set(self.denoiser_precision)) != len(self.denoiser_precision):
             raise ValueError(f"argument --denoiser-precision: expected distinct values among fp32, bf16, fp16, auto, "
                              f"got {','.join(self.denoiser_precision) or '(none)'}")
+
+
+@dataclass
+class StudyRunOptions:
+    """``diffaug-fast study run``: where a declared study's runs and numbers go, and how many run at once."""
+    jobs: int = option(1, "runs and evaluations at once, each a `diffaug-fast` subprocess (with N > 1 each gets "
+                       "cores / N threads unless OMP_NUM_THREADS is set)", check="positive")
+    runs: str = option("runs/studies", "where the run folders go: RUNS/<study>/<variant>/seed<S>/ (logs beside them)")
+    results: str = option("docs/results", "where the collected numbers go: RESULTS/<study>/runs.json")
+    optional: list[str] = option(help="optional evaluations to run too (declared `optional = true`: a GPU job, "
+                                 "say): their names, or all", factory=list, metavar="NAME,...")
+
+
+@dataclass
+class StudyReportOptions:
+    runs: str = option("runs/studies", "the run folders to collect first, those present here: "
+                       "RUNS/<study>/<variant>/seed<S>/")
+    results: str = option("docs/results", "the folder holding <study>/runs.json; the report is written beside it")
+
+
+@dataclass
+class StudyIndexOptions:
+    experiments: str = option("experiments", "the folder of study files (<name>.toml)")
+    results: str = option("docs/results", "the folder of the studies' reports (<name>/study.json)")
+    out: str = option("docs/results.md", "the index to write")

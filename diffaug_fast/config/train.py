@@ -34,8 +34,8 @@ class DataOptions:
     val_size: float | None = option(None, "validation images held out of the training images, never trained on: N "
                                     "images, a fraction in (0, 1), or 0 for none (every training image trains, as "
                                     "before this option); class-stratified, the same for every --seed (--split-seed "
-                                    "fixes it). auto: 5000 of Fashion-MNIST's / CIFAR's, a tenth of an image "
-                                    "folder's (a folder with train/ + val/ keeps val/ as its test set and carves this "
+                                    "fixes it). auto: 5000 of Fashion-MNIST's 60000, a tenth of CIFAR's "
+                                    "(5000) and of an image folder's (a folder with train/ + val/ keeps val/ as its test set and carves this "
                                     "from train/). Runs report accuracy on it beside the test set's: choose on it",
                                     check="nonnegative", none="auto")
     split_seed: int = option(0, "seed of the validation split, not of the run: runs of a study share it whatever "

@@ -71,8 +71,8 @@ def subset_summary(labels: torch.Tensor, idx: torch.Tensor, seed: int = EVAL_SUB
 # training seed, so that every run of a study, whatever its seed, trains on the same images and is selected on the
 # same held-out ones.
 SPLIT_SEED = 0
-BUILTIN_VAL_SIZE = 5000  # Fashion-MNIST's and CIFAR's: 5 000 of the 60 000 / 50 000 training images
-FOLDER_VAL_FRACTION = 0.1  # an image folder's: a tenth of its training images
+BUILTIN_VAL_SIZE = 5000  # Fashion-MNIST's: 5 000 of its 60 000 training images
+FOLDER_VAL_FRACTION = 0.1  # CIFAR's and an image folder's: a tenth (CIFAR: 5 000 of 50 000)
 
 
 def check_val_size(val_size: float) -> None:

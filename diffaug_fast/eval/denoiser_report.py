@@ -59,6 +59,28 @@ def _x0_mse_per_bucket(denoiser: Denoiser, images: torch.Tensor, buckets: int, b
     return rows
 
 
+ENSEMBLE_T_BELOW = 500  # the default DiffAug-Ensemble timesteps (0 ... 450) lie in the buckets below t = 500
+LARGE_T_FROM = 600  # where a short-trained eps model's x̂0 is worse than the mean image
+
+
+def x0_mse_summary(rows: list[dict], mean_image_mse: float, precision: str = "fp32",
+                   others: list[str] | tuple[str, ...] = ()) -> dict:
+    """x0_mse_summary.json: the x̂0 MSE per t-bucket (``rows``) summed up under plain keys: the mean over buckets,
+    over the ensemble's buckets (t < 500) and over t >= 600, how many buckets are worse than answering the mean
+    image, and per other precision the worst bucket's relative change against the first (the quality gate:
+    ``worst_relative_change.bf16`` <= 0.02)."""
+    def mean(values):
+        values = list(values)
+        return float(sum(values) / len(values)) if values else None
+
+    return {"precision": precision, "buckets": len(rows), "mean_image_mse": mean_image_mse,
+            "x0_mse_mean": mean(r["x0_mse"] for r in rows),
+            "x0_mse_t_below_500": mean(r["x0_mse"] for r in rows if r["t_to"] < ENSEMBLE_T_BELOW),
+            "x0_mse_t600_up": mean(r["x0_mse"] for r in rows if r["t_from"] >= LARGE_T_FROM),
+            "buckets_worse_than_mean_image": sum(r["x0_mse"] > mean_image_mse for r in rows),
+            "worst_relative_change": {p: max(r[f"ratio_{p}"] - 1 for r in rows) for p in others}}
+
+
 @torch.inference_mode()
 def write_report(denoiser: Denoiser, out_dir: str | Path, images: torch.Tensor | None = None, *,
                  mean_image: torch.Tensor | None = None, limit: int = 2000, samples: int = 64, seed: int = 0,
@@ -89,6 +111,8 @@ def write_report(denoiser: Denoiser, out_dir: str | Path, images: torch.Tensor |
             row[f"x0_mse_{p}"] = other["x0_mse"]
             row[f"ratio_{p}"] = other["x0_mse"] / max(row["x0_mse"], 1e-12)
     files.write_json(out_dir / files.DENOISER_REPORT, rows)
+    summary = x0_mse_summary(rows, baseline, first, others)
+    files.write_json(out_dir / files.DENOISER_SUMMARY, summary)
 
     with at_precision(denoiser, first):
         _pictures(denoiser, images, out_dir, samples, seed, progress)
@@ -106,7 +130,7 @@ def write_report(denoiser: Denoiser, out_dir: str | Path, images: torch.Tensor |
               "Better than the mean image at every t-bucket."), "",
              "![samples](samples_ddim50.png)", "", "![DiffAug examples](diffaug_examples.png)", ""]
     (out_dir / files.REPORT).write_text("\n".join(lines))
-    return {"x0_mse_per_t": rows, "mean_image_mse": baseline, "worse_than_mean": len(worse),
+    return {"x0_mse_per_t": rows, "summary": summary, "mean_image_mse": baseline, "worse_than_mean": len(worse),
             "pictures": ["samples_ddim50.png", "diffaug_examples.png"], "report": str(out_dir / files.REPORT),
             "precisions": list(precisions)}
 

@@ -311,5 +311,6 @@ def fidelity_command(o) -> dict:
         print(f"warning: {warning}")
     if o.json:
         numbers = {k: float(v) for k, v in result.items()}
+        Path(o.json).parent.mkdir(parents=True, exist_ok=True)  # e.g. a study evaluation's own folder
         Path(o.json).write_text(json.dumps({**numbers, "warnings": warnings}, indent=2))
     return {**result, "warnings": warnings}

@@ -66,6 +66,16 @@ def save_gradient_grid(study: dict, images: torch.Tensor, path: str | Path, rows
     return path
 
 
+def alignment_summary(study: dict, runs: dict[str, tuple[str, str]], images: int, seed: int) -> dict:
+    """gradient_alignment.json: per classifier, in the ``--classifier`` order, its mean cosine between the class
+    gradient and x0 - x_t at each t. ``runs``: the study's classifier name -> (run folder, mode). Stable keys
+    (``classifiers.<i>.cosine.<t>``), so a declared study reads one number whatever its run folders are called."""
+    return {"images": images, "seed": seed,
+            "classifiers": [{"name": name, "run": runs[name][0], "mode": runs[name][1],
+                             "cosine": {str(t): float(c.mean()) for t, c in per_t.items()}}
+                            for name, per_t in study["cosine"].items()]}
+
+
 def gradients_command(o, out: Path) -> dict:
     """``diffaug-fast gradients``: each run's class gradients at ``o.t`` on the test images of the data the runs were
     trained on (at their size and channels), as a picture and mean cosines with x0 - x_t (gradient_alignment.json)."""
@@ -78,13 +88,16 @@ def gradients_command(o, out: Path) -> dict:
     from diffaug_fast.runs.weights import load_denoiser
 
     device = run_device(o.device)  # the classifiers run there; x_t and the gradients are made and kept on the CPU
-    classifiers, denoisers, datas = {}, set(), set()
+    classifiers, runs, denoisers, datas = {}, {}, set(), set()
     for run in o.classifier:
         clf, cfg = load_classifier(run, device)
         if cfg.model.mode == "clean":
             raise DiffAugError(f"argument --classifier {run} is a clean-image classifier; gradients at x_t need a "
                                "`train --mode noisy|da` run")
-        classifiers[f"{Path(run).name} ({cfg.model.mode})"] = OnDevice(clf, device)
+        name = f"{Path(run).name} ({cfg.model.mode})"
+        if name in classifiers:  # two folders of the same name (a study's <variant>/seed0): keep both apart
+            name = f"{run} ({cfg.model.mode})"
+        classifiers[name], runs[name] = OnDevice(clf, device), (str(run), cfg.model.mode)
         datas.add((cfg.data.source, cfg.data.channels, cfg.data.image_size))
         denoisers.add((cfg.diffaug.denoiser, cfg.diffaug.denoiser_flags))
     if len(denoisers) != 1:
@@ -100,11 +113,11 @@ def gradients_command(o, out: Path) -> dict:
                                  decode=True)
     study = gradient_study(classifiers, denoiser, images, labels, o.t, seed=o.seed)
     path = save_gradient_grid(study, images, out / "gradients.png", rows=o.picture_rows)
-    summary = {name: {t: float(c.mean()) for t, c in per_t.items()} for name, per_t in study["cosine"].items()}
+    summary = alignment_summary(study, runs, len(images), o.seed)
     (out / "gradient_alignment.json").write_text(json.dumps(summary, indent=2))
-    for name, per_t in summary.items():
-        print(f"{name}: mean cos(grad, x0 - x_t) over {len(images)} test images "
-              + ", ".join(f"t={t}: {v:+.3f}" for t, v in per_t.items()))
+    for entry in summary["classifiers"]:
+        print(f"{entry['name']}: mean cos(grad, x0 - x_t) over {len(images)} test images "
+              + ", ".join(f"t={t}: {v:+.3f}" for t, v in entry["cosine"].items()))
     print(f"picture: {path} (rows: the first {min(o.picture_rows, len(images))} test images; columns: x0, then per t: "
           "x_t and each classifier's gradient)")
     return summary

@@ -13,6 +13,7 @@ A ``diffaug-fast train`` / ``train-denoiser`` run folder::
     snapshots/step-N.safetensors (+ .json)  its EMA weights at step N (train-denoiser --snapshot-every)
     denoiser.json, data.json                where the run's denoiser (+ its sha256) and data are (runs/provenance.py)
     error.log         the traceback of a run that failed with an internal error
+    study_run.json    a declared study's run: the machine and commit that made it (``diffaug-fast study run``)
 
 A ``diffaug-fast sample`` folder::
 
@@ -45,7 +46,9 @@ SNAPSHOTS = "snapshots"
 DENOISER_RECORD = "denoiser.json"
 DATA_RECORD = "data.json"
 DENOISER_REPORT = "x0_mse_per_t.json"
+DENOISER_SUMMARY = "x0_mse_summary.json"  # its means over t ranges, as plain keys
 ERROR_LOG = "error.log"
+STUDY_RUN = "study_run.json"
 SAMPLES = "samples.npz"
 SAMPLES_GRID = "samples.png"
 SAMPLE_BATCHES = "samples.partial"
@@ -53,8 +56,8 @@ SAMPLE_BATCHES = "samples.partial"
 PICTURES = ("forward_process.png", "curves.png", "acc_vs_t.png", "acc_per_t_bucket.png", "acc_vs_severity.png",
             "certified_accuracy.png", "samples_ddim50.png", "diffaug_examples.png", "gradients.png")
 OUTPUT_NAMES = (CONFIG, CHECKPOINT, METRICS_LOG, METRICS, CLASSES, REPORT, EVAL, EVAL_REPORT, EVAL_PARTIAL,
-                DENOISER_WEIGHTS, SNAPSHOTS, DENOISER_RECORD, DATA_RECORD, DENOISER_REPORT, ERROR_LOG, SAMPLES,
-                SAMPLES_GRID, SAMPLE_BATCHES) + PICTURES
+                DENOISER_WEIGHTS, SNAPSHOTS, DENOISER_RECORD, DATA_RECORD, DENOISER_REPORT, DENOISER_SUMMARY,
+                ERROR_LOG, STUDY_RUN, SAMPLES, SAMPLES_GRID, SAMPLE_BATCHES) + PICTURES
 # how each training command's run folder is described in messages, by run_kind's answer
 RUN_KINDS = {"train": "`diffaug-fast train` classifier run",
              "train-denoiser": "`diffaug-fast train-denoiser` denoiser run"}

@@ -63,7 +63,12 @@ def print_summary(config: TrainConfig, metrics: dict) -> None:
             print(f"top class changes between t and t' (|t - t'| <= {d['radius']}) on "
                   f"{100 * d['top_class_changed']:.1f}% of test images")
         return
-    print(f"test accuracy {100 * metrics['clean_acc_full_test']:.2f}% (full test set); on "
+    if "clean_acc_val" in metrics:
+        print(f"validation accuracy {100 * metrics['clean_acc_val']:.2f}% ({metrics['val_images']} held-out training "
+              f"images), noisy {100 * metrics['noisy_acc_val']:.2f}%; choose on these, not on the test numbers")
+    print(f"test accuracy {100 * metrics['clean_acc_full_test']:.2f}% (full test set"
+          + (f"; noisy {100 * metrics['noisy_acc_full_test']:.2f}%, mean of {len(metrics['noisy_acc_full_test_draws'])} "
+             "draws" if "noisy_acc_full_test" in metrics else "") + "); on "
           f"{metrics.get('eval_subset', str(metrics['eval_images']) + ' test images')}: "
           f"clean {100 * metrics['clean_acc']:.2f}%"
           + (f", DiffAug-Ensemble {100 * metrics['de_acc']:.2f}%" if "de_acc" in metrics else "")

@@ -88,7 +88,9 @@ def _plots(runs: list[dict], out_dir: Path) -> list[str]:
     return ["curves.png", "acc_vs_t.png"]
 
 
-ROWS = (("clean_acc_full_test", "clean accuracy (full test set)"), ("clean_acc", "clean accuracy (eval subset)"),
+ROWS = (("clean_acc_val", "clean accuracy (validation split)"), ("noisy_acc_val", "noisy accuracy (validation split)"),
+        ("clean_acc_full_test", "clean accuracy (full test set)"),
+        ("noisy_acc_full_test", "noisy accuracy (full test set)"), ("clean_acc", "clean accuracy (eval subset)"),
         ("de_acc", "DiffAug-Ensemble accuracy (eval subset)"), ("noisy_acc", "accuracy on noisy test images"),
         ("noisy_de_acc", "DiffAug-Ensemble accuracy on noisy test images"))
 
@@ -131,8 +133,10 @@ def write_report(run_dir: str | Path, compare: str | Path | None = None) -> Path
              f"{cfg.get('batch_size')}, DiffAug `{cfg.get('diffaug')}` (t in [{cfg.get('t_min')}, "
              f"{cfg.get('t_max') if cfg.get('t_max') is not None else 'T-1'}], denoiser `{cfg.get('denoiser')}`{at}), "
              f"AugMix {_augmix(cfg)}{_share(cfg)}, seed {cfg.get('seed')}.", *_images(m),
+             f"Validation split: {m.get('val_split', 'none (every training image trained)')}. "
              f"Evaluation subset: {_subset(m)}; noisy = Gaussian noise of std "
-             f"{cfg.get('noise_std')} (pixels in [-1, 1]); DiffAug-Ensemble over t = "
+             f"{cfg.get('noise_std')} (pixels in [-1, 1]; the full sets: mean of {cfg.get('noise_draws', 1)} "
+             f"draws); DiffAug-Ensemble over t = "
              f"{', '.join(map(str, cfg.get('de_timesteps', [])))}.", "",
              "| metric | " + " | ".join(_label(r) for r in runs) + " |",
              "|---|" + "---|" * len(runs)]

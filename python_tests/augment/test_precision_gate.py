@@ -1,7 +1,7 @@
 """The precision quality gate of issue 16 on the shipped Fashion-MNIST denoiser and 2000 Fashion-MNIST test images.
 
 Gate: the one-step x̂0 MSE at bf16 within +2% of fp32 in every one of the 10 t-buckets (same t and noise at both).
-Measured (docs/results/precision/quality_gate.md, made by quality_gate.py there) on all 2000 images with the
+Measured (docs/results/precision/quality_gate.md, made by benchmarks/precision_quality_gate.py) on all 2000 images with the
 network compiled, on a 2-core AVX2 CPU where bf16 / fp16 are emulated: bf16 vs fp32 per bucket t 0-99 ... 900-999:
 +0.02, +0.02, +0.02, +0.02, +0.03, +0.04, +0.03, -0.01, -0.06, -0.09 % (fp32 x̂0 MSE 0.00585 ... 1.08612); worst
 +0.04 %; fp16 worst -0.00 %. +2% leaves a wide margin for native bf16 kernels, which round differently from the

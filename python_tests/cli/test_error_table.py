@@ -153,6 +153,18 @@ CLI_CASES = [
     ("train --resume on a train-denoiser run", ["train", "--resume", "--out", "{denoiser}"], "is a `diffaug-fast train-denoiser` denoiser run folder"),
     ("train-denoiser --resume on a classifier run", ["train-denoiser", "--resume", "--steps", "1", "--limit", "32", "--batch-size", "16", "--out", "{existing}"], "is a `diffaug-fast train` classifier run folder, not a `diffaug-fast train-denoiser` denoiser run"),
     ("--resume on a run stopped before its first checkpoint", ["train", "--resume", "--out", "{started}"], "holds no checkpoint (the run stopped before its first one); run the same command without --resume to start it again"),
+    ("a study file that does not exist", ["study", "run", "/nonexistent.toml"], "study file /nonexistent.toml does not exist"),
+    ("a study file that is not TOML", ["study", "run", "{study_broken}"], "study file {study_broken} is not valid TOML"),
+    ("a study whose name is not its file's", ["study", "run", "{study_renamed}"], "[study] name: is 'main' but the file is renamed.toml"),
+    ("a study comparing a variant it does not declare", ["study", "run", "{study_undeclared}"], "[comparisons.0] a: names variant 'w05', which the study does not declare; declared: default, baseline"),
+    ("a study's \"keeps\" claim without its margin", ["study", "report", "{study_keeps}"], "[comparisons.0] margin: direction keeps needs a margin > 0"),
+    ("a study variant's option that `train` refuses", ["study", "run", "{study_ok}", "--runs", "{fresh}", "--", "--diffaug", "of"], "variant default's options: argument --diffaug: invalid choice: 'of'"),
+    ("a study's run folder made with other options", ["study", "run", "{study_ok}", "--runs", "{study_runs}"], "1 existing run folder(s) were made with other options than the study declares: run default seed 0"),
+    ("zero study jobs", ["study", "run", "{study_ok}", "--jobs", "0"], "argument --jobs must be > 0, got 0"),
+    ("an optional evaluation the study does not declare", ["study", "run", "{study_ok}", "--runs", "{fresh}", "--optional", "certify"], "argument --optional: certify is not an optional evaluation"),
+    ("words after the study file without --", ["study", "run", "{study_ok}", "cuda"], "unexpected cuda: options for every run go after --"),
+    ("a study report before any run", ["study", "report", "{study_ok}", "--runs", "{fresh}", "--results", "{fresh}"], "runs.json does not exist: run `diffaug-fast study run"),
+    ("a study index of a missing folder", ["study", "index", "--experiments", "/nonexistent"], "argument --experiments: /nonexistent is not a folder of study files"),
 ]
 
 
@@ -198,9 +210,10 @@ def existing_run(tmp_path_factory):
     data = (WEIGHTS_DIR / "fmnist_vp.safetensors").read_bytes()
     (base / "trunc.safetensors").write_bytes(data[:len(data) // 2])
     shutil.copy(WEIGHTS_DIR / "fmnist_vp.json", base / "trunc.json")
-    return {"existing": str(_finished_run(tmp_path_factory)), "denoiser": str(denoiser), "fresh": str(base / "fresh"),
+    existing = _finished_run(tmp_path_factory)
+    return {"existing": str(existing), "denoiser": str(denoiser), "fresh": str(base / "fresh"),
             "file": str(base / "file.txt"), "truncated": str(base / "trunc.safetensors"), **_bad_data(base), **_shape_data(base),
-            **_output_data(base)}
+            **_output_data(base), **_study_data(base, existing)}
 
 
 def _bad_data(base):
@@ -264,6 +277,44 @@ def _output_data(base):
     files.write_json(base / "started" / files.CONFIG, to_dict(config))
     files.write_json(base / "started" / files.CLASSES, [str(i) for i in range(10)])
     return {"photos": str(base / "photos"), "started": str(base / "started"), "diverged": str(base / "diverged")}
+
+
+STUDY = """
+[study]
+name = "{name}"
+title = "t"
+question = "q"
+seeds = [0]
+options = ["--max-steps", "3"]
+budget = "b"
+[variants.default]
+[variants.baseline]
+options = ["--diffaug", "off"]
+[metrics.acc]
+key = "clean_acc_full_test"
+[[comparisons]]
+claim = "c"
+a = "{a}"
+b = "baseline"
+metric = "acc"
+direction = "{direction}"
+"""
+
+
+def _study_data(base, existing):
+    """Study files: a good one, one that is not TOML, one comparing an undeclared variant, a "keeps" without its
+    margin, one whose name is not its file's; and a runs folder holding a run made with other options."""
+    import shutil
+
+    folder = base / "studies"
+    folder.mkdir()
+    for stem, name, a, direction in (("ok", "ok", "default", "greater"), ("undeclared", "undeclared", "w05", "greater"),
+                                     ("keeps", "keeps", "default", "keeps"), ("renamed", "main", "default", "greater")):
+        (folder / f"{stem}.toml").write_text(STUDY.format(name=name, a=a, direction=direction))
+    (folder / "broken.toml").write_text("[study\nname = 1\n")
+    shutil.copytree(existing, base / "study_runs" / "ok" / "default" / "seed0")  # a quick-preset run, no --max-steps
+    return {f"study_{stem}": str(folder / f"{stem}.toml") for stem in ("ok", "undeclared", "keeps", "renamed", "broken")} | {
+        "study_runs": str(base / "study_runs")}
 
 
 def _finished_run(tmp_path_factory):

@@ -221,6 +221,10 @@ def test_eval_command_runs_all_suites_and_resumes(trained_run, tmp_path):
     assert set(result["ood"]) == {"digits", "uniform", "gaussian"}
     assert set(result["ood"]["digits"]) == {"msp", "energy", "de_msp", "de_energy"}
     assert set(result["certify"]) == {"0.25", "0.5"}
+    # the plain keys a declared study reads: the worst corruption by its mean over severities, the sets in words
+    assert corr["worst_mean_acc"] == min(corr["mean_acc_per_corruption"].values())
+    assert result["ood_labels"]["digits"] == "scikit-learn 8x8 digits (upscaled)"
+    assert "| scikit-learn 8x8 digits (upscaled) | msp |" in (tmp_path / "ev" / "eval.md").read_text()
     for name in ("eval.md", "acc_vs_severity.png", "certified_accuracy.png"):
         assert (tmp_path / "ev" / name).exists()
     # a second run with the same settings takes everything from eval.partial.json (the same numbers);

@@ -199,7 +199,9 @@ def test_noisy_and_da_modes_train_and_report_per_t_bucket(tmp_path):
                                   str(tmp_path / "g")], capture_output=True, text=True, timeout=600)
     assert grads.returncode == 0, grads.stderr
     alignment = json.loads((tmp_path / "g" / "gradient_alignment.json").read_text())
-    assert set(alignment) == {"noisy (noisy)", "da (da)"} and set(alignment["da (da)"]) == {"100", "600"}
+    assert [c["name"] for c in alignment["classifiers"]] == ["noisy (noisy)", "da (da)"]  # the --classifier order
+    assert [c["mode"] for c in alignment["classifiers"]] == ["noisy", "da"] and alignment["images"] == 2
+    assert set(alignment["classifiers"][1]["cosine"]) == {"100", "600"}
     assert (tmp_path / "g" / "gradients.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -12,6 +12,14 @@ import torch.nn.functional as F
 from diffaug_fast import streams
 
 OOD_SETS = ("digits", "uniform", "gaussian")  # plus any folder of images
+# What each set is, wherever it is shown (reports, tables, study labels): `digits` is not MNIST but scikit-learn's
+# bundled 1 797 handwritten 8x8 digits, upscaled bilinearly to the images' size.
+OOD_LABELS = {"digits": "scikit-learn 8x8 digits (upscaled)", "uniform": "uniform noise", "gaussian": "Gaussian noise"}
+
+
+def ood_label(name: str) -> str:
+    """The words for an OOD set in reports: the built-in sets by what they are, a folder by its name."""
+    return OOD_LABELS.get(name, name)
 
 
 def ood_images(name: str, *, n: int = 2000, image_size: int = 28, channels: int = 1, seed: int = 0) -> torch.Tensor:

@@ -6,6 +6,7 @@ from pathlib import Path
 from diffaug_fast.eval.plots import figure
 from diffaug_fast.eval.robustness.certify import RADII
 from diffaug_fast.eval.robustness.corruptions import SEVERITIES
+from diffaug_fast.eval.robustness.ood import ood_label
 
 
 def _pct(v) -> str:
@@ -49,7 +50,7 @@ def write_eval_report(result: dict, out: Path) -> Path:
                   "|---|---|---|---|---|"]
         for name, per_score in ood.items():
             for score, m in per_score.items():
-                lines.append(f"| {name} | {score} | {_pct(m['auroc'])} | {_pct(m['aupr'])} | {_pct(m['fpr_at_95_tpr'])} |")
+                lines.append(f"| {ood_label(name)} | {score} | {_pct(m['auroc'])} | {_pct(m['aupr'])} | {_pct(m['fpr_at_95_tpr'])} |")
         lines.append("")
     cert = result.get("certify")
     if cert:

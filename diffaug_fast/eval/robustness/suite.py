@@ -19,7 +19,8 @@ from diffaug_fast.data.subsets import SUBSET_RULE, stratified_subset
 from diffaug_fast.devices import OnDevice
 from diffaug_fast.eval.robustness.certify import RADII, certified_accuracy, certify, denoised_classifier
 from diffaug_fast.eval.robustness.corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from diffaug_fast.eval.robustness.ood import OOD_SETS, detection_metrics, energy, ensemble_scores, msp, ood_images
+from diffaug_fast.eval.robustness.ood import (OOD_SETS, detection_metrics, energy, ensemble_scores, msp, ood_images,
+                                              ood_label)
 from diffaug_fast.ops.backends import resolve_precision, warn_if_emulated
 from diffaug_fast.runs import files
 
@@ -83,6 +84,15 @@ def run_corruptions(classifier, ensemble, images, labels, config, partial, progr
                 result["de_acc"] = float((ensemble(x).argmax(1) == y).float().mean())
             partial.put(key, result)
         table.setdefault(name, {})[str(severity)] = result
+    return corruption_summary(table)
+
+
+def corruption_summary(table: dict) -> dict:
+    """eval.json's ``corruptions``: the per-corruption, per-severity accuracies (``table``: name -> severity ->
+    {"acc"[, "de_acc"]}) and, for plain accuracy and DiffAug-Ensemble's, the numbers a study reads as plain keys:
+    ``mean_<m>`` (over every corruption and severity), ``<m>_per_severity`` (over corruptions, severity 1..5),
+    ``mean_<m>_per_corruption`` (over severities) and the worst corruption by that mean, ``worst_<m>_corruption``
+    and ``worst_mean_<m>`` (e.g. ``worst_mean_acc``)."""
     summary = {"per_corruption": table}
     for metric in ("acc", "de_acc"):
         values = [r[metric] for sev in table.values() for r in sev.values() if metric in r]
@@ -90,6 +100,11 @@ def run_corruptions(classifier, ensemble, images, labels, config, partial, progr
             summary[f"mean_{metric}"] = float(np.mean(values))
             summary[f"{metric}_per_severity"] = [float(np.mean([table[n][str(s)][metric] for n in table]))
                                                  for s in SEVERITIES]
+            per_corruption = {name: float(np.mean([r[metric] for r in sev.values()])) for name, sev in table.items()}
+            worst = min(per_corruption, key=per_corruption.get)
+            summary[f"mean_{metric}_per_corruption"] = per_corruption
+            summary[f"worst_{metric}_corruption"] = worst
+            summary[f"worst_mean_{metric}"] = per_corruption[worst]
     return summary
 
 
@@ -189,7 +204,10 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
     validate_options(config)
     config.validate()
     base_eval = Path(baseline) / files.EVAL if baseline else None
-    if base_eval is not None and not base_eval.exists():
+    # --baseline naming this evaluation's own output folder: the run is its own reference (mCE 100 by definition),
+    # so a study can give every variant the same --baseline, the baseline's run included
+    own = base_eval is not None and Path(baseline).resolve() == eval_folder(run_dir, out_dir).resolve()
+    if base_eval is not None and not base_eval.exists() and not own:
         raise FileNotFoundError(f"--baseline {baseline}: no eval.json there; evaluate the baseline first")
     device = torch.device(device)
     classifier, train_config = load_classifier(run_dir, device)
@@ -224,7 +242,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
     if "corruptions" in config.suites:
         result["corruptions"] = run_corruptions(classifier, ensemble, x, y, config, partial, progress)
         if base_eval is not None:
-            base = json.loads(base_eval.read_text()).get("corruptions")
+            base = result["corruptions"] if own else json.loads(base_eval.read_text()).get("corruptions")
             if base:
                 result["corruptions"]["mce"] = corruption_error(result["corruptions"], base)["mce"]
                 if ensemble is not None:
@@ -232,6 +250,7 @@ def evaluate_run(run_dir: str | Path, config: EvalConfig, *, out_dir: str | Path
                 result["corruptions"]["baseline"] = str(baseline)
     if "ood" in config.suites:
         result["ood"] = run_ood(classifier, ensemble, x, config, partial, progress)
+        result["ood_labels"] = {name: ood_label(name) for name in result["ood"]}  # what each set is, in words
     if "certify" in config.suites:
         source, chosen = eval_subset(train_config.data.source, "test", config.certify_limit)
         result["certify_subset"] = chosen["eval_subset"]

@@ -1,0 +1,1 @@
+"""Declared studies: TOML-described experiments, their runs, verdicts and reports."""
