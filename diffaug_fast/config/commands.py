@@ -256,3 +256,5 @@ class StudyIndexOptions:
     experiments: str = option("experiments", "the folder of study files (<name>.toml)")
     results: str = option("docs/results", "the folder of the studies' reports (<name>/study.json)")
     out: str = option("docs/results.md", "the index to write")
+    readme: str | None = option(None, "also rewrite the claims block of this README (the claims of the studies "
+                                "marked headline = true, as their verdicts say them)", none="none", metavar="FILE")

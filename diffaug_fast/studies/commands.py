@@ -58,10 +58,12 @@ def cmd_report(args) -> None:
 
 def cmd_index(args) -> None:
     """The generated index of every study's claims."""
-    from diffaug_fast.studies.index import write_index
+    from diffaug_fast.studies.index import update_readme, write_index
 
     o: StudyIndexOptions = args.options[0]
     print(f"index: {write_index(o.experiments, o.results, o.out)}")
+    if o.readme is not None:
+        print(f"claims: {update_readme(o.readme, o.experiments, o.results)}")
 
 
 ACTIONS = {

@@ -95,6 +95,7 @@ class Study:
     budget: str
     notes: tuple[str, ...]
     listed: bool
+    headline: bool
     variants: tuple[Variant, ...]
     evaluations: tuple[Evaluation, ...]
     metrics: tuple[Metric, ...]
@@ -179,7 +180,7 @@ def _name(table: _Table, key: str, value: str) -> str:
 
 def _study_table(path: Path, values) -> dict:
     t = _Table(path, "study", values, ("name", "title", "question", "seeds", "command", "options", "budget",
-                                       "notes", "listed"))
+                                       "notes", "listed", "headline"))
     name = _name(t, "name", t.text("name"))
     if name != path.stem:
         t.fail(f"is {name!r} but the file is {path.name}; the name must equal the file stem {path.stem!r}", "name")
@@ -195,7 +196,8 @@ def _study_table(path: Path, values) -> dict:
     _runner_flags(t, "options", options)
     return dict(name=name, title=t.text("title"), question=t.text("question"), seeds=tuple(seeds), command=command,
                 options=options, budget=t.text("budget"), notes=t.strings("notes"),
-                listed=t.get("listed", bool, True, what="true or false"))
+                listed=t.get("listed", bool, True, what="true or false"),
+                headline=t.get("headline", bool, False, what="true or false"))
 
 
 def _variants(path: Path, values) -> tuple[Variant, ...]:

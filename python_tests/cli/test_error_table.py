@@ -141,6 +141,8 @@ CLI_CASES = [
     ("an RGB image folder (auto) with the Fashion-MNIST denoiser", ["train", "--data", "{rgb_images}", "--batch-size", "16", "--out", "{fresh}"], "argument --denoiser: 'fmnist' works on 1x28x28 images but --data {rgb_images} gives 3x28x28"),
     ("an image folder holding only train/", ["train", "--data", "{train_only}", "--out", "{fresh}"], "holds only train/ (no test/ or val/ beside it)"),
     ("a DiffAug copy weight past 100", ["train", "--diffaug-weight", "1e9", "--train-limit", "64", "--batch-size", "32", "--epochs", "1", "--out", "{fresh}"], "argument --diffaug-weight must be > 0 and <= 100, got 1000000000.0"),
+    ("a validation split neither a whole number nor a fraction", ["train", "--val-size", "2.5"], "argument --val-size must be 0, a fraction in (0, 1) or a whole number of images, got 2.5"),
+    ("a validation split holding every training image", ["train", "--val-size", "60000", "--out", "{fresh}"], "argument --val-size 60000 leaves no training images: the training split holds 60000"),
     ("a loss that becomes NaN while training", ["train", "--lr", "1e30", "--diffaug", "off", "--train-limit", "64", "--batch-size", "32", "--de-timesteps", "", "--out", "{diverged}"], "training diverged: the loss is nan at step"),
     ("--out holding class sub-folders of images", ["train", "--out", "{photos}"], "argument --out: {photos} holds class sub-folders of images and no run files"),
     ("sample --out holding images", ["sample", "--num", "1", "--out", "{photos}/a"], "argument --out: {photos}/a holds images and no run files"),
