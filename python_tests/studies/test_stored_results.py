@@ -19,10 +19,15 @@ def _rounded(value):
     return json.loads(json.dumps(value))
 
 
-@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
-def test_each_study_json_recomputes_from_its_runs(path):
+BEFORE_SPLIT = REPO / "docs" / "results" / "before_split"  # the same studies' runs before the validation split
+REPORTS = [(p, REPO / "docs" / "results") for p in STUDIES] + \
+    [(REPO / "experiments" / f"{d.name}.toml", BEFORE_SPLIT) for d in sorted(BEFORE_SPLIT.iterdir()) if d.is_dir()]
+
+
+@pytest.mark.parametrize("path, results", REPORTS, ids=lambda x: x.stem if x.suffix else x.name)
+def test_each_study_json_recomputes_from_its_runs(path, results):
     study = load_study(path)
-    folder = REPO / "docs" / "results" / study.name
+    folder = results / study.name
     assert (folder / RUNS_FILE).is_file(), f"{study.name}: no stored runs; run `diffaug-fast study run {path.name}`"
     stored = json.loads((folder / STUDY_FILE).read_text())
     assert _rounded(summarize(study, read_runs(folder / RUNS_FILE))) == stored, \
