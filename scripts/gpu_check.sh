@@ -2,7 +2,7 @@
 # Device check on a lent GPU machine (its own python3/torch): build the extension with the CUDA kernels for
 # Hopper, run the op tests on every backend (CPU, CUDA, Triton) and the op benchmarks; logs and JSON go to
 # $OUT (or ./gpu_out). Stages have their own time limits so a slow one still leaves the others' files.
-#   usage: bash scripts/gpu_check.sh [build|tests|bench|models|loader|augmix|commands|precision|paper|default3|claims]...   (default: build tests bench)
+#   usage: bash scripts/gpu_check.sh [build|tests|bench|models|loader|augmix|commands|precision|paper|study]...   (default: build tests bench)
 # Fashion-MNIST is read from $DIFFAUG_FAST_FASHION_MNIST, else gpu_data/fashion-mnist (carry it: the machine has no
 # dataset package); the precision benchmark needs guided-diffusion in benchmarks/third_party/ (carry it too).
 set -uo pipefail
@@ -56,34 +56,16 @@ for stage in $stages; do
         --device cuda --out "$P" > "$R/paper.log" 2>&1
       tar czf "$OUT/paper.tgz" --exclude='checkpoint.pt*' -C "$R" "$(basename "$P")" paper.log
       checkpoint_back "$P" ;;
-    default3)  # issue 17's open GPU item: the default (copies at weight 1/4) against the baseline, 3 seeds. One
-      # stream per seed (a 28x28 run leaves the GPU mostly idle: three streams ran ~1.5x the steps of one on an
-      # H200), then the table from the finished runs; the runs stay in $RUNS_DIR (the 8-file limit), text back as a tgz
+    study)  # a declared study on the GPU (STUDY=main_job by default, its optional evaluations too, e.g. main_job's
+      # certification at n = 1 000, 3.3 CPU hours a run): `diffaug-fast study run` with --jobs 3 (a 28x28 run leaves
+      # the GPU mostly idle), then its report; the runs stay in $RUNS_DIR, their text and the report come back as a tgz.
+      # Back here: untar, then `diffaug-fast study report experiments/$STUDY.toml --runs <untarred runs>`.
       R=${RUNS_DIR:-/tmp/gpu_runs}; mkdir -p "$R"
-      for s in 0 1 2; do
-        timeout ${DEFAULT3_S:-480} python3 scripts/fmnist_study.py --seeds $s --runs "$R/study" --out "$R/seed$s" \
-          -- --device cuda > "$R/default3-seed$s.log" 2>&1 &
-      done
-      wait
-      timeout 60 python3 scripts/fmnist_study.py --seeds 0,1,2 --runs "$R/study" --out "$OUT/fmnist_default_gpu" \
-        -- --device cuda > "$OUT/default3.log" 2>&1
-      tar czf "$OUT/default3.tgz" --exclude='checkpoint.pt*' -C "$R" . ;;
-    claims)  # issue 17's GPU items in one call: `--preset paper` (background) beside the default's 3 seeds, then the
-      # --device command tests. The runs live outside $OUT (8 files come back): their text and pictures return as one
-      # claims.tgz; a paper run cut by its limit saves on SIGTERM and its checkpoint returns in 15 MB parts
-      # (`cat paper-ckpt-* > checkpoint.pt`, then `diffaug-fast train --out DIR --resume` on any device).
-      R=${RUNS_DIR:-/tmp/gpu_runs}; mkdir -p "$R"
-      ( timeout -k 30 ${PAPER_S:-530} python3 -m diffaug_fast.cli train --preset paper --device cuda --out "$R/paper" \
-          > "$R/paper.log" 2>&1; echo "paper rc=$? $(( $(date +%s) - start )) s" >> "$OUT/stages.txt" ) &
-      timeout ${DEFAULT3_S:-420} python3 scripts/fmnist_study.py --seeds 0,1,2 --runs "$R/study" \
-        --out "$R/fmnist_default_gpu" -- --device cuda > "$R/default3.log" 2>&1
-      echo "default3 rc=$? $(( $(date +%s) - start )) s" >> "$OUT/stages.txt"
-      left=$(( ${CLAIMS_S:-500} - ($(date +%s) - start) ))
-      [ $left -gt 30 ] && timeout $left python3 -m pytest -q -p no:cacheprovider python_tests/cli/test_devices.py \
-        > "$R/tests-commands.log" 2>&1
-      wait
-      tar czf "$OUT/claims.tgz" --exclude='checkpoint.pt*' -C "$R" .
-      checkpoint_back "$R/paper" ;;
+      timeout ${STUDY_S:-500} python3 -m diffaug_fast.cli study run "experiments/${STUDY:-main_job}.toml" --jobs ${JOBS:-3} \
+        --optional ${OPTIONAL:-all} --runs "$R/runs" --results "$R/results" -- --device cuda > "$OUT/study.log" 2>&1
+      python3 -m diffaug_fast.cli study report "experiments/${STUDY:-main_job}.toml" --runs "$R/runs" \
+        --results "$R/results" >> "$OUT/study.log" 2>&1
+      tar czf "$OUT/study.tgz" --exclude='checkpoint.pt*' -C "$R" . ;;
   esac
   echo "stage $stage: rc=$? $(( $(date +%s) - start )) s" | tee -a "$OUT/stages.txt"
 done
