@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from diffaug_fast.runs import files
-from diffaug_fast.studies.report import STUDY_FILE, claim_cell, difference_cell, verdict_cell
+from diffaug_fast.studies.report import STUDY_FILE, claim_cell, difference_cell, metric_cell, verdict_cell
 from diffaug_fast.studies.spec import load_study
 
 
@@ -58,7 +58,7 @@ def index_markdown(experiments_dir: str | Path, results_root: str | Path, out: s
         for c in summary["comparisons"]:
             m = metrics[c["metric"]]
             lines.append(f"| {claim_cell(c, m['percent'])} | [{study.name}]({readme}) | {split_cell(summary)} | "
-                         f"{m['label']} | "
+                         f"{metric_cell(c, metrics)} | "
                          f"{len(c['seeds'])} | {difference_cell(c, m['percent'])} | {verdict_cell(c)} |")
     if not any(line.startswith("| ") and "](" in line for line in lines):
         lines.append("| (no study reported yet) | | | | | | |")
@@ -85,7 +85,7 @@ def claim_sentences(experiments_dir: str | Path, results_root: str | Path, readm
         link = _link(Path(results_root) / study.name / "README.md", readme)
         for c in summary["comparisons"]:
             m = metrics[c["metric"]]
-            lines.append(f"- {verdict_cell(c)}: {claim_cell(c, m['percent'])} — {m['label']}: "
+            lines.append(f"- {verdict_cell(c)}: {claim_cell(c, m['percent'])} — {metric_cell(c, metrics)}: "
                          f"{difference_cell(c, m['percent'])}, {len(c['seeds'])} seed(s), runs "
                          f"{split_cell(summary)} ([{study.name}]({link}))")
     if others:

@@ -52,11 +52,16 @@ def _metric_summary(study: Study, runs: list[dict], m: Metric) -> dict:
 
 
 def _comparison(study: Study, runs: list[dict], c) -> dict:
-    m = study.metric(c.metric)
+    """a's ``metric`` against b's ``metric_b``, paired by seed. Two metrics of the same runs (a is b) are measured
+    on the same images: the one-run interval over images, for independent samples, does not apply to them."""
+    m, mb = study.metric(c.metric), study.metric(c.b_metric)
     a = {s: c.sign * x for s, x in values_by_seed(study, runs, m.name, c.a).items()}
-    b = {s: c.sign * x for s, x in values_by_seed(study, runs, m.name, c.b).items()}
-    result = compare(a, b, c.direction, margin=c.margin, scale=m.scale, images=m.images)
-    return {"claim": c.claim, "a": c.a, "b": c.b, "metric": c.metric, "sign": c.sign, **result}
+    b = {s: c.sign * x for s, x in values_by_seed(study, runs, mb.name, c.b).items()}
+    images = m.images if mb.images is not None else None  # one run: both sides need their image count
+    result = compare(a, b, c.direction, margin=c.margin, scale=m.scale, images=images, images_b=mb.images,
+                     same_runs=c.same_runs)
+    return {"claim": c.claim, "a": c.a, "b": c.b, "metric": c.metric, "metric_b": c.b_metric, "sign": c.sign,
+            **result}
 
 
 def _selection(study: Study, runs: list[dict]) -> dict | None:
@@ -116,6 +121,17 @@ def verdict_cell(c: dict) -> str:
     return text
 
 
+def metric_cell(c: dict, metrics: dict) -> str:
+    """The compared metric's label, or "A vs B" when the claim reads another metric from b."""
+    label = metrics[c["metric"]]["label"]
+    other = c.get("metric_b", c["metric"])
+    return label if other == c["metric"] else f"{label} vs {metrics[other]['label']}"
+
+
+def variants_cell(c: dict) -> str:
+    return f"({c['a']})" if c["a"] == c["b"] else f"({c['a']} vs {c['b']})"
+
+
 def claim_cell(c: dict, percent: bool) -> str:
     claim = c["claim"].replace("|", "\\|")
     if c["direction"] == "keeps" and "within" not in claim:
@@ -149,13 +165,16 @@ def markdown(summary: dict, pictures: list[str]) -> str:
                  for row in m["variants"]]
         lines.append(f"| {m['label']}{' (%)' if m['percent'] else ''} | " + " | ".join(cells) + " |")
     if s["comparisons"]:
-        lines += ["", "## Claims", "", "Difference a − b paired by seed, in points for percentages; 95 % interval.",
+        two_metrics = any(c["metric_b"] != c["metric"] for c in s["comparisons"])
+        lines += ["", "## Claims", "", "Difference a − b paired by seed, in points for percentages; 95 % interval."
+                  + (" Where the metric reads \"A vs B\", the claim compares two metrics: A of a's runs against B "
+                     "of b's (the same runs, on the same images, when one variant is named)." if two_metrics else ""),
                   "",
                   "| claim | metric | seeds | difference, 95 % interval | verdict | method |",
                   "|---|---|---|---|---|---|"]
         for c in s["comparisons"]:
             m = metrics[c["metric"]]
-            lines.append(f"| {claim_cell(c, m['percent'])} ({c['a']} vs {c['b']}) | {m['label']} | "
+            lines.append(f"| {claim_cell(c, m['percent'])} {variants_cell(c)} | {metric_cell(c, metrics)} | "
                          f"{', '.join(map(str, c['seeds'])) or '–'} | {difference_cell(c, m['percent'])} | "
                          f"{verdict_cell(c)} | {c['method']} |")
     if s["selection"]:
@@ -207,7 +226,7 @@ def write_report(study: Study, results_dir: str | Path) -> Path:
         raise FileNotFoundError(f"{runs_path} does not exist: run `diffaug-fast study run {study.path}` first (or "
                                 "give --results the folder holding the study's runs.json)")
     summary = summarize(study, read_runs(runs_path))
-    compared = dict.fromkeys(c["metric"] for c in summary["comparisons"])
+    compared = dict.fromkeys(name for c in summary["comparisons"] for name in (c["metric"], c["metric_b"]))
     pictures = []
     for m in summary["metrics"]:
         if m["name"] in compared and any(v["n"] for v in m["variants"]):

@@ -72,6 +72,17 @@ class Comparison:
     direction: str
     margin: float | None
     sign: int  # -1: the difference is b - a (a lower-is-better metric)
+    metric_b: str | None = None  # the metric read from b; None: ``metric`` (set when a claim compares two metrics)
+
+    @property
+    def b_metric(self) -> str:
+        """The metric read from b's runs."""
+        return self.metric if self.metric_b is None else self.metric_b
+
+    @property
+    def same_runs(self) -> bool:
+        """Two metrics of the same runs (a is b): paired by seed over the same images, never independent."""
+        return self.a == self.b
 
 
 @dataclass(frozen=True)
@@ -254,18 +265,30 @@ def _metric(path: Path, name: str, table) -> Metric:
                   t.get("percent", bool, True, what="true or false"))
 
 
-def _comparison(path: Path, i: int, table, variants: tuple[str, ...], metrics: tuple[str, ...]) -> Comparison:
-    t = _Table(path, f"comparisons.{i}", table, ("claim", "a", "b", "metric", "direction", "margin", "sign"))
+def _comparison(path: Path, i: int, table, variants: tuple[str, ...], metrics: dict[str, Metric]) -> Comparison:
+    t = _Table(path, f"comparisons.{i}", table, ("claim", "a", "b", "metric", "metric_b", "direction", "margin",
+                                                    "sign"))
     a, b = t.text("a"), t.text("b")
     for key, v in (("a", a), ("b", b)):
         if v not in variants:
             t.fail(f"names variant {v!r}, which the study does not declare; declared: {', '.join(variants)}", key)
-    if a == b:
-        t.fail(f"a and b are both {a!r}; a comparison needs two variants", "b")
+    declared = ', '.join(metrics) or '(none)'
     metric = t.text("metric")
     if metric not in metrics:
-        t.fail(f"names metric {metric!r}, which the study does not declare; declared: {', '.join(metrics) or '(none)'}",
-               "metric")
+        t.fail(f"names metric {metric!r}, which the study does not declare; declared: {declared}", "metric")
+    metric_b = t.text("metric_b", metric)
+    if metric_b not in metrics:
+        t.fail(f"names metric {metric_b!r}, which the study does not declare; declared: {declared}", "metric_b")
+    if a == b and "metric_b" not in t.values:
+        t.fail(f"a and b are both {a!r}; a comparison needs two variants, or two metrics of the same runs "
+               "(metric_b: the metric read from b)", "b")
+    if a == b and metric_b == metric:
+        t.fail(f"is {metric_b!r}, the same as metric, and a and b are both {a!r}: that compares each run with "
+               "itself; name another metric, or another variant in b", "metric_b")
+    if metrics[metric_b].percent != metrics[metric].percent:
+        t.fail(f"metric {metric_b!r} has percent = {str(metrics[metric_b].percent).lower()} but metric {metric!r} "
+               f"has percent = {str(metrics[metric].percent).lower()}; a difference needs both in one unit",
+               "metric_b")
     direction = t.text("direction")
     if direction not in DIRECTIONS:
         t.fail(f"is {direction!r}; expected one of {', '.join(DIRECTIONS)}", "direction")
@@ -277,7 +300,8 @@ def _comparison(path: Path, i: int, table, variants: tuple[str, ...], metrics: t
     sign = t.get("sign", int, 1, what="1 or -1")
     if sign not in (1, -1):
         t.fail(f"is {sign}; expected 1 or -1 (-1: a lower-is-better metric, the difference is b - a)", "sign")
-    return Comparison(t.text("claim"), a, b, metric, direction, None if margin is None else float(margin), sign)
+    return Comparison(t.text("claim"), a, b, metric, direction, None if margin is None else float(margin), sign,
+                      metric_b if "metric_b" in t.values else None)
 
 
 def _selection(path: Path, table, variants: tuple[str, ...], metrics: dict[str, Metric]) -> Selection:
@@ -322,7 +346,7 @@ def parse_study(path: str | Path, data: dict) -> Study:
     raw_metrics = top.get("metrics", dict, {}, what="a table of [metrics.<name>] tables")
     metrics = tuple(_metric(path, name, table) for name, table in raw_metrics.items())
     by_name = {m.name: m for m in metrics}
-    comparisons = tuple(_comparison(path, i, c, names, tuple(by_name))
+    comparisons = tuple(_comparison(path, i, c, names, by_name)
                         for i, c in enumerate(top.get("comparisons", list, [], what="an array of tables")))
     selection = _selection(path, data["selection"], names, by_name) if "selection" in data else None
     return Study(path=str(path), **study, variants=variants, evaluations=evaluations, metrics=metrics,

@@ -6,6 +6,8 @@ difference a_s − b_s removes the seed's share of the spread). With two or more
 Student-t interval of the mean difference; with a single seed there is no spread over seeds to speak of, and the
 only honest interval is the one over the test images of that one run (Newcombe's hybrid score interval for a
 difference of two proportions), which ignores the seed-to-seed spread and so gives a weaker, "one run" verdict.
+That interval is for independent samples: a claim comparing two metrics of the same runs (say DiffAug-Ensemble
+against plain accuracy of one classifier, on the same images) gets none from a single seed.
 An interval that merely touches the threshold does not decide anything: the comparisons are strict.
 """
 from __future__ import annotations
@@ -164,11 +166,14 @@ def _interval_json(iv: Interval | None) -> dict | None:
 
 def compare(a_values: Mapping[int, float], b_values: Mapping[int, float], direction: str, *,
             margin: float | None = None, scale: float = 100.0, images: int | None = None,
-            confidence: float = 0.95) -> dict:
+            images_b: int | None = None, same_runs: bool = False, confidence: float = 0.95) -> dict:
     """One declared comparison, a − b paired by seed, as a JSON-ready dict. Values are raw (fractions for
     accuracies); differences, the interval and ``margin`` are in shown units (raw × ``scale``: points for
     percentages). Two or more shared seeds: t interval over seeds. One seed: the interval over ``images`` test
-    images of that run, when the metric declares them; else no interval and an inconclusive verdict."""
+    images of that run (``images_b`` on b's side when b's metric counts other images; default ``images``), when
+    the metric declares them; else no interval and an inconclusive verdict. ``same_runs``: a and b are two metrics
+    of the same runs, on the same images, so the one-run interval (for independent samples) does not hold: one
+    seed gives no interval."""
     _check_direction(direction, margin)
     _check_confidence(confidence)
     if not (math.isfinite(scale) and scale > 0):
@@ -180,16 +185,22 @@ def compare(a_values: Mapping[int, float], b_values: Mapping[int, float], direct
     if len(seeds) >= 2:
         interval = t_interval(differences, confidence)
         method = f"Student t over {len(seeds)} seeds, paired by seed"
+    elif len(seeds) == 1 and same_runs:
+        method = "none"
+        reason = "one run: a paired comparison of two metrics on the same images needs seeds"
     elif len(seeds) == 1 and images is not None:
         s = seeds[0]
-        iv = two_proportion_interval(float(a_values[s]), float(b_values[s]), images, images, confidence)
+        iv = two_proportion_interval(float(a_values[s]), float(b_values[s]), images,
+                                     images if images_b is None else images_b, confidence)
         interval = Interval(mean=iv.mean * scale, low=iv.low * scale, high=iv.high * scale, sd=None, n=1,
                             method=iv.method)
         method = ONE_RUN_METHOD
     else:
         method = "none"
-        reason = ("no seed has runs of both variants" if not seeds else
-                  "one seed and the metric declares no image count: no interval")
+        if seeds:
+            reason = "one seed and the metric declares no image count: no interval"
+        else:
+            reason = "no run has both metrics" if same_runs else "no seed has runs of both variants"
     result = verdict(interval, direction, margin) if interval is not None else "inconclusive"
     to_resolve = None
     if result == "inconclusive" and interval is not None and interval.sd is not None:

@@ -10,6 +10,7 @@ from diffaug_fast.studies.collect import collect, lookup, read_runs
 from diffaug_fast.studies.index import README_BEGIN, README_END, update_readme, write_index
 from diffaug_fast.studies.report import summarize, write_report
 from diffaug_fast.studies.spec import load_study
+from diffaug_fast.studies.verdicts import two_proportion_interval
 
 T_975_2 = 4.302652729911275  # t_{0.975, 2}
 
@@ -279,3 +280,122 @@ def test_readme_claims_block_says_the_verdicts_and_nothing_else(tmp_path):
 def test_index_of_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="argument --experiments: .* is not a folder"):
         write_index(tmp_path / "nope", tmp_path, tmp_path / "results.md")
+
+
+# ---- two metrics of the same runs (metric_b) ------------------------------------------------------------------
+
+TWO_METRICS = '''
+[study]
+name = "pair"
+title = "Two metrics"
+question = "Does x beat y on the same runs?"
+seeds = [0, 1, 2]
+budget = "hand-written numbers"
+
+[variants.v]
+[variants.w]
+options = ["--diffaug", "off"]
+
+[metrics.x]
+label = "x accuracy"
+key = "x"
+images = 1000
+
+[metrics.y]
+label = "y accuracy"
+key = "y"
+images = 500
+
+[[comparisons]]
+claim = "x beats y on the same runs"
+a = "v"
+b = "v"
+metric = "x"
+metric_b = "y"
+direction = "greater"
+
+[[comparisons]]
+claim = "v's x beats w's y"
+a = "v"
+b = "w"
+metric = "x"
+metric_b = "y"
+direction = "greater"
+'''
+
+
+def _pair_study(folder: Path):
+    path = folder / "pair.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(TWO_METRICS)
+    return load_study(path)
+
+
+def _pair_run(variant, seed, x, y):
+    return {"variant": variant, "seed": seed, "metrics": {"x": x, "y": y},
+            "facts": {"folder": f"runs/studies/pair/{variant}/seed{seed}", "machine": "2-core test CPU",
+                      "commit": "abc1234", "seconds": 1.0, "val_size": 100, "predates_split": False}}
+
+
+# v: x [0.50, 0.52, 0.54], y [0.48, 0.49, 0.50] -> x - y = [2, 3, 4] points: mean 3, sd 1, 3 ± 2.484 -> supported.
+# w: y [0.45, 0.47, 0.46] -> v's x - w's y = [5, 5, 8] points: mean 6, sd sqrt(3) -> supported.
+PAIR_RUNS = [_pair_run("v", 0, 0.50, 0.48), _pair_run("v", 1, 0.52, 0.49), _pair_run("v", 2, 0.54, 0.50),
+             _pair_run("w", 0, 0.90, 0.45), _pair_run("w", 1, 0.90, 0.47), _pair_run("w", 2, 0.90, 0.46)]
+
+
+def test_two_metrics_of_the_same_runs_pair_by_seed(tmp_path):
+    same, cross = summarize(_pair_study(tmp_path), PAIR_RUNS)["comparisons"]
+    assert same["a"] == same["b"] == "v" and same["metric"] == "x" and same["metric_b"] == "y"
+    assert same["differences"] == pytest.approx([2.0, 3.0, 4.0])
+    half = T_975_2 * 1.0 / math.sqrt(3)
+    assert same["interval"]["mean"] == pytest.approx(3.0)
+    assert same["interval"]["low"] == pytest.approx(3.0 - half, abs=1e-4)  # 0.516 > 0
+    assert same["interval"]["high"] == pytest.approx(3.0 + half, abs=1e-4)
+    assert same["verdict"] == "supported" and same["method"] == "Student t over 3 seeds, paired by seed"
+    assert cross["differences"] == pytest.approx([5.0, 5.0, 8.0])  # v's x against w's y, seed by seed
+    half = T_975_2 * math.sqrt(3) / math.sqrt(3)
+    assert cross["interval"]["low"] == pytest.approx(6.0 - half, abs=1e-4) and cross["verdict"] == "supported"
+
+
+def test_two_metrics_sign_flips_the_difference(tmp_path):
+    import dataclasses
+
+    study = _pair_study(tmp_path)
+    lower = dataclasses.replace(study.comparisons[0], direction="less", sign=-1)  # y - x: [-2, -3, -4]
+    c = summarize(dataclasses.replace(study, comparisons=(lower,)), PAIR_RUNS)["comparisons"][0]
+    assert c["differences"] == pytest.approx([-2.0, -3.0, -4.0]) and c["verdict"] == "supported"
+
+
+def test_two_metrics_of_one_run_get_no_interval_over_images(tmp_path):
+    """The one-run interval over images is for independent samples; two metrics of one run share their images."""
+    same, cross = summarize(_pair_study(tmp_path), [r for r in PAIR_RUNS if r["seed"] == 0])["comparisons"]
+    assert same["seeds"] == [0] and same["differences"] == pytest.approx([2.0])
+    assert same["interval"] is None and same["method"] == "none" and same["verdict"] == "inconclusive"
+    assert same["reason"] == "one run: a paired comparison of two metrics on the same images needs seeds"
+    assert same["seeds_to_resolve"] is None
+    # two variants: the runs are separate, each side over its own metric's images (1 000 for x, 500 for y)
+    expected = two_proportion_interval(0.50, 0.45, 1000, 500)
+    assert cross["method"].endswith("one run") and cross["interval"]["n"] == 1
+    assert cross["interval"]["low"] == pytest.approx(100 * expected.low, abs=1e-4)
+    assert cross["interval"]["high"] == pytest.approx(100 * expected.high, abs=1e-4)
+
+
+def test_two_metrics_without_a_run_say_so(tmp_path):
+    runs = [_pair_run("v", 0, 0.5, 0.5)]
+    del runs[0]["metrics"]["y"]
+    same = summarize(_pair_study(tmp_path), runs)["comparisons"][0]
+    assert same["seeds"] == [] and same["verdict"] == "inconclusive" and same["reason"] == "no run has both metrics"
+
+
+def test_report_labels_two_metrics_a_vs_b(tmp_path):
+    study = _pair_study(tmp_path / "experiments")
+    results = tmp_path / "results" / "pair"
+    results.mkdir(parents=True)
+    (results / "runs.json").write_text(json.dumps({"study": "pair", "runs": PAIR_RUNS}))
+    text = write_report(study, results).read_text()
+    assert "| x beats y on the same runs (v) | x accuracy vs y accuracy | 0, 1, 2 | +3.00 [+0.52, +5.48] | " \
+           "**supported** |" in text
+    assert "| v's x beats w's y (v vs w) | x accuracy vs y accuracy | 0, 1, 2 |" in text
+    assert 'Where the metric reads "A vs B", the claim compares two metrics' in text
+    assert json.loads((results / "study.json").read_text())["comparisons"][0]["metric_b"] == "y"
+    assert sorted(p.name for p in results.glob("*.png")) == ["x.png", "y.png"]  # both compared metrics

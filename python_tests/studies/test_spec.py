@@ -20,7 +20,9 @@ GOOD = {
                 "ood": {"file": "ood/eval.json", "key": "ood.uniform.msp.auroc", "percent": True}},
     "comparisons": [{"claim": "c", "a": "default", "b": "baseline", "metric": "clean_val", "direction": "greater"},
                     {"claim": "k", "a": "default", "b": "baseline", "metric": "clean_val", "direction": "keeps",
-                     "margin": 0.5}],
+                     "margin": 0.5},
+                    {"claim": "two metrics of the same runs", "a": "default", "b": "default", "metric": "ood",
+                     "metric_b": "clean_val", "direction": "less"}],
     "selection": {"metric": "clean_val", "among": ["baseline", "default"], "rule": "highest", "tolerance": 0.1},
 }
 
@@ -38,6 +40,9 @@ def test_the_good_study_reads_into_plain_data():
     assert s.metric("clean_val").file == "metrics.json" and s.metric("clean_val").scale == 100.0
     assert s.evaluations[0].needs == ("baseline",) and s.evaluations[0].path == "ood/eval.json"
     assert s.comparisons[1].margin == 0.5 and s.comparisons[0].sign == 1
+    assert s.comparisons[0].metric_b is None and s.comparisons[0].b_metric == "clean_val"  # default: metric
+    assert not s.comparisons[0].same_runs
+    assert s.comparisons[2].b_metric == "clean_val" and s.comparisons[2].metric == "ood" and s.comparisons[2].same_runs
     assert s.selection.goal == "highest" and s.listed
 
 
@@ -63,7 +68,11 @@ CASES = [
     ("unknown variant key", lambda d: d["variants"]["default"].update(optoins=[]), "[variants.default]: unknown key 'optoins'"),
     ("variant name with a slash", lambda d: d["variants"].update({"a/b": {}}), "'a/b' is not a usable name"),
     ("comparison names an undeclared variant", lambda d: d["comparisons"][0].update(a="w05"), "[comparisons.0] a: names variant 'w05', which the study does not declare"),
-    ("comparison of a variant with itself", lambda d: d["comparisons"][0].update(b="default"), "[comparisons.0] b: a and b are both 'default'"),
+    ("comparison of a variant with itself", lambda d: d["comparisons"][0].update(b="default"), "[comparisons.0] b: a and b are both 'default'; a comparison needs two variants, or two metrics of the same runs (metric_b"),
+    ("a run compared with itself", lambda d: d["comparisons"][0].update(b="default", metric_b="clean_val"), "[comparisons.0] metric_b: is 'clean_val', the same as metric, and a and b are both 'default'"),
+    ("metric_b names an undeclared metric", lambda d: d["comparisons"][2].update(metric_b="noisy"), "[comparisons.2] metric_b: names metric 'noisy', which the study does not declare; declared: clean_val, ood"),
+    ("metric_b not a string", lambda d: d["comparisons"][2].update(metric_b=3), "[comparisons.2] metric_b: expected a string, got 3"),
+    ("metric_b in another unit", lambda d: (d["metrics"].update(loss={"key": "loss", "percent": False}), d["comparisons"][2].update(metric_b="loss")), "[comparisons.2] metric_b: metric 'loss' has percent = false but metric 'ood' has percent = true"),
     ("unknown metric", lambda d: d["comparisons"][0].update(metric="noisy"), "[comparisons.0] metric: names metric 'noisy', which the study does not declare"),
     ("unknown direction", lambda d: d["comparisons"][0].update(direction="higher"), "[comparisons.0] direction: is 'higher'; expected one of greater, less, keeps"),
     ("keeps without margin", lambda d: d["comparisons"][1].pop("margin"), "[comparisons.1] margin: direction keeps needs a margin > 0"),
