@@ -22,7 +22,7 @@ def _image_folder(root, truncated: str | None = None):
 
 
 def _train(*extra, cwd):
-    args = ["train", "--data", "images", "--batch-size", "18", "--epochs", "1", "--diffaug", "off",
+    args = ["train", "--data", "images", "--val-size", "0", "--batch-size", "18", "--epochs", "1", "--diffaug", "off",
             "--de-timesteps", "", "--out", "run", *extra]
     return subprocess.run(CLI + args, capture_output=True, text=True, timeout=600, cwd=cwd)
 

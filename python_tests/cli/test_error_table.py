@@ -118,7 +118,7 @@ CLI_CASES = [
     ("a flag that does not exist", ["train", "--learning-rate", "0.1"], "unrecognized arguments: --learning-rate"),
     ("a value of the wrong type", ["train", "--epochs", "two"], "argument --epochs: expected an integer, got 'two'"),
     ("a --config file that is not JSON", ["train", "--config", "{file}"], "is not valid JSON"),
-    ("a truncated image in the training folder (read by a loader worker)", ["train", "--data", "{bad_images}", "--workers", "2", "--batch-size", "18", "--diffaug", "off", "--de-timesteps", "", "--out", "{fresh}"], "cannot read image"),
+    ("a truncated image in the training folder (read by a loader worker)", ["train", "--data", "{bad_images}", "--val-size", "0", "--workers", "2", "--batch-size", "18", "--diffaug", "off", "--de-timesteps", "", "--out", "{fresh}"], "cannot read image"),
     ("a class folder without images", ["train", "--data", "{empty_class}", "--out", "{fresh}"], "class folder 'empty' in"),
     ("a missing CIFAR batch file", ["train", "--data", "cifar10:{cifar_missing}", "--image-size", "32", "--channels", "3", "--out", "{fresh}"], "batch file"),
     ("negative loader workers", ["train", "--workers", "-1"], "argument --workers must be >= 0"),
